@@ -1,0 +1,152 @@
+"""The G2 3-form, its metric (Bryant/Hitchin), its dual 4-form, and the G2 identity checks.
+
+phi0 = e^{012} + e^{034} + e^{056} + e^{135} - e^{146} - e^{236} - e^{245}   (DESIGN §3,
+Bryant's convention, 0-indexed), psi0 = *phi0. The metric of a 3-form:
+  B_ij vol_0 = (1/6) iota_i phi ^ iota_j phi ^ phi,   g = det(B)^(-1/9) B
+(R. Bryant, "Some remarks on G2-structures", 2005, eq. (2.17); N. Hitchin, "The geometry of
+three-forms in six and seven dimensions", 2000). phi is positive iff B is definite; a
+negative-definite B means phi is positive for the opposite orientation, which is returned
+as orientation = -1 (g stays positive definite).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from . import forms as F
+
+PHI0_TERMS = ((1, (0, 1, 2)), (1, (0, 3, 4)), (1, (0, 5, 6)), (1, (1, 3, 5)),
+              (-1, (1, 4, 6)), (-1, (2, 3, 6)), (-1, (2, 4, 5)))
+
+
+def phi0_packed(dtype=torch.float64, device=None) -> torch.Tensor:
+    """phi0 as a packed 3-form (35,)."""
+    out = torch.zeros(F.n_components(3), dtype=dtype, device=device)
+    ci = F.combo_index(3)
+    for s, I in PHI0_TERMS:
+        out[ci[I]] = s
+    return out
+
+
+def psi0_packed(dtype=torch.float64, device=None) -> torch.Tensor:
+    """psi0 = *phi0 as a packed 4-form (35,) (Euclidean star, eps^{0..6} = +1)."""
+    return F.star0_packed(phi0_packed(dtype, device), 3)
+
+
+def phi0(dtype=torch.float64, device=None) -> torch.Tensor:
+    """Dense standard G2 3-form (7, 7, 7)."""
+    return F.unpack(phi0_packed(dtype, device), 3)
+
+
+def psi0(dtype=torch.float64, device=None) -> torch.Tensor:
+    """Dense psi0 = *phi0 (7, 7, 7, 7) = e^{3456} + e^{1234} + e^{1256} + e^{0246} - e^{0235} - e^{0145} - e^{0136}."""
+    return F.unpack(psi0_packed(dtype, device), 4)
+
+
+@lru_cache(maxsize=None)
+def _triple_table(device: str, dtype: torch.dtype):
+    """E with (phi @ E)[I, J] = sum_K eps(I, J, K) phi_K over packed 2-forms I, J and 3-forms K."""
+    c2, c3 = F.combos(2), F.combo_index(3)
+    E = torch.zeros(F.n_components(3), len(c2) * len(c2), dtype=dtype)
+    for a, I in enumerate(c2):
+        for b, J in enumerate(c2):
+            rest = tuple(sorted(set(range(7)) - set(I) - set(J)))
+            if len(rest) == 3:
+                E[c3[rest], a * len(c2) + b] = F.perm_sign(I + J + rest)
+    return E.to(device)
+
+
+def bilinear_B_packed(phi: torch.Tensor) -> torch.Tensor:
+    """B_ij = (1/6) (iota_i phi ^ iota_j phi ^ phi) / vol_0 for packed phi (*batch, 35) -> (*batch, 7, 7)."""
+    a = F.interior_basis_packed(phi, 3)                         # (*batch, 7, 21)
+    T = (phi @ _triple_table(F._dev(phi.device), phi.dtype)).reshape(*phi.shape[:-1], 21, 21)
+    return torch.einsum("...iI,...IJ,...jJ->...ij", a, T, a) / 6
+
+
+@dataclass
+class PhiMetric:
+    """g(phi) and what comes with it, all (*batch, ...)."""
+    g: torch.Tensor            # (*batch, 7, 7)
+    ginv: torch.Tensor         # (*batch, 7, 7)
+    det: torch.Tensor          # (*batch,)  det g
+    orientation: torch.Tensor  # (*batch,)  sign(det B): +1 for phi0-like forms
+    B: torch.Tensor            # (*batch, 7, 7)
+
+
+def metric_data_packed(phi: torch.Tensor, check: bool = True) -> PhiMetric:
+    """g = |det B|^(-1/9) sign(det B) B for packed phi (*batch, 35).
+
+    With check=True a phi whose B is not definite raises ValueError with the count of failing points.
+    """
+    B = bilinear_B_packed(phi)
+    detB = torch.linalg.det(B)
+    s = torch.sign(detB)
+    g = B * (s * detB.abs().pow(-1.0 / 9))[..., None, None]
+    if check and not F._is_traced(phi):
+        ev_min = torch.linalg.eigvalsh(g).amin(-1)
+        bad = ~(ev_min > 0) | (detB == 0) | ~torch.isfinite(detB)
+        if bool(bad.any()):
+            raise ValueError(f"3-form is not positive (B not definite) at {int(bad.sum())} of "
+                             f"{bad.numel()} points")
+    ginv, det = F.metric_data(g)
+    return PhiMetric(g=g, ginv=ginv, det=det, orientation=s, B=B)
+
+
+def metric_from_phi(phi: torch.Tensor, check: bool = True) -> torch.Tensor:
+    """Metric of a dense 3-form: phi (*batch, 7, 7, 7) -> g (*batch, 7, 7) (Bryant/Hitchin, DESIGN §3)."""
+    if phi.ndim < 3 or tuple(phi.shape[-3:]) != (7, 7, 7):
+        raise ValueError(f"phi must have shape (*batch, 7, 7, 7), got {tuple(phi.shape)}")
+    return metric_data_packed(F.pack(phi, 3, check=True), check=check).g
+
+
+def psi_packed(phi: torch.Tensor, m: PhiMetric | None = None, check: bool = True) -> torch.Tensor:
+    """psi = *_{g(phi)} phi for packed phi, with the orientation phi induces."""
+    m = metric_data_packed(phi, check=check) if m is None else m
+    return F.star_packed(phi, 3, m.g, m.ginv, m.det, orientation=m.orientation)
+
+
+def psi_from_phi(phi: torch.Tensor, check: bool = True) -> torch.Tensor:
+    """psi = *phi with g = g(phi): dense (*batch, 7, 7, 7) -> (*batch, 7, 7, 7, 7)."""
+    if phi.ndim < 3 or tuple(phi.shape[-3:]) != (7, 7, 7):
+        raise ValueError(f"phi must have shape (*batch, 7, 7, 7), got {tuple(phi.shape)}")
+    return F.unpack(psi_packed(F.pack(phi, 3, check=True), check=check), 4)
+
+
+@dataclass
+class G2Identities:
+    """Per-point G2 identity residuals, each (*batch,); exact values in the comments."""
+    norm2_phi: torch.Tensor        # |phi|^2_g = 7
+    norm2_psi: torch.Tensor        # |psi|^2_g = 7
+    phi_wedge_psi: torch.Tensor    # (phi ^ psi) / vol_g = 7
+    psi_error: torch.Tensor        # |psi - *phi|_g / |*phi|_g = 0
+
+    def summary(self) -> dict:
+        out = {}
+        for name, exact in (("norm2_phi", 7.0), ("norm2_psi", 7.0), ("phi_wedge_psi", 7.0), ("psi_error", 0.0)):
+            v = getattr(self, name).detach().double()
+            out[name] = {"exact": exact, "mean": float(v.mean()), "max_abs_dev": float((v - exact).abs().max())}
+        return out
+
+
+def g2_identities(phi: torch.Tensor, psi: torch.Tensor | None = None) -> G2Identities:
+    """Check |phi|^2 = 7, phi ^ psi = 7 vol_g and psi = *phi with g = g(phi).
+
+    phi dense (*batch, 7, 7, 7); psi dense (*batch, 7^4) or None (then psi = *phi, so the
+    psi check measures round-off only). Learned psi fields pass their own psi.
+    """
+    php = F.pack(phi, 3, check=True)
+    m = metric_data_packed(php)
+    star_phi = F.star_packed(php, 3, m.g, m.ginv, m.det, orientation=m.orientation)
+    psp = star_phi if psi is None else F.pack(psi, 4, check=True)
+    top = F.wedge_packed(php, psp, 3, 4)[..., 0]
+    vol = m.orientation * m.det.sqrt()
+    diff = psp - star_phi
+    return G2Identities(
+        norm2_phi=F.inner_packed(php, php, 3, m.g, m.ginv, m.det),
+        norm2_psi=F.inner_packed(psp, psp, 4, m.g, m.ginv, m.det),
+        phi_wedge_psi=top / vol,
+        psi_error=(F.inner_packed(diff, diff, 4, m.g, m.ginv, m.det)
+                   / F.inner_packed(star_phi, star_phi, 4, m.g, m.ginv, m.det)).sqrt(),
+    )
