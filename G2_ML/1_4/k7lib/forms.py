@@ -246,14 +246,30 @@ def transform_packed(w: torch.Tensor, k: int, M: torch.Tensor) -> torch.Tensor:
     return pack(t, k)
 
 
+def det(M: torch.Tensor) -> torch.Tensor:
+    """Determinant of (*batch, n, n) matrices from an LU factorisation.
+
+    torch.linalg.det, slogdet and logdet give wrong reverse-over-forward derivatives in
+    torch 2.13 (a gradient of a jvp through them disagrees with finite differences); the
+    LU route is exact in every mode, which training needs (loss on jvp tangents).
+    """
+    LU, piv, _ = torch.linalg.lu_factor_ex(M)
+    swaps = (piv != torch.arange(1, M.shape[-1] + 1, dtype=piv.dtype, device=piv.device)).sum(-1)
+    return torch.diagonal(LU, dim1=-2, dim2=-1).prod(-1) * (1 - 2 * (swaps % 2)).to(M.dtype)
+
+
 def metric_data(g: torch.Tensor):
-    """(g^{-1}, det g) for a batch of SPD metrics (*batch, 7, 7), via Cholesky when possible."""
+    """(g^{-1}, det g) for a batch of SPD metrics (*batch, 7, 7), via Cholesky when possible.
+
+    cholesky_solve rather than cholesky_inverse: in torch 2.13 the forward-mode derivative of
+    cholesky_inverse is wrong (and linalg.solve's reverse-over-forward one), which
+    tests/test_forms.py guards against.
+    """
     L, info = torch.linalg.cholesky_ex(g)
     if _is_traced(g) or not bool(info.any()):
-        ginv = torch.cholesky_inverse(L)
-        det = torch.diagonal(L, dim1=-2, dim2=-1).prod(-1) ** 2
-        return ginv, det
-    return torch.linalg.inv(g), torch.linalg.det(g)
+        eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device).expand_as(g)
+        return torch.cholesky_solve(eye, L), torch.diagonal(L, dim1=-2, dim2=-1).prod(-1) ** 2
+    return torch.linalg.inv(g), det(g)
 
 
 def inner_packed(a: torch.Tensor, b: torch.Tensor, k: int, g: torch.Tensor,

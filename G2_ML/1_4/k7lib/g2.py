@@ -81,12 +81,13 @@ def metric_data_packed(phi: torch.Tensor, check: bool = True) -> PhiMetric:
     With check=True a phi whose B is not definite raises ValueError with the count of failing points.
     """
     B = bilinear_B_packed(phi)
-    detB = torch.linalg.det(B)
+    detB = F.det(B)
     s = torch.sign(detB)
     g = B * (s * detB.abs().pow(-1.0 / 9))[..., None, None]
     if check and not F._is_traced(phi):
-        ev_min = torch.linalg.eigvalsh(g).amin(-1)
-        bad = ~(ev_min > 0) | (detB == 0) | ~torch.isfinite(detB)
+        degenerate = (detB == 0) | ~torch.isfinite(g).flatten(-2).all(-1)
+        safe = torch.where(degenerate[..., None, None], torch.eye(7, dtype=g.dtype, device=g.device), g)
+        bad = degenerate | ~(torch.linalg.eigvalsh(safe).amin(-1) > 0)
         if bool(bad.any()):
             raise ValueError(f"3-form is not positive (B not definite) at {int(bad.sum())} of "
                              f"{bad.numel()} points")
