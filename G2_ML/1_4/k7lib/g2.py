@@ -76,23 +76,50 @@ class PhiMetric:
 
 
 def metric_data_packed(phi: torch.Tensor, check: bool = True) -> PhiMetric:
-    """g = |det B|^(-1/9) sign(det B) B for packed phi (*batch, 35).
+    """g = |det B|^(-1/9) sign(det B) B for packed phi (*batch, 35), from one Cholesky of s*B.
 
-    With check=True a phi whose B is not definite raises ValueError with the count of failing points.
+    s = +-1 is the sign of definiteness (a definite B has diagonal entries of one sign, so s is
+    read off B_00); det(sB) = prod(diag L)^2, g = det(sB)^(-1/9) sB, det g = det(sB)^(2/9).
+    Cholesky rather than det/slogdet/cholesky_inverse keeps every derivative order exact in
+    torch 2.13 (tests/test_forms.py). With check=True a phi whose B is not definite raises
+    ValueError with the count of failing points.
     """
     B = bilinear_B_packed(phi)
-    detB = F.det(B)
-    s = torch.sign(detB)
-    g = B * (s * detB.abs().pow(-1.0 / 9))[..., None, None]
+    s = torch.where(B[..., 0, 0] < 0, -1.0, 1.0).to(B.dtype)
+    sB = B * s[..., None, None]
+    L, info = torch.linalg.cholesky_ex(sB)
     if check and not F._is_traced(phi):
-        degenerate = (detB == 0) | ~torch.isfinite(g).flatten(-2).all(-1)
-        safe = torch.where(degenerate[..., None, None], torch.eye(7, dtype=g.dtype, device=g.device), g)
-        bad = degenerate | ~(torch.linalg.eigvalsh(safe).amin(-1) > 0)
+        bad = (info != 0) | ~torch.isfinite(B).flatten(-2).all(-1)
         if bool(bad.any()):
             raise ValueError(f"3-form is not positive (B not definite) at {int(bad.sum())} of "
                              f"{bad.numel()} points")
-    ginv, det = F.metric_data(g)
-    return PhiMetric(g=g, ginv=ginv, det=det, orientation=s, B=B)
+    det_sB = torch.diagonal(L, dim1=-2, dim2=-1).prod(-1) ** 2
+    c = det_sB.pow(-1.0 / 9)
+    g = sB * c[..., None, None]
+    eye = torch.eye(7, dtype=B.dtype, device=B.device).expand_as(B)
+    ginv = torch.cholesky_solve(eye, L * c.sqrt()[..., None, None])
+    return PhiMetric(g=g, ginv=ginv, det=det_sB.pow(2.0 / 9), orientation=s, B=B)
+
+
+def psi_tangent_packed(phi: torch.Tensor, psi: torch.Tensor, m: PhiMetric, eta: torch.Tensor) -> torch.Tensor:
+    """Derivative of psi = Theta(phi) = *_phi phi along tangents eta: (*batch, n, 35) -> (*batch, n, 35).
+
+    Theta'(phi) eta = *( (4/3) pi_1 eta + pi_7 eta - pi_27 eta ) = -*eta + (7/3) *pi_1 eta + 2 *pi_7 eta
+    (Joyce, Compact Manifolds with Special Holonomy, Prop. 10.3.5; Hitchin 2000), with
+    pi_1 eta = (<eta, phi>/7) phi and pi_7 eta = iota_v psi, v^w = (1/4) g^{wu} <iota_u psi, eta>
+    (since <iota_u psi, iota_v psi> = 4 g(u, v)). Only linear maps at the base point act on the
+    tangents, so forward-mode autograd never differentiates through Cholesky factors.
+    """
+    o = m.orientation[..., None, None]
+    star3 = lambda w: F.star_packed(w, 3, m.g, m.ginv[..., None, :, :], m.det[..., None], 1.0) * o
+    phi_up = F.transform_packed(phi, 3, m.ginv)                           # Lambda^3(g^-1) phi
+    ipsi = F.interior_basis_packed(psi, 4)                                 # (*batch, 7, 35): iota_u psi
+    ipsi_up = F.transform_packed(ipsi, 3, m.ginv[..., None, :, :])        # raised, per u
+    star_ipsi = F.star_packed(ipsi, 3, m.g, m.ginv[..., None, :, :], m.det[..., None], 1.0) \
+        * m.orientation[..., None, None]                                  # *(iota_u psi), 4-forms
+    c1 = (eta * phi_up[..., None, :]).sum(-1) / 3                         # (7/3) <eta, phi> / 7
+    v = torch.einsum("...wu,...nu->...nw", m.ginv, torch.einsum("...uI,...nI->...nu", ipsi_up, eta)) / 4
+    return -star3(eta) + c1[..., None] * psi[..., None, :] + 2 * torch.einsum("...nw,...wI->...nI", v, star_ipsi)
 
 
 def metric_from_phi(phi: torch.Tensor, check: bool = True) -> torch.Tensor:

@@ -47,7 +47,7 @@ def as_packed_field(phi_field):
 
 def torsion_packed(phi_field, x: torch.Tensor, method: str = "autograd", h: float | None = None,
                    check: bool = True) -> TorsionPacked:
-    """d phi and d psi by one forward-mode pass through x -> (phi, *phi); norms with g(phi).
+    """d phi and d psi exactly (forward mode through the field, 7 tangents); norms with g(phi).
 
     phi_field: x (batch, 7) -> packed (batch, 35) or dense (batch, 7, 7, 7) 3-forms.
     With check=True a non-positive phi at any point raises ValueError (counted).
@@ -59,12 +59,20 @@ def torsion_packed(phi_field, x: torch.Tensor, method: str = "autograd", h: floa
         with torch.no_grad():
             g2.metric_data_packed(field(x), check=True)
 
-    def phi_psi(y):
-        p = field(y)
-        return p, g2.psi_packed(p, check=False)
+    if method == "autograd":
+        # Forward mode through the field only; psi's tangents follow from the exact
+        # linearisation of phi -> *phi at each point (g2.psi_tangent_packed).
+        phi, jphi = value_and_jacobian(field, x, method, h)
+        m = g2.metric_data_packed(phi, check=False)
+        psi = g2.psi_packed(phi, m)
+        jpsi = g2.psi_tangent_packed(phi, psi, m, jphi.transpose(-1, -2)).transpose(-1, -2)
+    else:
+        def phi_psi(y):
+            p = field(y)
+            return p, g2.psi_packed(p, check=False)
 
-    (phi, psi), (jphi, jpsi) = value_and_jacobian(phi_psi, x, method, h)
-    m = g2.metric_data_packed(phi, check=False)
+        (phi, psi), (jphi, jpsi) = value_and_jacobian(phi_psi, x, method, h)
+        m = g2.metric_data_packed(phi, check=False)
     dphi, dpsi = F.d_from_jacobian(jphi, 3), F.d_from_jacobian(jpsi, 4)
     return TorsionPacked(
         phi=phi, psi=psi, dphi=dphi, dpsi=dpsi, metric=m,
