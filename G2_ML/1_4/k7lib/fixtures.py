@@ -1,0 +1,101 @@
+"""Analytic 3-form fields with known torsion (DESIGN §3 fixtures), for tests and the notebook.
+
+(a) phi = F^* phi0 for a diffeomorphism F: torsion-free.
+(b) phi = e^{3f} phi0: g = e^{2f} I, tau1 = df, |d phi|^2 = 36 |df|^2_g, |d psi|^2 = 48 |df|^2_g.
+(c) phi = A^* phi0 constant: g = A^T A, T = 0.
+plus a generic frame field A(x)^* phi0 whose four torsion classes are all non-zero.
+All fields map x (batch, 7) to packed 3-forms (batch, 35).
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from . import forms as F
+from . import g2
+
+
+def random_frame(seed: int = 0, scale: float = 0.3) -> torch.Tensor:
+    """I + scale * N(0,1) with det > 0 (float64, (7, 7))."""
+    gen = torch.Generator().manual_seed(seed)
+    A = torch.eye(7, dtype=torch.float64) + scale * torch.randn(7, 7, generator=gen, dtype=torch.float64)
+    if torch.linalg.det(A) < 0:
+        A[0] = -A[0]
+    return A
+
+
+def pullback_packed(A: torch.Tensor) -> torch.Tensor:
+    """(A^* phi0)_{ijk} = A_ai A_bj A_ck phi0_abc, packed, for A (..., 7, 7)."""
+    phi0 = g2.phi0_packed(A.dtype, A.device).expand(*A.shape[:-2], 35)
+    return F.transform_packed(phi0, 3, A.transpose(-1, -2))
+
+
+def conformal_f(x: torch.Tensor):
+    """f(x) = 0.3 sin(x0 + 2 x3) + 0.2 cos(2 x5 - x6) for fixture (b), with its gradient (batch, 7)."""
+    f = 0.3 * torch.sin(x[:, 0] + 2 * x[:, 3]) + 0.2 * torch.cos(2 * x[:, 5] - x[:, 6])
+    c = 0.3 * torch.cos(x[:, 0] + 2 * x[:, 3])
+    s = -0.2 * torch.sin(2 * x[:, 5] - x[:, 6])
+    zero = torch.zeros_like(c)
+    df = torch.stack([c, zero, zero, 2 * c, zero, 2 * s, -s], dim=1)
+    return f, df
+
+
+def conformal_field(x: torch.Tensor) -> torch.Tensor:
+    """Fixture (b): e^{3f} phi0."""
+    f, _ = conformal_f(x)
+    return torch.exp(3 * f)[:, None] * g2.phi0_packed(x.dtype, x.device)
+
+
+_K = (1.0, -2.0, 1.0, 0.5, 3.0, -1.0, 2.0)
+_E = (1.0, 0.5, -0.7, 0.3, 0.2, -0.4, 0.6)
+
+
+def diffeo_jacobian(x: torch.Tensor, eps: float = 0.15) -> torch.Tensor:
+    """DF of F^a(x) = x^a + eps e_a sin(k.x + a): DF^a_i = delta^a_i + eps e_a cos(k.x + a) k_i."""
+    k = torch.tensor(_K, dtype=x.dtype, device=x.device)
+    e = eps * torch.tensor(_E, dtype=x.dtype, device=x.device)
+    c = torch.arange(7, dtype=x.dtype, device=x.device)
+    ph = torch.cos(x @ k[:, None] + c)
+    return torch.eye(7, dtype=x.dtype, device=x.device) + (e * ph)[:, :, None] * k[None, None, :]
+
+
+def diffeo_field(x: torch.Tensor) -> torch.Tensor:
+    """Fixture (a): F^* phi0, torsion-free."""
+    return pullback_packed(diffeo_jacobian(x))
+
+
+_M1 = random_frame(1, 0.2) - torch.eye(7, dtype=torch.float64)
+_M2 = random_frame(2, 0.2) - torch.eye(7, dtype=torch.float64)
+_W = torch.tensor([[1.0, 0.0, 2.0, -1.0, 0.0, 1.0, 0.5], [0.0, 1.0, -1.0, 0.0, 2.0, 0.0, -1.0]], dtype=torch.float64)
+
+
+def generic_field(x: torch.Tensor) -> torch.Tensor:
+    """A non-integrable frame field A(x)^* phi0 (times a varying scale): all four torsion classes non-zero."""
+    W, M1, M2 = _W.to(x), _M1.to(x), _M2.to(x)
+    a, b = torch.sin(x @ W[0]), torch.cos(x @ W[1])
+    A = torch.eye(7, dtype=x.dtype, device=x.device) + a[:, None, None] * M1 + b[:, None, None] * M2
+    return pullback_packed(A) * (1 + 0.2 * torch.sin(x[:, 2]))[:, None]
+
+
+def fixture_report(n: int = 64, seed: int = 0) -> pd.DataFrame:
+    """Errors of the exact fixtures at n random points, float64: autograd to round-off, fd at O(h^2)."""
+    from .torsion import torsion
+
+    x = 2 * torch.rand(n, 7, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 1
+    rows = []
+    ta = torsion(diffeo_field, x)
+    rows.append(("(a) F*phi0: max T", float(ta.T.max()), 0.0))
+    tb = torsion(conformal_field, x)
+    f, df = conformal_f(x)
+    n2 = torch.exp(-2 * f) * (df ** 2).sum(1)
+    rows.append(("(b) e^{3f}phi0: max |tau1 - df|", float((tb.tau1 - df).abs().max()), 0.0))
+    rows.append(("(b) max | |dphi|^2 / (36|df|^2) - 1 |", float((tb.norm2_dphi / (36 * n2) - 1).abs().max()), 0.0))
+    rows.append(("(b) max | |dpsi|^2 / (48|df|^2) - 1 |", float((tb.norm2_dpsi / (48 * n2) - 1).abs().max()), 0.0))
+    A = random_frame(5, 0.25)
+    tc = torsion(lambda y: pullback_packed(A).expand(y.shape[0], 35) * 1, x)
+    rows.append(("(c) A*phi0: max |g - A^T A|", float((tc.g - A.T @ A).abs().max()), 0.0))
+    for h in (2e-2, 1e-2):
+        tf = torsion(conformal_field, x, method="fd", h=h)
+        rows.append((f"(b) fd, h = {h:g}: max |T_fd - T|", float((tf.T - tb.T).abs().max()), None))
+    out = pd.DataFrame(rows, columns=["check", "value", "exact"]).set_index("check")
+    return out

@@ -1,0 +1,91 @@
+"""One place that checks a notebook's (or a script's) inputs before any work starts.
+
+`configure` turns the parameters cell (profile, run, resume, folders) into a validated frozen
+`Session`; anything wrong raises `InputError` naming the field, which IPython shows as one line
+("error: ...") instead of a traceback, so nothing is trained or overwritten on bad input.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import runs
+from .checkpoint import list_checkpoints
+from .config import Config
+
+
+class InputError(ValueError):
+    """A bad notebook parameter; rendered by IPython as a single line."""
+
+    def _render_traceback_(self):           # IPython hook: replaces the traceback display
+        return [f"error: {self}"]
+
+
+@dataclass(frozen=True)
+class Session:
+    config: Config
+    run: str | None            # run folder name (None: a new numbered run)
+    root: Path                 # folder of the runs (checkpoints)
+    resume: str | int | None   # None, "latest" or a checkpoint's global epoch
+    out_dir: Path              # exported results
+    device: str
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"profile {c.profile} on {self.device}: {len(c.phases)} phases x "
+                f"{'/'.join(str(p.epochs) for p in c.phases)} epochs, batch {c.batch}, network "
+                f"{c.depth} x {c.width}, checkpoint every {c.checkpoint_every} epochs under {self.root}"
+                + (f", resuming {self.run or 'the latest run'} from {self.resume}" if self.resume is not None else ""))
+
+
+def _writable(path: Path, field: str) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise InputError(f"{field}: folder {path} cannot be written ({err.strerror or err})") from None
+    return path
+
+
+def configure(profile: str = "auto", run: str | int | None = None, resume: str | int | None = None,
+              checkpoint_root: str | Path | None = None, output_dir: str | Path | None = None,
+              epochs_scale: float | None = None, **overrides) -> Session:
+    """Validate the parameters cell; returns a Session or raises InputError naming the field."""
+    try:
+        config = Config.from_profile(profile, **overrides)
+        if epochs_scale is not None:
+            config = config.scaled(epochs_scale)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    root = _writable(Path(checkpoint_root) if checkpoint_root else runs.DEFAULT_ROOT, "checkpoint_root")
+    out_dir = _writable(Path(output_dir) if output_dir else runs.OUTPUTS, "output_dir")
+    run_name = None if run is None else (f"run_{run}" if isinstance(run, int) or str(run).isdigit() else str(run))
+    if resume is not None:
+        if not (resume == "latest" or (isinstance(resume, int) and resume >= 0)):
+            raise InputError(f"resume: expected None, 'latest' or a checkpoint number, got {resume!r}")
+        try:
+            run_dir = runs.resolve_run(run_name, root)
+        except ValueError as err:
+            raise InputError(f"resume: {err}") from None
+        numbers = [n for n, _ in list_checkpoints(run_dir)]
+        if not numbers or (resume != "latest" and resume not in numbers):
+            raise InputError(f"resume: checkpoint {resume!r} not found in {run_dir} "
+                             f"(available: {', '.join(map(str, numbers)) or 'none'})")
+        run_name = run_dir.name
+    device = "cuda" if (config.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
+    return Session(config=config, run=run_name, root=root, resume=resume, out_dir=out_dir, device=device)
+
+
+def environment() -> dict:
+    """Interpreter, library and accelerator facts for the notebook's setup cell and the metadata."""
+    cuda = torch.cuda.is_available()
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": cuda,
+            "gpu": torch.cuda.get_device_name(0) if cuda else None, "colab": "google.colab" in sys.modules,
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}

@@ -1,0 +1,537 @@
+"""Yukawa-type couplings of the learned geometry, and the TauLayer that maps them to mass ratios.
+
+Two degree-consistent couplings are computed (DESIGN §6):
+  (a) wedge couplings  Y_ijk = int_chart omega_i ^ omega_j ^ Phi_k  for 2-forms omega and 3-forms Phi;
+      the integrand is a top form c(x) dx^0..6, so the integral is the coordinate integral of c
+      (no metric enters), estimated by Monte Carlo with a standard error;
+  (b) the cubic derivative of Hitchin's volume functional V(phi) = int sqrt(det g(phi)) d^7x
+      (N. Hitchin, "The geometry of three-forms in six and seven dimensions", 2000),
+      d^3 V / dt_i dt_j dt_k along phi + sum_a t_a Phi_a at t = 0, by nested forward-mode autograd.
+
+`TauLayer` turns a normalised coupling into mass ratios using only the structural integers and
+tau; `gift_reference_ratios` gives the GIFT v2.2 integer formulas; `yukawa_table` sets the two side
+by side as a diagnostic. Nothing here is fitted: the map has no continuous parameter.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import lru_cache
+
+import pandas as pd
+import torch
+from torch.func import jvp, vmap
+
+from . import forms as F
+from . import g2
+from .constants import StructuralConstants, ZeroParamGeometry
+
+TRIPLE_PRODUCT_VANISHES = (
+    "The literal integral of phi_i ^ phi_j ^ phi_k of three 3-forms vanishes identically on a "
+    "7-manifold, because the integrand is a 9-form and every form of degree above 7 is zero; "
+    "the couplings computed here are int omega_i ^ omega_j ^ Phi_k (2 + 2 + 3 = 7) and the cubic "
+    "derivative of the Hitchin volume functional."
+)
+
+# d^3/ds^3 s^(7/3) at s = 1: sqrt(det g(s phi)) = s^(7/3) sqrt(det g(phi)) since B(phi) is cubic in phi.
+HITCHIN_CUBIC_FACTOR = Fraction(7, 3) * Fraction(4, 3) * Fraction(1, 3)
+
+
+# ---------------------------------------------------------------- mass-ratio map
+@dataclass(frozen=True)
+class Sector:
+    """A mass ratio m_heavy / m_light between two generations of one fermion family.
+
+    `generations(sc)` returns the ordinals (heavy, light) of the two generations, counted
+    1..N_gen, as integer expressions of the structural constants; `reason` says why.
+    """
+    name: str
+    family: str
+    generations: object          # callable StructuralConstants -> (int, int)
+    reason: str
+
+
+SECTORS = (
+    Sector("m_s/m_d", "down-type quarks", lambda sc: (sc.N_gen - 1, sc.N_gen - 2),
+           "strange and down are the second and first down-type generations: one step"),
+    Sector("m_tau/m_mu", "charged leptons", lambda sc: (sc.N_gen, sc.N_gen - 1),
+           "tau is the last (N_gen-th) generation and the muon the one before it: one step"),
+    Sector("m_tau/m_e", "charged leptons", lambda sc: (sc.N_gen, sc.N_gen - 2),
+           "tau and electron are the third and first generations: N_gen - 1 steps"),
+)
+
+
+@dataclass(frozen=True)
+class TauLayer:
+    """Exact tau = 3472/891 and kappa_T = 1/61 (from `ZeroParamGeometry`) and the coupling -> mass map.
+
+    Map (a diagnostic convention, not a derivation): a normalised geometric coupling
+    eps = |Y| / Y_scale plays the role of the single expansion parameter of a Froggatt-Nielsen
+    hierarchy (C. Froggatt, H. Nielsen, Nucl. Phys. B147 (1979) 277), m_g ∝ eps^(tau (N_gen - g)) for
+    generation g, with GIFT's hierarchy parameter tau as the charge per generation step. Hence
+      m_heavy / m_light = eps^(-tau * n),   n = g_heavy - g_light  (the sector factor, an integer
+    expression of N_gen, see `SECTORS`). The exponent -tau*n is an exact Fraction; there is no
+    continuous parameter. The map is multiplicative across generations: r(tau/e) = r(tau/mu) r(mu/e).
+    kappa_T is held for reference (the torsion scale of the same geometry); the map does not use it.
+    """
+
+    geometry: ZeroParamGeometry = field(default_factory=ZeroParamGeometry)
+
+    @property
+    def sc(self) -> StructuralConstants:
+        return self.geometry.sc
+
+    @property
+    def tau(self) -> Fraction:
+        return self.geometry.tau
+
+    @property
+    def kappa_T(self) -> Fraction:
+        return self.geometry.kappa_T
+
+    @property
+    def sectors(self) -> dict:
+        return {s.name: s for s in SECTORS}
+
+    def sector(self, name: str) -> Sector:
+        if name not in self.sectors:
+            raise ValueError(f"unknown sector {name!r}; known sectors: {', '.join(self.sectors)}")
+        return self.sectors[name]
+
+    def steps(self, sector: str) -> int:
+        """Generation distance n = g_heavy - g_light of a sector (positive integer)."""
+        s = self.sector(sector)
+        heavy, light = s.generations(self.sc)
+        if not 1 <= light < heavy <= self.sc.N_gen:
+            raise ValueError(f"sector {sector!r} needs generations 1 <= light < heavy <= N_gen, "
+                             f"got ({heavy}, {light}) with N_gen = {self.sc.N_gen}")
+        return heavy - light
+
+    def exponent(self, sector: str) -> Fraction:
+        """Exact exponent e with m_heavy / m_light = eps^e, e = -tau * n."""
+        return -self.tau * self.steps(sector)
+
+    def yukawa_to_mass_ratio(self, Y_geom, sector: str):
+        """m_heavy / m_light = |Y_geom|^(-tau n) for a normalised coupling Y_geom (float or tensor).
+
+        Raises ValueError for an unknown sector, or for a coupling that is zero or not finite
+        (no hierarchy can be read from it).
+        """
+        e = self.exponent(sector)
+        if isinstance(Y_geom, torch.Tensor):
+            eps = Y_geom.detach().to(torch.float64).abs()
+            if not bool(torch.isfinite(eps).all()) or bool((eps == 0).any()):
+                raise ValueError("Y_geom must be finite and non-zero to map to a mass ratio")
+            return eps.pow(float(e))
+        eps = abs(float(Y_geom))
+        if not math.isfinite(eps) or eps == 0:
+            raise ValueError(f"Y_geom must be finite and non-zero to map to a mass ratio, got {Y_geom!r}")
+        return eps ** float(e)
+
+    def lepton_masses(self, Y_geom) -> tuple:
+        """(m_e, m_mu, m_tau) / m_e from the map, using the two lepton sectors."""
+        r_te = self.yukawa_to_mass_ratio(Y_geom, "m_tau/m_e")
+        r_tm = self.yukawa_to_mass_ratio(Y_geom, "m_tau/m_mu")
+        return 1.0, r_te / r_tm, r_te
+
+
+def koide_q(m1, m2, m3) -> float:
+    """Koide's Q = (m1 + m2 + m3) / (sqrt m1 + sqrt m2 + sqrt m3)^2 (Y. Koide, 1982); 1/3 <= Q <= 1."""
+    ms = [float(m) for m in (m1, m2, m3)]
+    if any(not math.isfinite(m) or m < 0 for m in ms):
+        raise ValueError(f"Koide Q needs three finite non-negative masses, got {ms}")
+    return sum(ms) / sum(math.sqrt(m) for m in ms) ** 2
+
+
+@dataclass(frozen=True)
+class ReferenceRatio:
+    """One GIFT v2.2 integer formula: `exact` is computed from the structural integers."""
+    name: str
+    formula: str
+    exact: Fraction
+
+    @property
+    def value(self) -> float:
+        return float(self.exact)
+
+
+def gift_reference_ratios(sc: StructuralConstants | None = None) -> dict:
+    """The GIFT v2.2 mass-ratio formulas (seed 000), each an exact Fraction of the structural integers.
+
+    m_s/m_d = p2^2 Weyl = 20;  m_tau/m_e = dim_K7 + 10 dim_E8 + 10 H* = 3477;
+    m_tau/m_mu = (dim_K7 + b3) / Weyl = 84/5;  Q_Koide = dim_G2 / b2 = 2/3.
+    """
+    sc = StructuralConstants() if sc is None else sc
+    refs = (
+        ReferenceRatio("m_s/m_d", "p2^2 * Weyl", Fraction(sc.p2**2 * sc.Weyl_factor)),
+        ReferenceRatio("m_tau/m_e", "dim_K7 + 10*dim_E8 + 10*H*",
+                       Fraction(sc.dim_K7 + 10 * sc.dim_E8 + 10 * sc.H_star)),
+        ReferenceRatio("m_tau/m_mu", "(dim_K7 + b3)/Weyl", Fraction(sc.dim_K7 + sc.b3_K7, sc.Weyl_factor)),
+        ReferenceRatio("Q_Koide", "dim_G2/b2", Fraction(sc.dim_G2, sc.b2_K7)),
+    )
+    return {r.name: r for r in refs}
+
+
+# ---------------------------------------------------------------- Monte Carlo plumbing
+def chart_volume(L: float) -> float:
+    """Coordinate volume of the chart [-L, L] x [0, 1)^6, i.e. 2L."""
+    if not (isinstance(L, (int, float)) and math.isfinite(L) and L > 0):
+        raise ValueError(f"L must be a positive finite number, got {L!r}")
+    return 2.0 * float(L)
+
+
+def _check_sampling(x, weights, volume):
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[-1] != F.DIM or x.shape[0] < 2:
+        raise ValueError(f"points x must be a tensor of shape (batch >= 2, 7), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if weights is None:
+        weights = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
+    weights = torch.as_tensor(weights, device=x.device).to(torch.float64)
+    if weights.shape != (x.shape[0],):
+        raise ValueError(f"weights must have shape ({x.shape[0]},) to match x, got {tuple(weights.shape)}")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError("weights must be finite and non-negative")
+    volume = float(volume)
+    if not (math.isfinite(volume) and volume > 0):
+        raise ValueError(f"volume must be a positive finite number, got {volume!r}")
+    return weights, volume
+
+
+def _check_chunk(chunk):
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+
+
+def _chunks(n, chunk, progress, desc):
+    starts = range(0, n, chunk)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc=desc, total=math.ceil(n / chunk))
+    return starts
+
+
+class _Moments:
+    """Running sums of f - K and (f - K)^2 (float64) for Monte Carlo means and standard errors.
+
+    The shift K (the first chunk's mean) keeps the variance free of cancellation when the
+    integrand is nearly constant.
+    """
+
+    def __init__(self):
+        self.s1 = self.s2 = self.shift = None
+        self.n = 0
+
+    def add(self, f: torch.Tensor):              # f (batch, ...) = w(x) * integrand(x)
+        f = f.to(torch.float64)
+        if self.shift is None:
+            self.shift = f.mean(0)
+        f = f - self.shift
+        s1, s2 = f.sum(0), (f * f).sum(0)
+        self.s1 = s1 if self.s1 is None else self.s1 + s1
+        self.s2 = s2 if self.s2 is None else self.s2 + s2
+        self.n += f.shape[0]
+
+    def integral(self, volume: float):
+        """(volume * mean f, volume * std(f) / sqrt(n))."""
+        mean = self.s1 / self.n
+        var = ((self.s2 - self.n * mean * mean) / (self.n - 1)).clamp_min(0)
+        return volume * (mean + self.shift), volume * (var / self.n).sqrt()
+
+
+@dataclass(frozen=True)
+class Couplings:
+    """Couplings on chosen triplets: values and standard errors (m,), normalised magnitudes eps (m,)."""
+    kind: str
+    triplets: tuple
+    values: torch.Tensor
+    stderr: torch.Tensor
+    normalised: torch.Tensor
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({
+            "kind": self.kind, "triplet": [str(tuple(t)) for t in self.triplets],
+            "Y": self.values.tolist(), "Y_stderr": self.stderr.tolist(), "epsilon": self.normalised.tolist()})
+
+
+def _check_triplets(triplets, sizes, name="triplets"):
+    out = []
+    for t in triplets:
+        t = tuple(int(v) for v in t)
+        if len(t) != 3 or any(not 0 <= v < n for v, n in zip(t, sizes)):
+            raise ValueError(f"{name}: each triplet is (i, j, k) with indices below {tuple(sizes)}, got {t}")
+        out.append(t)
+    if not out:
+        raise ValueError(f"{name}: give at least one triplet")
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- (a) wedge couplings
+@lru_cache(maxsize=None)
+def _wedge22_table(device: str, dtype: torch.dtype) -> torch.Tensor:
+    """T[a, b, L] = sign(a, b) when 2-forms a, b are disjoint with a u b = L (packed 4-form index)."""
+    c2, c4 = F.combos(2), F.combo_index(4)
+    T = torch.zeros(len(c2), len(c2), len(c4), dtype=dtype)
+    for a, I in enumerate(c2):
+        for b, J in enumerate(c2):
+            s = F.perm_sign(I + J)
+            if s:
+                T[a, b, c4[tuple(sorted(I + J))]] = s
+    return T.to(device)
+
+
+def _norms(w: torch.Tensor, k: int, g=None) -> torch.Tensor:
+    """|w|_g per point and mode for packed w (batch, n, C(7,k)); Euclidean when g is None."""
+    if g is None:
+        return (w * w).sum(-1).clamp_min(0).sqrt()
+    ginv, det = F.metric_data(g)
+    raised = F.transform_packed(w, k, ginv[:, None])
+    return (w * raised).sum(-1).clamp_min(0).sqrt()
+
+
+@dataclass(frozen=True)
+class WedgeCouplings:
+    """Y_ijk = int omega_i ^ omega_j ^ Phi_k d^7x, all (n2, n2, n3) float64.
+
+    `scale` = int |omega_i|_g |omega_j|_g |Phi_k|_g sqrt(det g) d^7x bounds the size of Y up to a
+    constant of order one (the comass of the wedge), so eps = |Y| / scale is a normalised coupling,
+    invariant under rescaling any of the three forms (Euclidean norms when no metric was given).
+    """
+    Y: torch.Tensor
+    stderr: torch.Tensor
+    scale: torch.Tensor
+    n_points: int
+    volume: float
+
+    def couplings(self, triplets=None) -> Couplings:
+        """Couplings on triplets (i, j, k); by default every i <= j (Y_ijk = Y_jik) and every k."""
+        n2, _, n3 = self.Y.shape
+        if triplets is None:
+            triplets = [(i, j, k) for i in range(n2) for j in range(i, n2) for k in range(n3)]
+        triplets = _check_triplets(triplets, (n2, n2, n3))
+        idx = torch.tensor(triplets, dtype=torch.long).T
+        vals, se, sc = self.Y[tuple(idx)], self.stderr[tuple(idx)], self.scale[tuple(idx)]
+        return Couplings("wedge", triplets, vals, se, vals.abs() / sc)
+
+
+def wedge_couplings(omega2, Phi3, x: torch.Tensor, weights=None, volume: float = 1.0, *,
+                    metric=None, chunk: int = 256, progress: bool = False) -> WedgeCouplings:
+    """Monte Carlo Y_ijk = int_chart omega_i ^ omega_j ^ Phi_k.
+
+    omega2: x (batch, 7) -> packed 2-forms (batch, n2, 21); Phi3: x -> packed 3-forms (batch, n3, 35);
+    x (N, 7) sample points drawn with density p, weights (N,) = 1 / (p(x) * volume) (None: uniform),
+    volume the coordinate volume of the chart (2L for [-L, L] x T^6, see `chart_volume`).
+    The 7-form omega_i ^ omega_j ^ Phi_k = c_ijk(x) dx^0..6 with
+      c_ijk = sum_{a,b,K} sign(a, b, K) omega_i,a omega_j,b Phi_k,K,
+    so Y_ijk ~ (volume / N) sum_n w_n c_ijk(x_n), with standard error volume * std(w c) / sqrt(N).
+    metric: optional x -> g (batch, 7, 7), used only for the normalising `scale`.
+    Work per chunk is O(chunk * n2^2 * n3 * 35); accumulation is in float64.
+    """
+    weights, volume = _check_sampling(x, weights, volume)
+    _check_chunk(chunk)
+    N = x.shape[0]
+    moments, scale = _Moments(), None
+    with torch.no_grad():
+        for s in _chunks(N, chunk, progress, "wedge couplings"):
+            xc, wc = x[s: s + chunk], weights[s: s + chunk]
+            om, ph = omega2(xc), Phi3(xc)
+            if om.ndim != 3 or om.shape[0] != xc.shape[0] or om.shape[-1] != F.n_components(2):
+                raise ValueError(f"omega2 must return packed 2-forms (batch, n2, 21), got {tuple(om.shape)}")
+            if ph.ndim != 3 or ph.shape[0] != xc.shape[0] or ph.shape[-1] != F.n_components(3):
+                raise ValueError(f"Phi3 must return packed 3-forms (batch, n3, 35), got {tuple(ph.shape)}")
+            om, ph = om.to(torch.float64), ph.to(torch.float64)
+            T = _wedge22_table(F._dev(om.device), om.dtype)
+            w4 = torch.einsum("bia,acL,bjc->bijL", om, T, om)                     # omega_i ^ omega_j
+            c = torch.einsum("bijL,bkL->bijk", w4, F.star0_packed(ph, 3))         # top coefficient
+            moments.add(wc[:, None, None, None] * c)
+            g = None if metric is None else metric(xc).to(torch.float64)
+            vol = torch.ones_like(wc) if g is None else F.metric_data(g)[1].sqrt()
+            n_om, n_ph = _norms(om, 2, g), _norms(ph, 3, g)
+            part = torch.einsum("b,bi,bj,bk->ijk", wc * vol, n_om, n_om, n_ph)
+            scale = part if scale is None else scale + part
+    Y, se = moments.integral(volume)
+    return WedgeCouplings(Y=Y, stderr=se, scale=scale * volume / N, n_points=N, volume=volume)
+
+
+# ---------------------------------------------------------------- (b) Hitchin cubic
+def volume_density(phi: torch.Tensor) -> torch.Tensor:
+    """sqrt(det g(phi)) = |det B(phi)|^(1/9) for packed phi (batch, 35) -> (batch,).
+
+    With g = |det B|^(-1/9) B (DESIGN §3), det g = |det B|^(2/9). log|det B| is taken from a
+    Cholesky factor of sign(det B) B: torch.linalg.det/slogdet give wrong second and higher
+    forward-mode derivatives in torch 2.13, the Cholesky route gives correct ones.
+    """
+    return _density(phi, _orientation(phi))
+
+
+def _orientation(phi: torch.Tensor) -> torch.Tensor:
+    """sign(det B(phi)) (batch,), piecewise constant, so its value alone is needed."""
+    with torch.no_grad():
+        return torch.sign(torch.linalg.det(g2.bilinear_B_packed(phi.detach())))
+
+
+def _density(phi: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """|det B|^(1/9) = exp((2/9) sum log diag L) with L L^T = sign * B."""
+    L = torch.linalg.cholesky(g2.bilinear_B_packed(phi) * sign[..., None, None])
+    return torch.exp(torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1) * (2.0 / 9.0))
+
+
+def _third_derivative(phi, sign, a, b, c):
+    """D^3 rho(phi)[a, b, c] per point by three nested forward-mode jvps."""
+    f = lambda p: _density(p, sign)
+    f1 = lambda p: jvp(f, (p,), (c,))[1]
+    f2 = lambda p: jvp(f1, (p,), (b,))[1]
+    return jvp(f2, (phi,), (a,))[1]
+
+
+def _phi_values(phi_field, x):
+    out = phi_field(x)
+    if out.ndim == 4 and tuple(out.shape[1:]) == (7, 7, 7):
+        out = F.pack(out, 3)
+    if out.ndim != 2 or out.shape != (x.shape[0], F.n_components(3)):
+        raise ValueError(f"phi_field must return packed (batch, 35) or dense (batch, 7, 7, 7) 3-forms, "
+                         f"got {tuple(out.shape)}")
+    return out.to(torch.float64).contiguous()
+
+
+def hitchin_volume(phi_field, x: torch.Tensor, weights=None, volume: float = 1.0, *,
+                   chunk: int = 4096) -> tuple:
+    """V(phi) = int sqrt(det g(phi)) d^7x by Monte Carlo: (value, standard error), float64 tensors.
+
+    phi_field: x (batch, 7) -> packed (batch, 35) (or dense) 3-forms; x, weights, volume as in
+    `wedge_couplings`. A non-positive phi raises ValueError (g2.metric_data_packed).
+    """
+    weights, volume = _check_sampling(x, weights, volume)
+    _check_chunk(chunk)
+    moments = _Moments()
+    with torch.no_grad():
+        for s in range(0, x.shape[0], chunk):
+            phi = _phi_values(phi_field, x[s: s + chunk])
+            g2.metric_data_packed(phi, check=True)
+            moments.add(weights[s: s + chunk] * _density(phi, _orientation(phi)))
+    return moments.integral(volume)
+
+
+@dataclass(frozen=True)
+class HitchinCubic:
+    """d^3 V / dt_i dt_j dt_k at t = 0 on chosen triplets, with V and the L2 norms of the directions.
+
+    values, stderr: (m,); V, V_stderr: scalars; norms2: (n,) = int |Phi_a|^2_g vol_g with g = g(phi).
+    Normalisation: eps = |D^3 V| / ((28/27) V) * prod_a sqrt(7 V / norms2_a), equal to 1 when all
+    three directions are phi itself (|phi|^2_g = 7) and invariant under rescaling each direction.
+    """
+    triplets: tuple
+    values: torch.Tensor
+    stderr: torch.Tensor
+    V: torch.Tensor
+    V_stderr: torch.Tensor
+    norms2: torch.Tensor
+    n_points: int
+
+    @property
+    def normalised(self) -> torch.Tensor:
+        t = torch.tensor(self.triplets, dtype=torch.long)
+        unit = (7 * self.V / self.norms2).sqrt()
+        return self.values.abs() / (float(HITCHIN_CUBIC_FACTOR) * self.V) * unit[t].prod(-1)
+
+    def couplings(self) -> Couplings:
+        return Couplings("hitchin", self.triplets, self.values, self.stderr, self.normalised)
+
+
+def hitchin_cubic(phi_field, directions, x: torch.Tensor, weights=None, volume: float = 1.0,
+                  triplets=None, *, chunk: int = 512, progress: bool = False) -> HitchinCubic:
+    """Cubic derivatives of Hitchin's volume functional along 3-form directions.
+
+    V(t) = int sqrt(det g(phi + sum_a t_a Phi_a)) d^7x;  returns d^3 V / dt_i dt_j dt_k at t = 0
+    = int D^3 rho(phi)[Phi_i, Phi_j, Phi_k] d^7x with rho = |det B|^(1/9) (Hitchin 2000), the
+    third directional derivative taken per point by three nested torch.func.jvp calls, vmapped
+    over triplets; Monte Carlo over x with float64 accumulation and standard errors.
+    phi_field: x (batch, 7) -> packed (batch, 35); directions: x -> (batch, n, 35);
+    triplets: (i, j, k) index triples into the n directions (default: all i <= j <= k).
+    Check: for phi = Phi = phi0 constant, d^3V/dt^3 = (7/3)(4/3)(1/3) V exactly.
+    """
+    weights, volume = _check_sampling(x, weights, volume)
+    _check_chunk(chunk)
+    N = x.shape[0]
+    moments, vmom, nmom = _Moments(), _Moments(), _Moments()
+    n_dir = None
+    for s in _chunks(N, chunk, progress, "Hitchin cubic"):
+        xc, wc = x[s: s + chunk], weights[s: s + chunk]
+        with torch.no_grad():
+            phi = _phi_values(phi_field, xc).detach()
+            D = directions(xc)
+            if D.ndim != 3 or D.shape[0] != xc.shape[0] or D.shape[-1] != F.n_components(3):
+                raise ValueError(f"directions must return packed 3-forms (batch, n, 35), got {tuple(D.shape)}")
+            D = D.to(torch.float64).detach().contiguous()
+            if n_dir is None:
+                n_dir = D.shape[1]
+                if triplets is None:
+                    triplets = [(i, j, k) for i in range(n_dir) for j in range(i, n_dir) for k in range(j, n_dir)]
+                triplets = _check_triplets(triplets, (n_dir,) * 3)
+                tidx = torch.tensor(triplets, dtype=torch.long, device=D.device)
+            m = g2.metric_data_packed(phi, check=True)
+            sign = m.orientation
+            rho = _density(phi, sign)
+            n2 = F.inner_packed(D, D, 3, m.g[:, None], m.ginv[:, None], m.det[:, None])
+        Dt = D.movedim(1, 0).contiguous()                                    # (n, batch, 35)
+        a, b, c = Dt[tidx[:, 0]], Dt[tidx[:, 1]], Dt[tidx[:, 2]]
+        d3 = vmap(_third_derivative, in_dims=(None, None, 0, 0, 0))(phi, sign, a, b, c)   # (m, batch)
+        moments.add((wc[None] * d3.detach()).T)
+        vmom.add(wc * rho)
+        nmom.add(wc[:, None] * n2 * rho[:, None])
+    vals, se = moments.integral(volume)
+    V, V_se = vmom.integral(volume)
+    norms2, _ = nmom.integral(volume)
+    return HitchinCubic(triplets=triplets, values=vals, stderr=se, V=V, V_stderr=V_se,
+                        norms2=norms2, n_points=N)
+
+
+# ---------------------------------------------------------------- the diagnostic table
+def choose_triplets(couplings: Couplings, n: int = 3, significance: float = 2.0) -> tuple:
+    """The n triplets with the largest normalised coupling among those with |Y| > significance * stderr."""
+    ok = (couplings.values.abs() > significance * couplings.stderr) & torch.isfinite(couplings.normalised) \
+        & (couplings.normalised > 0)
+    order = torch.argsort(couplings.normalised.masked_fill(~ok, -1.0), descending=True)
+    picked = [couplings.triplets[int(i)] for i in order[:n] if bool(ok[int(i)])]
+    if not picked:
+        raise ValueError(f"no {couplings.kind} coupling differs from zero by more than "
+                         f"{significance} standard errors; nothing to map")
+    return tuple(picked)
+
+
+def yukawa_table(couplings: Couplings, triplets=None, layer: TauLayer | None = None,
+                 n: int = 3, significance: float = 2.0) -> pd.DataFrame:
+    """Geometric couplings beside mapped mass ratios and the GIFT integer formulas (a diagnostic, never a fit).
+
+    One row per (triplet, quantity): the coupling Y with its standard error, eps = normalised |Y|,
+    the TauLayer map eps^(-tau n) for each sector, Koide's Q of the mapped lepton masses, and the
+    GIFT v2.2 formula (text), exact value and float, with mapped / GIFT.
+    triplets: which couplings to show (default `choose_triplets(couplings, n, significance)`).
+    """
+    layer = TauLayer() if layer is None else layer
+    refs = gift_reference_ratios(layer.sc)
+    if triplets is None:
+        triplets = choose_triplets(couplings, n, significance)
+    where = {tuple(t): i for i, t in enumerate(couplings.triplets)}
+    rows = []
+    for t in triplets:
+        t = tuple(int(v) for v in t)
+        if t not in where:
+            raise ValueError(f"triplet {t} is not among the computed {couplings.kind} couplings")
+        i = where[t]
+        Y, se, eps = (float(v[i]) for v in (couplings.values, couplings.stderr, couplings.normalised))
+        mapped = {}
+        for s in SECTORS:
+            mapped[s.name] = layer.yukawa_to_mass_ratio(eps, s.name) if eps > 0 else float("nan")
+        m = layer.lepton_masses(eps) if eps > 0 else (float("nan"),) * 3
+        mapped["Q_Koide"] = koide_q(*m) if eps > 0 else float("nan")
+        for name, ref in refs.items():
+            rows.append({
+                "kind": couplings.kind, "triplet": str(t), "Y": Y, "Y_stderr": se, "epsilon": eps,
+                "quantity": name,
+                "exponent": str(layer.exponent(name)) if name in layer.sectors else "",
+                "mapped": mapped[name], "gift_formula": ref.formula, "gift_exact": str(ref.exact),
+                "gift_value": ref.value, "mapped/gift": mapped[name] / ref.value,
+            })
+    return pd.DataFrame(rows)
+

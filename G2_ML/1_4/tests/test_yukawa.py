@@ -1,0 +1,231 @@
+"""TauLayer, GIFT reference ratios, wedge couplings and the Hitchin cubic (float64, small samples)."""
+import ast
+import inspect
+import math
+from fractions import Fraction
+
+import pandas as pd
+import pytest
+import torch
+
+from k7lib import forms as F
+from k7lib import g2, yukawa
+from k7lib.constants import StructuralConstants, ZeroParamGeometry
+from helpers_fields import pullback_packed, random_frame
+
+
+def chart_points(n, L=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 7, generator=g, dtype=torch.float64)
+    x[:, 0] = L * (2 * x[:, 0] - 1)
+    return x
+
+
+# ---------------------------------------------------------------- TauLayer and references
+def test_tau_layer_holds_exact_fractions():
+    layer = yukawa.TauLayer()
+    assert isinstance(layer.tau, Fraction) and isinstance(layer.kappa_T, Fraction)
+    assert layer.tau == ZeroParamGeometry().tau == Fraction(3472, 891)
+    assert layer.kappa_T == Fraction(1, 61)
+    assert layer.exponent("m_tau/m_e") == -2 * layer.tau
+    assert not any(p.requires_grad for p in getattr(layer, "parameters", lambda: [])())
+
+
+def test_module_types_no_float_literal_for_tau_or_kappa():
+    tree = ast.parse(inspect.getsource(yukawa))
+    floats = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, float)]
+    for bad in (3472 / 891, 1 / 61, 65 / 32):
+        assert not any(math.isclose(v, bad, rel_tol=1e-3) for v in floats)
+
+
+def test_mass_map_is_a_power_of_the_coupling_and_multiplicative():
+    layer = yukawa.TauLayer()
+    eps = 0.3
+    tau = float(layer.tau)
+    assert layer.yukawa_to_mass_ratio(eps, "m_s/m_d") == pytest.approx(eps ** -tau, rel=1e-14)
+    assert layer.yukawa_to_mass_ratio(-eps, "m_tau/m_mu") == pytest.approx(eps ** -tau, rel=1e-14)
+    r = {s: layer.yukawa_to_mass_ratio(eps, s) for s in layer.sectors}
+    assert r["m_tau/m_e"] == pytest.approx(r["m_tau/m_mu"] ** 2, rel=1e-12)  # two equal steps
+    t = layer.yukawa_to_mass_ratio(torch.tensor([0.3, 0.5]), "m_tau/m_e")
+    assert torch.allclose(t, torch.tensor([0.3, 0.5], dtype=torch.float64) ** (-2 * tau))
+    m = layer.lepton_masses(1.0)
+    assert yukawa.koide_q(*m) == pytest.approx(1 / 3)           # degenerate masses give Q = 1/3
+
+
+def test_unknown_sector_and_bad_coupling_raise():
+    layer = yukawa.TauLayer()
+    with pytest.raises(ValueError, match="unknown sector 'm_c/m_s'.*m_s/m_d.*m_tau/m_mu.*m_tau/m_e"):
+        layer.yukawa_to_mass_ratio(0.5, "m_c/m_s")
+    with pytest.raises(ValueError, match="non-zero"):
+        layer.yukawa_to_mass_ratio(0.0, "m_s/m_d")
+    with pytest.raises(ValueError, match="finite"):
+        layer.yukawa_to_mass_ratio(torch.tensor([float("nan")]), "m_s/m_d")
+
+
+def test_gift_reference_ratios_equal_their_integers():
+    refs = yukawa.gift_reference_ratios()
+    expected = {"m_s/m_d": Fraction(20), "m_tau/m_e": Fraction(3477), "m_tau/m_mu": Fraction(84, 5),
+                "Q_Koide": Fraction(2, 3)}
+    assert {k: r.exact for k, r in refs.items()} == expected
+    assert all(isinstance(r.exact, Fraction) for r in refs.values())
+    # computed from the integers, not stored: other integers give other values
+    other = yukawa.gift_reference_ratios(StructuralConstants(Weyl_factor=7))
+    assert other["m_s/m_d"].exact == 28 and other["m_tau/m_mu"].exact == Fraction(84, 7)
+
+
+def test_literal_triple_product_note():
+    assert "9-form" in yukawa.TRIPLE_PRODUCT_VANISHES
+    a, b, c = (torch.randn(35, dtype=torch.float64) for _ in range(3))
+    assert F.wedge_packed(F.wedge_packed(a, b, 3, 3), c, 6, 3).numel() == 0   # nothing above degree 7
+
+
+# ---------------------------------------------------------------- wedge couplings
+def basis_field(k, idx, coef=None):
+    """x -> (batch, len(idx), C(7,k)) with unit components idx (optionally times coef(x))."""
+    ci = F.combo_index(k)
+
+    def field(x):
+        out = torch.zeros(x.shape[0], len(idx), F.n_components(k), dtype=x.dtype)
+        for n, I in enumerate(idx):
+            out[:, n, ci[I]] = 1.0 if coef is None else coef[n](x)
+        return out
+    return field
+
+
+def test_wedge_of_constant_forms_is_volume_times_sign(f64):
+    x = chart_points(64, L=1.5)
+    vol = yukawa.chart_volume(1.5)
+    om = basis_field(2, [(0, 1), (2, 3), (0, 2), (1, 3)])
+    ph = basis_field(3, [(4, 5, 6), (0, 1, 2)])
+    w = yukawa.wedge_couplings(om, ph, x, volume=vol, chunk=20)
+    assert w.Y[0, 1, 0] == pytest.approx(vol, abs=1e-13)         # dx01 ^ dx23 ^ dx456 = +vol
+    assert w.Y[2, 3, 0] == pytest.approx(-vol, abs=1e-13)        # dx02 ^ dx13 = -dx0123
+    assert w.Y[0, 1, 1] == 0 and w.Y[0, 0, 0] == 0               # repeated indices
+    assert float(w.stderr.max()) < 1e-12                         # constant integrands
+    assert w.couplings([(0, 1, 0)]).normalised.item() == pytest.approx(1.0)
+
+
+def test_wedge_symmetric_in_the_two_2forms_and_mc_error_honest(f64):
+    x = chart_points(400, L=1.0, seed=3)
+    g = torch.Generator().manual_seed(5)
+    A, Bm = torch.randn(3, 21, generator=g, dtype=torch.float64), torch.randn(2, 35, generator=g, dtype=torch.float64)
+
+    def om(x):
+        return A[None] * (1 + 0.5 * torch.sin(2 * math.pi * x[:, 1]))[:, None, None] + x[:, :1, None] * A.flip(0)[None]
+
+    def ph(x):
+        return Bm[None] * torch.cos(2 * math.pi * x[:, 2])[:, None, None] ** 2
+
+    w = yukawa.wedge_couplings(om, ph, x, volume=2.0, chunk=128)
+    assert torch.allclose(w.Y, w.Y.transpose(0, 1), atol=1e-12)     # 2-forms commute: Y_ijk = Y_jik
+    # exact integral: the lambda-odd part integrates to 0, <cos^2> = 1/2, <1 + .5 sin> = 1
+    T = yukawa._wedge22_table("cpu", torch.float64)
+    top = torch.einsum("ia,acL,jc,kL->ijk", A, T, A, F.star0_packed(Bm, 3))
+    exact = 2.0 * 0.5 * top * (1 + 0.5 ** 2 / 2) + 2.0 * 0.5 * torch.einsum(
+        "ia,acL,jc,kL->ijk", A.flip(0), T, A.flip(0), F.star0_packed(Bm, 3)) * (1 / 3)
+    z = ((w.Y - exact) / w.stderr).abs()
+    assert float(z.max()) < 5                                        # within 5 standard errors
+    assert float(w.stderr.max()) > 0
+
+
+def test_wedge_weights_and_input_errors(f64):
+    x = chart_points(32)
+    om = basis_field(2, [(0, 1), (2, 3)])
+    ph = basis_field(3, [(4, 5, 6)])
+    w2 = yukawa.wedge_couplings(om, ph, x, weights=torch.full((32,), 2.0), volume=2.0)
+    assert w2.Y[0, 1, 0] == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="weights"):
+        yukawa.wedge_couplings(om, ph, x, weights=torch.ones(31), volume=2.0)
+    with pytest.raises(ValueError, match="volume"):
+        yukawa.wedge_couplings(om, ph, x, volume=-1.0)
+    with pytest.raises(ValueError, match="omega2"):
+        yukawa.wedge_couplings(ph, ph, x, volume=2.0)
+    with pytest.raises(ValueError, match="L must be"):
+        yukawa.chart_volume(0)
+
+
+# ---------------------------------------------------------------- Hitchin cubic
+def test_hitchin_cubic_along_phi0_is_28_27_volume(f64):
+    x = chart_points(16)
+    A = random_frame(4, 0.2)
+    phi = pullback_packed(A)                          # constant positive 3-form, g = A^T A
+
+    def phi_field(x):
+        return phi.expand(x.shape[0], 35)
+
+    h = yukawa.hitchin_cubic(phi_field, lambda x: phi.expand(x.shape[0], 1, 35), x, volume=2.0)
+    V_exact = 2.0 * abs(float(torch.linalg.det(A)))  # sqrt det(A^T A) = |det A|
+    assert float(h.V) == pytest.approx(V_exact, rel=1e-12)
+    assert yukawa.HITCHIN_CUBIC_FACTOR == Fraction(28, 27)
+    assert float(h.values[0]) == pytest.approx(float(yukawa.HITCHIN_CUBIC_FACTOR) * V_exact, rel=1e-12)
+    assert float(h.normalised[0]) == pytest.approx(1.0, rel=1e-12)
+    assert float(h.norms2[0]) == pytest.approx(7 * V_exact, rel=1e-12)   # |phi|^2_g = 7
+
+
+def test_hitchin_cubic_mixed_derivative_matches_finite_differences(f64):
+    x = chart_points(24, seed=1)
+    g = torch.Generator().manual_seed(2)
+    D0 = 0.3 * torch.randn(3, 35, generator=g, dtype=torch.float64)
+
+    def phi_field(x):                                   # varying positive 3-form
+        return g2.phi0_packed()[None] * (1 + 0.2 * torch.sin(2 * math.pi * x[:, 1]))[:, None] \
+            + 0.1 * torch.cos(x[:, :1]) * D0[2]
+
+    def directions(x):
+        return D0[None] * (1 + 0.3 * x[:, 3])[:, None, None]
+
+    trip = [(0, 1, 2), (2, 0, 1)]
+    h = yukawa.hitchin_cubic(phi_field, directions, x, volume=2.0, triplets=trip, chunk=10)
+    assert float(h.values[0]) == pytest.approx(float(h.values[1]), rel=1e-12)   # symmetric
+
+    def V(t):
+        shifted = lambda y: phi_field(y) + torch.einsum("a,bac->bc", t, directions(y))
+        return float(yukawa.hitchin_volume(shifted, x, volume=2.0)[0])
+
+    def fd(hstep):   # third-order central difference for d^3 V / dt0 dt1 dt2, error O(h^2)
+        tot = 0.0
+        for s in [(a, b, c) for a in (1, -1) for b in (1, -1) for c in (1, -1)]:
+            tot += s[0] * s[1] * s[2] * V(hstep * torch.tensor(s, dtype=torch.float64))
+        return tot / (8 * hstep ** 3)
+
+    exact = float(h.values[0])
+    e1, e2 = abs(fd(2e-2) - exact), abs(fd(1e-2) - exact)
+    assert e2 < 1e-3 * max(1.0, abs(exact))
+    assert 2.5 < e1 / e2 < 5.5                          # second-order convergence of the FD estimate
+
+
+def test_hitchin_rejects_non_positive_phi(f64):
+    x = chart_points(8)
+    split = g2.phi0_packed().clone()
+    split[F.combo_index(3)[(0, 5, 6)]] = -1.0          # B of signature (3, 4): not a G2 form
+    with pytest.raises(ValueError, match="not positive"):
+        yukawa.hitchin_cubic(lambda x: split.expand(x.shape[0], 35),
+                             lambda x: torch.ones(x.shape[0], 1, 35, dtype=x.dtype), x, volume=2.0)
+    with pytest.raises(ValueError, match="triplet"):
+        yukawa.hitchin_cubic(lambda x: g2.phi0_packed()[None].expand(x.shape[0], 35),
+                             lambda x: torch.ones(x.shape[0], 1, 35, dtype=x.dtype), x, triplets=[(0, 0, 1)])
+
+
+# ---------------------------------------------------------------- the table
+def test_yukawa_table_columns_and_values(f64):
+    x = chart_points(32)
+    c = F.combo_index(2)
+    om = basis_field(2, [(0, 1), (2, 3), (0, 2), (1, 3)],
+                     coef=[lambda x: torch.ones_like(x[:, 0]), lambda x: 1 + 0 * x[:, 0],
+                           lambda x: 0.5 + 0 * x[:, 0], lambda x: 0.4 + 0 * x[:, 0]])
+    ph = basis_field(3, [(4, 5, 6)])
+    w = yukawa.wedge_couplings(om, ph, x, volume=2.0)
+    cp = w.couplings()
+    df = yukawa.yukawa_table(cp, n=2)
+    assert isinstance(df, pd.DataFrame)
+    assert {"triplet", "Y", "Y_stderr", "epsilon", "quantity", "exponent", "mapped", "gift_formula",
+            "gift_exact", "gift_value", "mapped/gift"} <= set(df.columns)
+    assert len(df) == 2 * 4 and set(df["quantity"]) == {"m_s/m_d", "m_tau/m_e", "m_tau/m_mu", "Q_Koide"}
+    assert df.loc[df.quantity == "m_tau/m_e", "gift_exact"].iloc[0] == "3477"
+    row = df[(df.triplet == "(0, 1, 0)") & (df.quantity == "m_s/m_d")].iloc[0]
+    assert row.Y == pytest.approx(2.0) and row.mapped == pytest.approx(row.epsilon ** -float(Fraction(3472, 891)))
+    with pytest.raises(ValueError, match="not among"):
+        yukawa.yukawa_table(cp, triplets=[(1, 0, 0)])
+    zero = yukawa.Couplings("wedge", ((0, 0, 0),), torch.zeros(1), torch.zeros(1), torch.zeros(1))
+    with pytest.raises(ValueError, match="standard errors"):
+        yukawa.yukawa_table(zero)
