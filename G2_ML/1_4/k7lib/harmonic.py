@@ -578,6 +578,15 @@ class FormSpectrum:
         w = self.basis(x)
         return torch.einsum("bmc,mr->brc", w, V.to(w.dtype).to(w.device))
 
+    def representatives(self, n: int | None = None):
+        """Callable x (batch, 7) -> (batch, m, C(7,k)): the b_harm harmonic representatives (n None),
+        or the n with the smallest mu, harmonic ones first (n at most b_eff)."""
+        m = self.b_harm if n is None else int(n)
+        if not 0 <= m <= self.vectors.shape[1]:
+            raise ValueError(f"representatives: n must be in 0..{self.vectors.shape[1]} (b_eff), got {n}")
+        V = self.vectors[:, :m]
+        return lambda x: torch.einsum("bmc,mr->brc", (w := self.basis(x)), V.to(w.dtype).to(w.device))
+
     def summary(self) -> dict:
         k = self.degree
         nu, mu = self.gram_eigenvalues, self.mu

@@ -6,7 +6,9 @@ import torch
 
 # Tests import k7lib from the source tree whether or not it is pip-installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: the tensors are small, and the notebook test's kernel and the resume test's
+# subprocesses run beside this process; more threads only oversubscribe the two cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

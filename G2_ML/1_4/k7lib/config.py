@@ -1,0 +1,226 @@
+"""Training configuration: frozen dataclasses, two profiles ("quick" on a CPU, "full" on a GPU).
+
+Only training hyperparameters live here (architecture, optimiser, batch, phase schedule, loss
+weights and margins); the physical targets kappa_T = 1/61 and det g = 65/32 come from
+`constants.ZeroParamGeometry` and are never configurable.
+
+An *epoch* is one optimiser step on a freshly sampled batch of chart points (as in v1.3c).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+PROFILES = ("quick", "full", "auto")
+METHODS = ("autograd", "fd")
+DTYPES = ("float32", "float64")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the named loss terms of `losses.compute_losses` (all >= 0)."""
+    kappa: float = 0.0
+    closure: float = 0.0
+    coclosure: float = 0.0
+    det: float = 0.0
+    positivity: float = 0.0
+    anti_flat: float = 0.0
+
+    def items(self):
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One training phase: `epochs` optimiser steps at peak learning rate `lr` with these weights."""
+    name: str
+    epochs: int
+    lr: float
+    weights: LossWeights
+
+
+def default_phases(epochs: int, lr: float) -> tuple:
+    """The four phases of seed 000 (as in v1.3c), `epochs` each, peak learning rates lr, lr/2, lr/4, lr/8.
+
+    1 coarse: torsion down (closure, coclosure and <T> toward kappa_T), metric SPD;
+    2 tighten: kappa_T and det g weighted up; 3 refine: G2 structure held (positivity, det,
+    kappa_T) while the anti-flat term keeps the neck metric varying; 4 unflatten: the same at
+    the lowest learning rate with the targets weighted most.
+    """
+    return (
+        PhaseConfig("coarse", epochs, lr,
+                    LossWeights(kappa=1e-2, closure=1.0, coclosure=1.0, det=100.0, positivity=10.0)),
+        PhaseConfig("tighten", epochs, lr / 2,
+                    LossWeights(kappa=1.0, closure=0.1, coclosure=0.1, det=3000.0, positivity=10.0)),
+        PhaseConfig("refine", epochs, lr / 4,
+                    LossWeights(kappa=1.0, det=3000.0, positivity=10.0, anti_flat=1.0)),
+        PhaseConfig("unflatten", epochs, lr / 8,
+                    LossWeights(kappa=3.0, det=10000.0, positivity=10.0, anti_flat=1.0)),
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a training run needs; `validate()` names the first bad field."""
+    profile: str = "quick"
+    L: float = 2.0                   # chart half-length: lambda in [-L, L] (seed 000: "e.g. L=1 or 2")
+    seed: int = 0
+    batch: int = 128
+    width: int = 64
+    depth: int = 3
+    n_fourier: int = 2               # Fourier modes n = 1..n_fourier per fibre coordinate
+    n_chebyshev: int = 6             # Chebyshev features T_1..T_K of lambda / L
+    neck_weighted: bool = True       # importance-sample the neck (chart.sample)
+    phases: tuple = default_phases(450, 5e-3)
+    checkpoint_every: int = 1000
+    max_rollbacks: int = 3
+    spike_factor: float = 20.0       # divergence: loss > spike_factor x median of recent losses
+    spike_window: int = 50           # number of recent losses (same phase) in that median
+    method: str = "autograd"         # exterior derivative: forward-mode autograd or finite differences
+    train_dtype: str = "float32"
+    eval_dtype: str = "float64"
+    device: str = "auto"
+    cpu_threads: int = 0             # torch threads while training on the CPU; 0 = leave torch's setting
+    warm_start: str | None = None    # path of a state dict (e.g. v1.3c models.pt) or None
+    grad_clip: float = 1.0           # max global gradient norm
+    warmup_frac: float = 0.05        # linear warm-up over this fraction of each phase
+    lr_floor: float = 0.05           # cosine decay ends at lr_floor x peak lr
+    eig_margin: float = 0.1          # positivity hinge: eigenvalues of g and of B/|det B|^(1/9) above this
+    cond_cap: float = 50.0           # condition number of g penalised above this
+    anti_flat_margin: float = 0.05   # anti-flat hinge: RMS |d g / d lambda| in the neck below this is penalised
+
+    def __post_init__(self):
+        # Every Config (direct, replace(), from_dict) is checked when built: bad fields fail early.
+        self.validate()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_profile(cls, profile: str = "auto", **overrides) -> "Config":
+        """"quick" (CPU, minutes), "full" (GPU scale) or "auto" (full when CUDA is available)."""
+        if profile not in PROFILES:
+            raise ValueError(f"profile: unknown profile {profile!r}; choose one of {PROFILES}")
+        if profile == "auto":
+            import torch
+            profile = "full" if torch.cuda.is_available() else "quick"
+        if profile == "quick":
+            base = cls(profile="quick", L=2.0, batch=128, width=64, depth=3, n_fourier=2, n_chebyshev=6,
+                       phases=default_phases(450, 5e-3), checkpoint_every=300, cpu_threads=1)
+        else:
+            base = cls(profile="full", L=2.0, batch=1024, width=256, depth=6, n_fourier=8, n_chebyshev=8,
+                       phases=default_phases(2500, 2e-3), checkpoint_every=1000)
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{sorted(unknown)[0]}: unknown configuration field")
+        return replace(base, **overrides)
+
+    def scaled(self, factor: float) -> "Config":
+        """The same configuration with every phase's epochs multiplied by factor (at least 1 each)."""
+        if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+            raise ValueError(f"epochs_scale: must be a positive number, got {factor!r}")
+        phases = tuple(replace(p, epochs=max(1, int(round(p.epochs * factor)))) for p in self.phases)
+        cfg = replace(self, phases=phases)
+        cfg.validate()
+        return cfg
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+    def phase_starts(self) -> list[int]:
+        """Global epoch at which each phase starts."""
+        out, n = [], 0
+        for p in self.phases:
+            out.append(n)
+            n += p.epochs
+        return out
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> "Config":
+        """Raise ValueError naming the first invalid field; return self when all are valid."""
+        def need(ok, name, msg):
+            if not ok:
+                raise ValueError(f"{name}: {msg}")
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        need(self.profile in ("quick", "full"), "profile",
+             f"unknown profile {self.profile!r}; choose one of {PROFILES}")
+        need(is_num(self.L) and self.L > 0, "L", f"chart half-length must be > 0, got {self.L!r}")
+        need(is_int(self.seed) and self.seed >= 0, "seed", f"must be a non-negative integer, got {self.seed!r}")
+        need(is_int(self.batch) and self.batch >= 1, "batch", f"must be an integer >= 1, got {self.batch!r}")
+        need(is_int(self.width) and self.width >= 1, "width", f"must be an integer >= 1, got {self.width!r}")
+        need(is_int(self.depth) and self.depth >= 1, "depth", f"must be an integer >= 1, got {self.depth!r}")
+        need(is_int(self.n_fourier) and self.n_fourier >= 1, "n_fourier",
+             f"must be an integer >= 1, got {self.n_fourier!r}")
+        need(is_int(self.n_chebyshev) and self.n_chebyshev >= 1, "n_chebyshev",
+             f"must be an integer >= 1, got {self.n_chebyshev!r}")
+        need(isinstance(self.neck_weighted, bool), "neck_weighted", "must be True or False")
+        need(isinstance(self.phases, tuple) and len(self.phases) >= 1, "phases",
+             "need a non-empty tuple of PhaseConfig")
+        for i, p in enumerate(self.phases):
+            tag = f"phases[{i}]"
+            need(isinstance(p, PhaseConfig), tag, f"must be a PhaseConfig, got {type(p).__name__}")
+            need(isinstance(p.name, str) and p.name, f"{tag}.name", "must be a non-empty string")
+            need(is_int(p.epochs) and p.epochs >= 1, f"{tag}.epochs",
+                 f"must be a positive integer, got {p.epochs!r}")
+            need(is_num(p.lr) and p.lr > 0, f"{tag}.lr", f"must be > 0, got {p.lr!r}")
+            need(isinstance(p.weights, LossWeights), f"{tag}.weights", "must be a LossWeights")
+            for name, v in p.weights.items():
+                need(is_num(v) and v >= 0, f"{tag}.weights.{name}", f"must be a finite number >= 0, got {v!r}")
+        need(is_int(self.checkpoint_every) and self.checkpoint_every >= 1, "checkpoint_every",
+             f"must be an integer >= 1, got {self.checkpoint_every!r}")
+        need(is_int(self.max_rollbacks) and self.max_rollbacks >= 0, "max_rollbacks",
+             f"must be an integer >= 0, got {self.max_rollbacks!r}")
+        need(is_num(self.spike_factor) and self.spike_factor > 1, "spike_factor",
+             f"must be > 1, got {self.spike_factor!r}")
+        need(is_int(self.spike_window) and self.spike_window >= 2, "spike_window",
+             f"must be an integer >= 2, got {self.spike_window!r}")
+        need(self.method in METHODS, "method", f"unknown derivative method {self.method!r}; choose one of {METHODS}")
+        need(self.train_dtype in DTYPES, "train_dtype", f"must be one of {DTYPES}, got {self.train_dtype!r}")
+        need(self.eval_dtype in DTYPES, "eval_dtype", f"must be one of {DTYPES}, got {self.eval_dtype!r}")
+        need(self.device in DEVICES, "device", f"must be one of {DEVICES}, got {self.device!r}")
+        need(is_int(self.cpu_threads) and self.cpu_threads >= 0, "cpu_threads",
+             f"must be an integer >= 0, got {self.cpu_threads!r}")
+        need(self.warm_start is None or (isinstance(self.warm_start, str) and self.warm_start), "warm_start",
+             "must be None or a file path")
+        need(is_num(self.grad_clip) and self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip!r}")
+        need(is_num(self.warmup_frac) and 0 <= self.warmup_frac < 1, "warmup_frac",
+             f"must be in [0, 1), got {self.warmup_frac!r}")
+        need(is_num(self.lr_floor) and 0 <= self.lr_floor <= 1, "lr_floor", f"must be in [0, 1], got {self.lr_floor!r}")
+        need(is_num(self.eig_margin) and self.eig_margin >= 0, "eig_margin", f"must be >= 0, got {self.eig_margin!r}")
+        need(is_num(self.cond_cap) and self.cond_cap > 1, "cond_cap", f"must be > 1, got {self.cond_cap!r}")
+        need(is_num(self.anti_flat_margin) and self.anti_flat_margin >= 0, "anti_flat_margin",
+             f"must be >= 0, got {self.anti_flat_margin!r}")
+        return self
+
+    # ------------------------------------------------------------------ plain-data round trip
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (str, int, float, bool, None, lists, dicts) for checkpoints and metadata."""
+        d = asdict(self)
+        d["phases"] = [{"name": p.name, "epochs": p.epochs, "lr": p.lr, "weights": asdict(p.weights)}
+                       for p in self.phases]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        """Inverse of to_dict; unknown keys raise ValueError."""
+        if not isinstance(d, dict):
+            raise ValueError(f"config: expected a dict, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"{sorted(unknown)[0]}: unknown configuration field")
+        d = dict(d)
+        try:
+            d["phases"] = tuple(PhaseConfig(name=p["name"], epochs=p["epochs"], lr=p["lr"],
+                                            weights=LossWeights(**p["weights"])) for p in d.get("phases", ()))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"phases: malformed phase entry ({err})") from None
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg

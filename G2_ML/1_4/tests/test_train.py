@@ -1,0 +1,216 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from k7lib import checkpoint as ck
+from k7lib.__main__ import main as cli
+from k7lib.config import Config, LossWeights, PhaseConfig, default_phases
+from k7lib.model import K7PhiModel
+from k7lib.train import PhaseScheduler, TrainingDiverged, train
+
+PKG = str(Path(__file__).resolve().parent.parent)
+
+
+def tiny(epochs=4, every=6, **kw):
+    base = dict(batch=16, width=8, depth=1, n_fourier=1, n_chebyshev=2, phases=default_phases(epochs, 2e-3),
+                checkpoint_every=every, device="cpu")
+    base.update(kw)
+    return Config.from_profile("quick", **base)
+
+
+def files_under(root: Path) -> list:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+# ---------------------------------------------------------------- exact resume across a SIGKILL
+CHILD = r"""
+import json, pathlib, sys, time
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, {pkg!r})
+from k7lib.config import Config
+from k7lib.train import train
+cfg = Config.from_dict(json.loads({cfg!r}))
+mode, root, block_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def hook(ge, loss):
+    if ge == block_at:                       # checkpoint block_at is on disk: wait to be killed
+        pathlib.Path(root, "blocked").touch()
+        time.sleep(600)
+    return loss
+
+if mode == "straight":
+    r = train(cfg, run="straight", root=root, progress=False)
+elif mode == "killed":
+    train(cfg, run="resumed", root=root, progress=False, step_hook=hook)
+    raise SystemExit("not killed")
+else:
+    r = train(cfg, run="resumed", root=root, resume="latest", progress=False)
+torch.save({{"model": r.model.state_dict(), "history": r.history.to_dict("list")}}, pathlib.Path(root, mode + ".pt"))
+"""
+
+
+def test_resume_after_sigkill_is_exact(tmp_path):
+    cfg = tiny(epochs=4, every=6)                  # 16 epochs, checkpoints at 0, 6, 12, 16
+    code = CHILD.format(pkg=PKG, cfg=json.dumps(cfg.to_dict()))
+    run = lambda mode: subprocess.run([sys.executable, "-c", code, mode, str(tmp_path), "6"],
+                                      capture_output=True, text=True, timeout=300)
+    straight = run("straight")
+    assert straight.returncode == 0, straight.stderr
+    victim = subprocess.Popen([sys.executable, "-c", code, "killed", str(tmp_path), "6"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not (tmp_path / "blocked").exists():
+        assert victim.poll() is None, victim.communicate()[1].decode()
+        assert time.time() < deadline, "the training subprocess never reached epoch 6"
+        time.sleep(0.2)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+    assert [e for e, _ in ck.list_checkpoints(tmp_path / "resumed")] == [0, 6]
+    resumed = run("resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "straight.pt", weights_only=True)
+    b = torch.load(tmp_path / "resume.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k            # bitwise identical weights
+    pd.testing.assert_frame_equal(pd.DataFrame(a["history"]), pd.DataFrame(b["history"]), check_exact=True)
+    assert len(a["history"]["global_epoch"]) == cfg.total_epochs == 16
+    assert [e for e, _ in ck.list_checkpoints(tmp_path / "resumed")] == [0, 6, 12, 16]
+
+
+# ---------------------------------------------------------------- divergence and rollback
+def test_nan_step_rolls_back_and_finishes(tmp_path):
+    cfg = tiny(epochs=3, every=4)
+    poisoned = []
+
+    def hook(ge, loss):
+        if ge == 6 and not poisoned:
+            poisoned.append(ge)
+            return loss * float("nan")
+        return loss
+
+    res = train(cfg, root=tmp_path, progress=False, step_hook=hook)
+    assert res.run_dir.name == "run_1"
+    assert len(res.events) == 1
+    ev = res.events[0]
+    assert ev["global_epoch"] == 6 and ev["restored_to"] == 4 and "non-finite" in ev["reason"]
+    assert ev["lr_scale"] == 0.5
+    h = res.history
+    assert list(h.global_epoch) == list(range(cfg.total_epochs))        # replayed, no gaps or repeats
+    assert list(h.rollbacks[:4]) == [0] * 4 and (h.rollbacks[4:] == 1).all()
+    sched = PhaseScheduler(cfg)
+    assert h.lr[3] == sched.lr(1, 0)
+    assert h.lr[5] == pytest.approx(0.5 * sched.lr(1, 2), rel=1e-12)    # lr halved after the rollback
+    last = ck.load_checkpoint(res.run_dir)
+    assert last["global_epoch"] == cfg.total_epochs and last["events"] == res.events
+
+
+def test_repeated_divergence_stops_after_max_rollbacks(tmp_path):
+    cfg = tiny(epochs=2, every=2, max_rollbacks=2)
+    with pytest.raises(TrainingDiverged, match="after 2 rollbacks"):
+        train(cfg, root=tmp_path, progress=False, step_hook=lambda ge, loss: loss * float("inf") if ge == 3 else loss)
+    state = ck.load_checkpoint(tmp_path / "run_1")
+    assert state["global_epoch"] == 2                      # the last good checkpoint is intact
+
+
+# ---------------------------------------------------------------- warm start
+def test_warm_start_from_v13c_shaped_file(tmp_path):
+    torch.manual_seed(3)
+    seq, width_in = [], 2 * 12 * 7
+    for _ in range(6):
+        seq += [nn.Linear(width_in, 256), nn.Tanh()]
+        width_in = 256
+    seq.append(nn.Linear(256, 35))
+    sd = {f"net.{k}": v for k, v in nn.Sequential(*seq).state_dict().items()}
+    path = tmp_path / "models.pt"
+    torch.save(sd, path)
+    cfg = tiny(epochs=1, every=10, width=256, depth=2, batch=4, warm_start=str(path))
+    res = train(cfg, run="warm", root=tmp_path / "runs", progress=False)
+    start = ck.load_checkpoint(res.run_dir, 0)["model"]
+    assert torch.equal(start["net.2.weight"], sd["net.2.weight"])       # the 256 x 256 hidden layer
+    assert torch.count_nonzero(start["head.weight"]) == 0
+
+
+# ---------------------------------------------------------------- bad input fails before any file
+def test_bad_configuration_fails_before_any_file(tmp_path):
+    root = tmp_path / "runs"
+    cfg = tiny()
+    with pytest.raises(ValueError, match="L"):
+        replace(cfg, L=-1.0)
+    with pytest.raises(ValueError, match=r"phases\[0\].epochs"):
+        Config.from_dict({**cfg.to_dict(), "phases": [{**cfg.to_dict()["phases"][0], "epochs": -5}]})
+    with pytest.raises(ValueError, match="phases\\[1\\].epochs"):
+        replace(cfg, phases=(cfg.phases[0], PhaseConfig("x", 0, 1e-3, LossWeights())))
+    with pytest.raises(ValueError, match="profile"):
+        Config.from_profile("gpu-please")
+    with pytest.raises(ValueError, match="batch"):
+        Config.from_profile("quick", batch=0)
+    with pytest.raises(ValueError, match="epochs_scale"):
+        cfg.scaled(-1)
+    nothing = tmp_path / "nothing.pt"
+    torch.save({"encoder.weight": torch.zeros(2, 2)}, nothing)
+    with pytest.raises(ValueError, match="match no parameter"):
+        train(replace(cfg, warm_start=str(nothing)), root=root, progress=False)
+    with pytest.raises(ValueError, match="warm_start"):
+        train(replace(cfg, warm_start=str(tmp_path / "missing.pt")), root=root, progress=False)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="root"):
+        train(cfg, root=blocker / "runs", progress=False)
+    assert files_under(root) == [] and blocker.read_text() == "x"
+
+
+def test_used_run_folder_is_not_overwritten_and_resume_checks_architecture(tmp_path):
+    cfg = tiny(epochs=1, every=10)
+    res = train(cfg, run="mine", root=tmp_path, progress=False)
+    before = {p: p.read_bytes() for p in res.run_dir.iterdir()}
+    with pytest.raises(ValueError, match="run"):
+        train(cfg, run="mine", root=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="width"):
+        train(replace(cfg, width=9), run="mine", root=tmp_path, resume="latest", progress=False)
+    with pytest.raises(ValueError, match="not found"):
+        train(cfg, run="other", root=tmp_path, resume="latest", progress=False)
+    assert {p: p.read_bytes() for p in res.run_dir.iterdir()} == before
+    # Resuming a finished run with a longer schedule continues where it stopped.
+    longer = replace(cfg, phases=tuple(replace(p, epochs=2) if i == 3 else p for i, p in enumerate(cfg.phases)))
+    more = train(longer, run="mine", root=tmp_path, resume="latest", progress=False)
+    assert list(more.history.global_epoch) == list(range(5))
+    assert [e for e, _ in ck.list_checkpoints(res.run_dir)] == [0, 4, 5]
+
+
+def test_profiles():
+    quick, full = Config.from_profile("quick"), Config.from_profile("full")
+    assert len(quick.phases) == 4 and quick.checkpoint_every < quick.total_epochs
+    assert len(full.phases) >= 4 and all(p.epochs >= 2500 for p in full.phases)
+    assert full.batch >= 1024 and (full.width, full.depth) == (256, 6) and full.checkpoint_every == 1000
+    auto = Config.from_profile("auto")
+    assert auto.profile == ("full" if torch.cuda.is_available() else "quick")
+    assert Config.from_dict(json.loads(json.dumps(full.to_dict()))) == full
+    assert quick.scaled(0.5).total_epochs == quick.total_epochs // 2
+
+
+def test_command_line(tmp_path, capsys):
+    rc = cli(["train", "--profile", "quick", "--run", "cli", "--root", str(tmp_path), "--epochs-scale", "0.002",
+              "--no-progress", "--eval-points", "64"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "cli: 4 epochs" in out and "<T>/kappa_T" in out and "float64 on 64 fresh points" in out
+    assert [e for e, _ in ck.list_checkpoints(tmp_path / "cli")] == [0, 4]
+    rc = cli(["train", "--profile", "bogus", "--root", str(tmp_path)])
+    assert rc == 2 and "profile" in capsys.readouterr().err
+    rc = cli(["train", "--profile", "quick", "--run", "cli", "--root", str(tmp_path), "--resume", "7"])
+    assert rc == 2 and "epoch 7" in capsys.readouterr().err
+    assert math.isfinite(float(pd.DataFrame(ck.load_checkpoint(tmp_path / "cli")["history"]).loss.iloc[-1]))
