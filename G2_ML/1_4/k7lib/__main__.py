@@ -11,7 +11,7 @@ COMMANDS = {
     "train": ("k7lib.train", "phased training with numbered checkpoints"),
     "explore": ("k7lib.explore", "spectral gap, curvature, geodesics and region statistics of a run"),
     "validate": ("k7lib.validate", "G2 identity report on a trained run"),
-    "links": ("k7lib.links", "G2 structures on the link of the quintic: sample | train | validate"),
+    "links": ("k7lib.links", "G2 structures on the link of the quintic: sample | train | validate | ricci"),
 }
 
 

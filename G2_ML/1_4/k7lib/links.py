@@ -696,7 +696,7 @@ def _validate(args) -> int:
 
 
 def main(argv=None) -> int:
-    """python -m k7lib links {sample,train,validate} [options]."""
+    """python -m k7lib links {sample,train,validate,ricci} [options]."""
     parser = argparse.ArgumentParser(prog="python -m k7lib links", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -730,5 +730,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1, help="seed of the evaluation points")
     p.add_argument("--method", choices=METHODS, default="autograd")
     p.add_argument("--plots", default=str(DEFAULT_PLOTS))
+    from . import ricci_flat
+    ricci_flat.add_arguments(sub.add_parser("ricci", help="learned Ricci-flat metric on Q and the link's G2 "
+                                                          "structure from it (k7lib.ricci_flat)"))
     args = parser.parse_args(argv)
-    return {"sample": _sample, "train": _train, "validate": _validate}[args.command](args)
+    return {"sample": _sample, "train": _train, "validate": _validate,
+            "ricci": ricci_flat.run_cli}[args.command](args)

@@ -258,15 +258,31 @@ def sample_projections(n: int, seed: int = 0, dtype=torch.float64) -> QuinticSam
                          method="projections")
 
 
-def sigma_measure(sample: QuinticSample) -> float:
-    """cymetric's sigma of the Fubini-Study metric: how far omega^3 is from a multiple of Omega ^ Omegabar.
+def sigma_measure(sample: QuinticSample, volume_ratio: torch.Tensor | None = None) -> float:
+    """cymetric's sigma of a Kahler metric omega on Q: how far omega^3 is from a multiple of Omega ^ Omegabar.
 
     sigma = (1/V_Omega) int_Q |1 - (omega^3/V_K) / ((i/8) Omega ^ Omegabar / V_Omega)| (i/8) Omega ^ Omegabar
-          = (1/V_Omega) int_Q |r^2 - V_Omega/V_K| omega^3/3!,   V_K = int omega^3/3!, V_Omega = int r^2 omega^3/3!
-    (Larfors, Lukas, Ruehle, Schneider, arXiv:2111.01436, eq. (2.20) up to notation); 0 exactly for
-    the Ricci-flat metric in the Kahler class. Monte Carlo over the sample's weights.
+          = (1/V_Omega) int_Q |r^2 - v V_Omega/V_K| omega_FS^3/3!,
+    V_K = int v omega_FS^3/3!, V_Omega = int r^2 omega_FS^3/3!, with r^2 the Fubini-Study ratio of
+    `omega_ratio` and v = omega^3/omega_FS^3 the volume_ratio at the sample points, (N,) positive
+    (None: v = 1, the Fubini-Study metric itself). (Larfors, Lukas, Ruehle, Schneider,
+    arXiv:2111.01436, eq. (2.20) up to notation); 0 exactly for the Ricci-flat metric in the Kahler
+    class. Monte Carlo over the sample's weights (FS measure).
     """
     r2 = omega_ratio(sample.z)
-    v_k, _ = sample.integral()
+    if volume_ratio is None:
+        v_k, _ = sample.integral()
+        v_o, _ = sample.integral(r2)
+        return sample.integral((r2 - v_o / v_k).abs())[0] / v_o
+    v = torch.as_tensor(volume_ratio)
+    if v.shape != r2.shape or torch.is_complex(v):
+        raise ValueError(f"volume_ratio must be real of shape {tuple(r2.shape)} (one value per sample point), "
+                         f"got {v.dtype} {tuple(v.shape)}")
+    bad = ~(torch.isfinite(v) & (v > 0))
+    if bool(bad.any()):
+        raise ValueError(f"volume_ratio omega^3/omega_FS^3 is not finite and positive at {int(bad.sum())} of "
+                         f"{len(v)} points: the metric is degenerate or indefinite there")
+    v = v.to(r2.dtype)
+    v_k, _ = sample.integral(v)
     v_o, _ = sample.integral(r2)
-    return sample.integral((r2 - v_o / v_k).abs())[0] / v_o
+    return sample.integral((r2 - v * (v_o / v_k)).abs())[0] / v_o
