@@ -32,6 +32,7 @@ import torch
 
 from . import forms as F
 from . import g2, runs
+from .chart import _check_L
 from .constants import StructuralConstants, ZeroParamGeometry
 from .derivatives import value_and_jacobian
 from .torsion import as_packed_field, torsion_packed
@@ -48,13 +49,6 @@ def _check_points(x: torch.Tensor, name: str = "x") -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[-1] != DIM:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{name} must be a tensor of shape (batch, 7), got {shape}")
-
-
-def _check_L(L) -> float:
-    L = float(L)
-    if not (math.isfinite(L) and L > 0):
-        raise ValueError(f"chart half-length L must be positive and finite, got {L}")
-    return L
 
 
 def metric_field_from_phi(phi_field):

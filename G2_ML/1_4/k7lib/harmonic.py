@@ -364,13 +364,10 @@ def candidates_3forms(L: float) -> CandidateBasis:
 # ---------------------------------------------------------------- points
 def sample_chart(n: int, L: float, seed: int = 0, dtype=torch.float64, device=None) -> torch.Tensor:
     """n uniform points (n, 7) on the chart: lambda ~ U[-L, L], y ~ U[0, 1)^6 (volume 2L)."""
-    NeckProfiles(float(L))
+    from .chart import sample
     if not isinstance(n, int) or n <= 0:
         raise ValueError(f"n_points must be a positive integer, got {n!r}")
-    gen = torch.Generator().manual_seed(int(seed))
-    u = torch.rand(n, F.DIM, generator=gen, dtype=torch.float64)
-    u[:, 0] = (2 * u[:, 0] - 1) * L
-    return u.to(dtype=dtype, device=device)
+    return sample(n, L, torch.Generator().manual_seed(int(seed)), dtype=dtype, device=device)[0]
 
 
 # ---------------------------------------------------------------- integrals

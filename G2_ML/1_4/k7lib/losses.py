@@ -17,7 +17,7 @@ det_g_target = 65/32 from `ZeroParamGeometry`:
                with n(lambda) the neck weight: V is the RMS variation of the metric components
                along the neck coordinate, reported as the anti-flat measure.
 total = sum of weight x term. d phi, d psi come from one forward-mode pass
-(`torsion.torsion_packed`); d g / d lambda from one more forward-mode direction.
+(`torsion.torsion_packed`); d g / d lambda from its jacobian of phi, pushed through g(phi).
 """
 from __future__ import annotations
 
@@ -62,11 +62,13 @@ class LossTerms:
         return out
 
 
-def metric_lambda_derivative(phi_field, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(g, d g / d lambda) of g = g(phi(x)): x (batch, 7) -> two (batch, 7, 7), by forward mode."""
-    e0 = torch.zeros_like(x)
-    e0[:, 0] = 1
-    return jvp(lambda y: g2.metric_data_packed(phi_field(y), check=False).g, (x,), (e0,))
+def metric_lambda_derivative(t) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g, d g / d lambda) of g = g(phi(x)) from torsion data t (torsion.TorsionPacked): two (batch, 7, 7).
+
+    d g / d lambda = g'(phi)[d_0 phi], the metric's derivative along phi's own lambda-derivative,
+    which t already holds (no second pass through the network).
+    """
+    return jvp(lambda p: g2.metric_data_packed(p, check=False).g, (t.phi,), (t.jphi[..., 0],))
 
 
 def anti_flat_measure(dg: torch.Tensor, lam: torch.Tensor, w: torch.Tensor, L: float) -> torch.Tensor:
@@ -111,7 +113,7 @@ def compute_losses(model, x: torch.Tensor, w: torch.Tensor, weights: LossWeights
     hinge = lambda v: torch.relu(eig_margin - v) ** 2
     positivity = mean(hinge(eig_B)) + mean(hinge(eig_g)) + mean(torch.relu(log_cond - math.log(cond_cap)) ** 2) / 10
 
-    _, dg = metric_lambda_derivative(model, x)
+    _, dg = metric_lambda_derivative(t)
     V = anti_flat_measure(dg, x[:, 0], w, L)
     anti_flat = torch.relu(1 - V / anti_flat_margin) ** 2 if anti_flat_margin > 0 else V * 0
 

@@ -27,6 +27,7 @@ class TorsionPacked:
     metric: g2.PhiMetric
     norm2_dphi: torch.Tensor   # (batch,)
     norm2_dpsi: torch.Tensor   # (batch,)
+    jphi: torch.Tensor | None = None   # (batch, 35, 7): d_m phi_I, for other derivatives of g(phi)
 
     @property
     def T(self) -> torch.Tensor:
@@ -77,7 +78,7 @@ def torsion_packed(phi_field, x: torch.Tensor, method: str = "autograd", h: floa
     return TorsionPacked(
         phi=phi, psi=psi, dphi=dphi, dpsi=dpsi, metric=m,
         norm2_dphi=F.inner_packed(dphi, dphi, 4, m.g, m.ginv, m.det),
-        norm2_dpsi=F.inner_packed(dpsi, dpsi, 5, m.g, m.ginv, m.det),
+        norm2_dpsi=F.inner_packed(dpsi, dpsi, 5, m.g, m.ginv, m.det), jphi=jphi,
     )
 
 

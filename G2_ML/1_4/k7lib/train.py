@@ -306,12 +306,13 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
     eig_min, nonpos, neck = math.inf, 0, 0.0
     for i in range(0, n_points, chunk):
         x, w = x_all[i:i + chunk], w_all[i:i + chunk]
-        t = torsion_packed(model, x, method=method, check=False)
+        with torch.no_grad():             # forward-mode derivatives only; no graph to keep
+            t = torsion_packed(model, x, method=method, check=False)
+            _, dg = metric_lambda_derivative(t)
         ev = torch.linalg.eigvalsh(t.metric.g)
         good = (t.metric.orientation > 0) & (ev[:, 0] > 0)
         nonpos += int((~good).sum())
         eig_min = min(eig_min, float(ev[:, 0].min()))
-        _, dg = metric_lambda_derivative(model, x)
         n = chart.region_weights(x[:, 0], L)[:, 1]
         sums += torch.stack([t.T.sum(), t.metric.det.sum(), (t.metric.det ** 2).sum(),
                              (n * dg.pow(2).sum((-2, -1))).sum()]).double().detach().cpu()

@@ -25,6 +25,7 @@ from torch.func import jvp, vmap
 
 from . import forms as F
 from . import g2
+from .chart import chart_volume  # noqa: F401  (re-exported: the chart's coordinate volume 2L)
 from .constants import StructuralConstants, ZeroParamGeometry
 
 TRIPLE_PRODUCT_VANISHES = (
@@ -174,13 +175,6 @@ def gift_reference_ratios(sc: StructuralConstants | None = None) -> dict:
 
 
 # ---------------------------------------------------------------- Monte Carlo plumbing
-def chart_volume(L: float) -> float:
-    """Coordinate volume of the chart [-L, L] x [0, 1)^6, i.e. 2L."""
-    if not (isinstance(L, (int, float)) and math.isfinite(L) and L > 0):
-        raise ValueError(f"L must be a positive finite number, got {L!r}")
-    return 2.0 * float(L)
-
-
 def _check_sampling(x, weights, volume):
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[-1] != F.DIM or x.shape[0] < 2:
         raise ValueError(f"points x must be a tensor of shape (batch >= 2, 7), got "

@@ -173,7 +173,7 @@ def test_spectral_bad_input(f64):
         E.spectral_gap(flat, 1.0, n_fourier=1, n_lambda=2, n_eigs=100)
     with pytest.raises(ValueError, match="n_points"):
         E.spectral_gap(flat, 1.0, n_fourier=1, n_lambda=2, n_points=5)
-    with pytest.raises(ValueError, match="L must be positive"):
+    with pytest.raises(ValueError, match="L must be a positive finite number"):
         E.spectral_gap(flat, 0.0)
 
 
