@@ -22,8 +22,9 @@ def test_committed_notebook_matches_the_builder():
 def test_notebook_has_the_cells_in_order_and_outputs_stripped():
     nb = json.loads(build_notebook.NOTEBOOK.read_text())
     text = [("".join(c["source"])) for c in nb["cells"]]
-    order = ["colab-badge", "Parameters", "Setup", "Structural constants", "TCS chart", "From φ to g",
-             "dφ and d*φ", "Losses", "Training", "Resume", "Harmonic", "TauLayer", "Export", "Summary"]
+    order = ["colab-badge", "## Parameters", "## Setup", "## 1. Structural constants", "## 2. The TCS chart",
+             "## 3. From φ to g", "## 4. dφ and d*φ", "## 5. Losses", "## 6. Training", "### Resume",
+             "## 8. Harmonic", "## 9. The TauLayer", "## 10. Export", "## 11. Summary"]
     pos = [next(i for i, t in enumerate(text) if key in t) for key in order]
     assert pos == sorted(pos)
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb["cells"] if c["cell_type"] == "code")
