@@ -217,10 +217,13 @@ def _tabular(header, rows, caption) -> str:
     cols = "l" * len(header)
     size = (r"\small" if len(header) <= 6 else r"\footnotesize\setlength{\tabcolsep}{3pt}" if len(header) <= 8
             else r"\scriptsize\setlength{\tabcolsep}{3pt}")
-    lines = [r"\begin{table}[ht]", r"\centering", size, f"\\begin{{tabular}}{{{cols}}}", r"\hline",
+    wide = len(header) > 8                      # shrink wide tables to the text width (graphicx)
+    lines = [r"\begin{table}[ht]", r"\centering", size] + ([r"\resizebox{\textwidth}{!}{%"] if wide else []) + [
+             f"\\begin{{tabular}}{{{cols}}}", r"\hline",
              " & ".join(latex_escape(h) for h in header) + r" \\", r"\hline"]
     lines += [" & ".join(_fmt(v) for v in r) + r" \\" for r in rows]
-    lines += [r"\hline", r"\end{tabular}", f"\\caption{{{latex_escape(caption)}}}", r"\end{table}", ""]
+    lines += [r"\hline", r"\end{tabular}"] + (["}"] if wide else []) + [
+              f"\\caption{{{latex_escape(caption)}}}", r"\end{table}", ""]
     return "\n".join(lines)
 
 
@@ -238,10 +241,10 @@ def _rel(measured, target):
 
 
 def render_tex(results: Results) -> str:
-    """The standalone LaTeX summary (article class, amsmath only); every number from `results`."""
+    """The standalone LaTeX summary (article class, amsmath and graphicx); every number from `results`."""
     m = results.metadata
     ex = m.get("exact", {})
-    parts = [r"\documentclass[11pt]{article}", r"\usepackage{amsmath}",
+    parts = [r"\documentclass[11pt]{article}", r"\usepackage{amsmath}", r"\usepackage{graphicx}",
              r"\setlength{\textwidth}{6.6in}", r"\setlength{\oddsidemargin}{-0.1in}",
              r"\setlength{\textheight}{9in}", r"\setlength{\topmargin}{-0.5in}",
              r"\begin{document}", r"\section*{K7 G2 structure on a TCS chart: results v1.4}",
@@ -465,5 +468,19 @@ def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return Results(model_state=state, config=cfg.to_dict(), coords=x.double().cpu(), metric=g.double().cpu(),
                    history=result.history, metadata=metadata, yukawa=yukawa,
-                   tables={"harmonic": pd.DataFrame([harmonic.summary()]).T.rename(columns={0: "value"})},
+                   tables={"Harmonic extraction: normalised Gram spectra (b_eff) and Dirichlet eigenvalues mu "
+                           "(b_harm) of the candidate forms": harmonic_table(harmonic)},
                    figures=dict(figures or {}))
+
+
+HARMONIC_ROWS = ("n_candidates", "n_points", "gram_min", "gram_max", "condition", "condition_eff", "noise_floor",
+                 "gram_se_max", "mu_min", "mu_max", "mu_floor")
+
+
+def harmonic_table(harmonic) -> pd.DataFrame:
+    """quantity | 2-forms | 3-forms: the counts and spectrum statistics of a harmonic.HarmonicResult."""
+    two, three = harmonic.two.summary(), harmonic.three.summary()
+    rows = [("b_eff (Gram rank)", harmonic.b2_eff, harmonic.b3_eff),
+            ("b_harm (Dirichlet zero modes)", harmonic.b2_harm, harmonic.b3_harm)]
+    rows += [(key, two.get(key), three.get(key)) for key in HARMONIC_ROWS]
+    return pd.DataFrame(rows, columns=["quantity", "2-forms", "3-forms"])
