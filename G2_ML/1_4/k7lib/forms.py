@@ -230,12 +230,53 @@ def star0_packed(w: torch.Tensor, k: int) -> torch.Tensor:
     return w[..., idx] * sgn
 
 
-def transform_packed(w: torch.Tensor, k: int, M: torch.Tensor) -> torch.Tensor:
+@lru_cache(maxsize=None)
+def _power_table(k: int, device: str):
+    """For Lambda^k(M) e_L = (M e_{l0}) ^ Lambda^{k-1}(M) e_{L minus l0}: column and row gathers."""
+    ck, cprev = combos(k), combo_index(k - 1)
+    first = [L[0] for L in ck]
+    rest = [cprev[L[1:]] for L in ck]
+    m_idx = [[J[p] for p in range(k)] for J in ck]                       # the 1-form slot of (a ^ alpha)_J
+    r_idx = [[cprev[J[:p] + J[p + 1:]] for p in range(k)] for J in ck]   # the remaining (k-1)-index
+    t = lambda v: torch.tensor(v, dtype=torch.long, device=device)
+    return t(first), t(rest), t(m_idx), t(r_idx)
+
+
+def exterior_power(M: torch.Tensor, k: int) -> torch.Tensor:
+    """Lambda^k(M) (*batch, C(7,k), C(7,k)) of M (*batch, 7, 7), so that
+    Lambda^k(M) @ w = forms.transform_packed(w, k, M) for packed k-forms w.
+
+    Built recursively from its definition Lambda^k(M)(e_{l0} ^ .. ^ e_{lk-1}) = M e_{l0} ^ .. ^ M e_{lk-1}:
+    each column is the wedge (a ^ alpha)_J = sum_{m in J} sign(m, J\\m) a_m alpha_{J\\m} of a column
+    of M with a column of Lambda^{k-1}(M) (packed tables, k products per entry; no dense tensors).
+    Lambda^k is multiplicative: Lambda^k(AB) = Lambda^k(A) Lambda^k(B), Lambda^k(M^T) = Lambda^k(M)^T.
+    """
+    _check_degree(k)
+    if M.shape[-2:] != (DIM, DIM):
+        raise ValueError(f"exterior_power needs matrices (*batch, 7, 7), got {tuple(M.shape)}")
+    if k == 0:
+        return M.new_ones(*M.shape[:-2], 1, 1)
+    P = M
+    for j in range(2, k + 1):
+        first, rest, m_idx, r_idx = _power_table(j, _dev(M.device))
+        a = M.index_select(-1, first)            # (*batch, 7, C_j): the new 1-form of each column
+        alpha = P.index_select(-1, rest)         # (*batch, C_{j-1}, C_j)
+        terms = [a.index_select(-2, m_idx[:, p]) * alpha.index_select(-2, r_idx[:, p]) for p in range(j)]
+        P = terms[0]
+        for p in range(1, j):                    # row gathers of whole rows: cheap, no 4-d temporaries
+            P = P - terms[p] if p % 2 else P + terms[p]
+    return P
+
+
+def transform_packed(w: torch.Tensor, k: int, M: torch.Tensor, power: torch.Tensor | None = None) -> torch.Tensor:
     """Apply M (*batch, 7, 7) to every index: w'_{a1..ak} = M_{a1 i1} .. M_{ak ik} w_{i1..ik}.
 
     With M = g^{-1} this raises all indices (Lambda^k(g^{-1}) w); with M = g it lowers.
-    Sequential contractions on the dense tensor, never minors (DESIGN §7).
+    Sequential contractions on the dense tensor, never minors (DESIGN §7); when many forms share
+    one M, pass power = exterior_power(M, k) and each form costs one matrix product.
     """
+    if power is not None:
+        return (power @ w.unsqueeze(-1)).squeeze(-1)
     if k == 0:
         return w
     t = unpack(w, k)
@@ -289,18 +330,20 @@ def inner_packed(a: torch.Tensor, b: torch.Tensor, k: int, g: torch.Tensor,
 
 
 def star_packed(w: torch.Tensor, k: int, g: torch.Tensor, ginv: torch.Tensor | None = None,
-                det: torch.Tensor | None = None, orientation: torch.Tensor | float = 1.0) -> torch.Tensor:
+                det: torch.Tensor | None = None, orientation: torch.Tensor | float = 1.0,
+                power: torch.Tensor | None = None) -> torch.Tensor:
     """Hodge star of a packed k-form with metric g; `orientation` = +-1 flips eps.
 
     k <= 3: (*w)_{I^c} = sqrt(det g) eps(I, I^c) w^I with w^I = Lambda^k(g^{-1}) w.
     k >= 4: *w = det(g)^{-1/2} Lambda^{7-k}(g) (*0 w)   (Jacobi's identity, as in inner_packed).
+    power: optional precomputed Lambda^k(g^{-1}) (k <= 3) or Lambda^{7-k}(g) (k >= 4).
     """
     if ginv is None or det is None:
         ginv, det = metric_data(g)
     o = orientation if isinstance(orientation, float) else orientation[..., None]
     if k <= 3:
-        return o * det.sqrt()[..., None] * star0_packed(transform_packed(w, k, ginv), k)
-    return o * transform_packed(star0_packed(w, k), DIM - k, g) / det.sqrt()[..., None]
+        return o * det.sqrt()[..., None] * star0_packed(transform_packed(w, k, ginv, power), k)
+    return o * transform_packed(star0_packed(w, k), DIM - k, g, power) / det.sqrt()[..., None]
 
 
 def d_from_jacobian(jac: torch.Tensor, k: int) -> torch.Tensor:

@@ -101,25 +101,26 @@ def metric_data_packed(phi: torch.Tensor, check: bool = True) -> PhiMetric:
     return PhiMetric(g=g, ginv=ginv, det=det_sB.pow(2.0 / 9), orientation=s, B=B)
 
 
-def psi_tangent_packed(phi: torch.Tensor, psi: torch.Tensor, m: PhiMetric, eta: torch.Tensor) -> torch.Tensor:
+def psi_tangent_packed(phi: torch.Tensor, psi: torch.Tensor, m: PhiMetric, eta: torch.Tensor,
+                       power3: torch.Tensor | None = None) -> torch.Tensor:
     """Derivative of psi = Theta(phi) = *_phi phi along tangents eta: (*batch, n, 35) -> (*batch, n, 35).
 
     Theta'(phi) eta = *( (4/3) pi_1 eta + pi_7 eta - pi_27 eta ) = -*eta + (7/3) *pi_1 eta + 2 *pi_7 eta
     (Joyce, Compact Manifolds with Special Holonomy, Prop. 10.3.5; Hitchin 2000), with
     pi_1 eta = (<eta, phi>/7) phi and pi_7 eta = iota_v psi, v^w = (1/4) g^{wu} <iota_u psi, eta>
     (since <iota_u psi, iota_v psi> = 4 g(u, v)). Only linear maps at the base point act on the
-    tangents, so forward-mode autograd never differentiates through Cholesky factors.
+    tangents, so forward-mode autograd never differentiates through Cholesky factors. All index
+    raising goes through one matrix P = Lambda^3(g^{-1}) per point (symmetric; pass it as power3
+    if it is already at hand).
     """
-    o = m.orientation[..., None, None]
-    star3 = lambda w: F.star_packed(w, 3, m.g, m.ginv[..., None, :, :], m.det[..., None], 1.0) * o
-    phi_up = F.transform_packed(phi, 3, m.ginv)                           # Lambda^3(g^-1) phi
-    ipsi = F.interior_basis_packed(psi, 4)                                 # (*batch, 7, 35): iota_u psi
-    ipsi_up = F.transform_packed(ipsi, 3, m.ginv[..., None, :, :])        # raised, per u
-    star_ipsi = F.star_packed(ipsi, 3, m.g, m.ginv[..., None, :, :], m.det[..., None], 1.0) \
-        * m.orientation[..., None, None]                                  # *(iota_u psi), 4-forms
+    P = F.exterior_power(m.ginv, 3) if power3 is None else power3
+    scale = (m.orientation * m.det.sqrt())[..., None, None]                 # o sqrt(det g)
+    phi_up = (P @ phi.unsqueeze(-1)).squeeze(-1)                            # Lambda^3(g^-1) phi
+    ipsi_up = F.interior_basis_packed(psi, 4) @ P                          # (*batch, 7, 35): raised iota_u psi
+    star_ipsi = scale * F.star0_packed(ipsi_up, 3)                         # *(iota_u psi), 4-forms
     c1 = (eta * phi_up[..., None, :]).sum(-1) / 3                         # (7/3) <eta, phi> / 7
-    v = torch.einsum("...wu,...nu->...nw", m.ginv, torch.einsum("...uI,...nI->...nu", ipsi_up, eta)) / 4
-    return -star3(eta) + c1[..., None] * psi[..., None, :] + 2 * torch.einsum("...nw,...wI->...nI", v, star_ipsi)
+    v = (eta @ ipsi_up.transpose(-1, -2)) @ m.ginv / 4                     # (*batch, n, 7): v^w
+    return -scale * F.star0_packed(eta @ P, 3) + c1[..., None] * psi[..., None, :] + 2 * v @ star_ipsi
 
 
 def metric_from_phi(phi: torch.Tensor, check: bool = True) -> torch.Tensor:
@@ -129,10 +130,11 @@ def metric_from_phi(phi: torch.Tensor, check: bool = True) -> torch.Tensor:
     return metric_data_packed(F.pack(phi, 3, check=True), check=check).g
 
 
-def psi_packed(phi: torch.Tensor, m: PhiMetric | None = None, check: bool = True) -> torch.Tensor:
-    """psi = *_{g(phi)} phi for packed phi, with the orientation phi induces."""
+def psi_packed(phi: torch.Tensor, m: PhiMetric | None = None, check: bool = True,
+               power3: torch.Tensor | None = None) -> torch.Tensor:
+    """psi = *_{g(phi)} phi for packed phi, with the orientation phi induces (power3: Lambda^3(g^-1) if at hand)."""
     m = metric_data_packed(phi, check=check) if m is None else m
-    return F.star_packed(phi, 3, m.g, m.ginv, m.det, orientation=m.orientation)
+    return F.star_packed(phi, 3, m.g, m.ginv, m.det, orientation=m.orientation, power=power3)
 
 
 def psi_from_phi(phi: torch.Tensor, check: bool = True) -> torch.Tensor:

@@ -66,42 +66,7 @@ class RankDeficiencyWarning(UserWarning):
 
 
 # ---------------------------------------------------------------- exterior powers of a matrix
-@lru_cache(maxsize=None)
-def _power_table(k: int, device: str):
-    """For Lambda^k(M) e_L = (M e_{l0}) ^ Lambda^{k-1}(M) e_{L minus l0}: column and row gathers."""
-    ck, cprev = F.combos(k), F.combo_index(k - 1)
-    first = [L[0] for L in ck]
-    rest = [cprev[L[1:]] for L in ck]
-    m_idx = [[J[p] for p in range(k)] for J in ck]                       # the 1-form slot of (a ^ alpha)_J
-    r_idx = [[cprev[J[:p] + J[p + 1:]] for p in range(k)] for J in ck]   # the remaining (k-1)-index
-    t = lambda v: torch.tensor(v, dtype=torch.long, device=device)
-    return t(first), t(rest), t(m_idx), t(r_idx)
-
-
-def exterior_power(M: torch.Tensor, k: int) -> torch.Tensor:
-    """Lambda^k(M) (*batch, C(7,k), C(7,k)) of M (*batch, 7, 7), so that
-    Lambda^k(M) @ w = forms.transform_packed(w, k, M) for packed k-forms w.
-
-    Built recursively from its definition Lambda^k(M)(e_{l0} ^ .. ^ e_{lk-1}) = M e_{l0} ^ .. ^ M e_{lk-1}:
-    each column is the wedge (a ^ alpha)_J = sum_{m in J} sign(m, J\\m) a_m alpha_{J\\m} of a column
-    of M with a column of Lambda^{k-1}(M) (packed tables, k products per entry; no dense tensors).
-    Lambda^k is multiplicative: Lambda^k(AB) = Lambda^k(A) Lambda^k(B), Lambda^k(M^T) = Lambda^k(M)^T.
-    """
-    F._check_degree(k)
-    if M.shape[-2:] != (F.DIM, F.DIM):
-        raise ValueError(f"exterior_power needs matrices (*batch, 7, 7), got {tuple(M.shape)}")
-    if k == 0:
-        return M.new_ones(*M.shape[:-2], 1, 1)
-    P = M
-    for j in range(2, k + 1):
-        first, rest, m_idx, r_idx = _power_table(j, F._dev(M.device))
-        a = M.index_select(-1, first)            # (*batch, 7, C_j): the new 1-form of each column
-        alpha = P.index_select(-1, rest)         # (*batch, C_{j-1}, C_j)
-        terms = [a.index_select(-2, m_idx[:, p]) * alpha.index_select(-2, r_idx[:, p]) for p in range(j)]
-        P = terms[0]
-        for p in range(1, j):                    # row gathers of whole rows: cheap, no 4-d temporaries
-            P = P - terms[p] if p % 2 else P + terms[p]
-    return P
+exterior_power = F.exterior_power
 
 
 @lru_cache(maxsize=None)

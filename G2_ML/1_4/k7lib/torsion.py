@@ -65,8 +65,9 @@ def torsion_packed(phi_field, x: torch.Tensor, method: str = "autograd", h: floa
         # linearisation of phi -> *phi at each point (g2.psi_tangent_packed).
         phi, jphi = value_and_jacobian(field, x, method, h)
         m = g2.metric_data_packed(phi, check=False)
-        psi = g2.psi_packed(phi, m)
-        jpsi = g2.psi_tangent_packed(phi, psi, m, jphi.transpose(-1, -2)).transpose(-1, -2)
+        P3 = F.exterior_power(m.ginv, 3)
+        psi = g2.psi_packed(phi, m, power3=P3)
+        jpsi = g2.psi_tangent_packed(phi, psi, m, jphi.transpose(-1, -2), power3=P3).transpose(-1, -2)
     else:
         def phi_psi(y):
             p = field(y)

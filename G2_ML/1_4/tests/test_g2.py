@@ -73,3 +73,18 @@ def test_non_positive_form_is_rejected_with_a_count():
         g2.metric_from_phi(phi)
     with pytest.raises(ValueError, match="shape"):
         g2.metric_from_phi(torch.zeros(5, 7, 7))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_psi_tangent_is_the_derivative_of_star_phi(flip):
+    """Theta'(phi) eta from the pi_1/pi_7/pi_27 formula equals forward-mode autograd of phi -> *phi."""
+    from torch.func import jvp
+    A = torch.stack([random_frame(s, 0.25) for s in range(5)])
+    if flip:
+        A[:, 0] = -A[:, 0]                      # orientation-reversing frames: B negative definite
+    phi = pullback_packed(A)
+    eta = torch.randn(5, 3, 35, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    m = g2.metric_data_packed(phi)
+    got = g2.psi_tangent_packed(phi, g2.psi_packed(phi, m), m, eta)
+    ref = torch.stack([jvp(lambda p: g2.psi_packed(p, check=False), (phi,), (eta[:, n],))[1] for n in range(3)], 1)
+    assert float((got - ref).abs().max()) < 1e-12 * float(ref.abs().max())
