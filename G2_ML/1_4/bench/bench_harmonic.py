@@ -23,22 +23,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 
-def frame_field():
-    import torch
-    from k7lib import forms as F, g2
-
-    def phi(x):
-        lam = x[:, 0]
-        th = 0.4 * torch.tanh(lam)
-        c, s, one, zero = torch.cos(th), torch.sin(th), torch.ones_like(lam), torch.zeros_like(lam)
-        rows = [[one if a == b else zero for b in range(7)] for a in range(7)]
-        rows[1][1], rows[3][3], rows[1][3], rows[3][1] = c, c, -s, s
-        rows[0][0] = 1 + 0.3 * torch.exp(-lam ** 2)
-        A = torch.stack([torch.stack(r, -1) for r in rows], -2)
-        return F.transform_packed(g2.phi0_packed(x.dtype).expand(x.shape[0], 35), 3, A)
-    return phi
-
-
 def mlp_field(L: float):
     import torch
     from k7lib import g2
@@ -59,10 +43,11 @@ def mlp_field(L: float):
 def child(args) -> None:
     import torch
     from k7lib import harmonic as H
+    from k7lib.fixtures import lambda_frame_field
 
     torch.set_num_threads(args.threads)
     L = 2.0
-    phi = frame_field() if args.field == "frame" else mlp_field(L)
+    phi = lambda_frame_field if args.field == "frame" else mlp_field(L)
     basis = H.candidates_3forms(L)
     x = H.sample_chart(args.points, L, seed=0)
     t0 = time.perf_counter()

@@ -77,6 +77,19 @@ def generic_field(x: torch.Tensor) -> torch.Tensor:
     return pullback_packed(A) * (1 + 0.2 * torch.sin(x[:, 2]))[:, None]
 
 
+def lambda_frame_field(x: torch.Tensor) -> torch.Tensor:
+    """A(lambda)^* phi0 with a frame depending on lambda only: a rotation of the (x1, x3) plane by
+    0.4 tanh(lambda) and a stretch 1 + 0.3 exp(-lambda^2) of x0. Fibre forms dy^I stay closed and
+    co-closed for its metric, forms containing d lambda do not (harmonic extraction reference)."""
+    lam = x[:, 0]
+    th = 0.4 * torch.tanh(lam)
+    c, s = torch.cos(th), torch.sin(th)
+    A = torch.eye(7, dtype=x.dtype, device=x.device).repeat(x.shape[0], 1, 1)
+    A[:, 1, 1], A[:, 3, 3], A[:, 1, 3], A[:, 3, 1] = c, c, -s, s
+    A[:, 0, 0] = 1 + 0.3 * torch.exp(-lam ** 2)
+    return F.transform_packed(g2.phi0_packed(x.dtype, x.device).expand(x.shape[0], 35), 3, A)
+
+
 def fixture_report(n: int = 64, seed: int = 0) -> pd.DataFrame:
     """Errors of the exact fixtures at n random points, float64: autograd to round-off, fd at O(h^2)."""
     from .torsion import torsion

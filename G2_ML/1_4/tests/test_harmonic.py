@@ -10,6 +10,7 @@ from scipy.integrate import quad
 
 from k7lib import forms as F
 from k7lib import g2
+from k7lib.fixtures import lambda_frame_field
 from k7lib import harmonic as H
 from k7lib.derivatives import value_and_jacobian
 
@@ -23,18 +24,6 @@ def flat_phi(x):
 def conformal_phi(f):
     """phi = e^{3 f(lambda)} phi0: g = e^{2f} I (DESIGN §3 fixture (b))."""
     return lambda x: torch.exp(3 * f(x[:, 0]))[:, None] * g2.phi0_packed(x.dtype)
-
-
-def frame_phi(x):
-    """A(lambda)^* phi0 with a lambda-dependent frame: a rotation of the (x1, x3) plane and a stretch of x0."""
-    lam = x[:, 0]
-    th = 0.4 * torch.tanh(lam)
-    c, s, one, zero = torch.cos(th), torch.sin(th), torch.ones_like(lam), torch.zeros_like(lam)
-    rows = [[one if a == b else zero for b in range(7)] for a in range(7)]
-    rows[1][1], rows[3][3], rows[1][3], rows[3][1] = c, c, -s, s
-    rows[0][0] = 1 + 0.3 * torch.exp(-lam ** 2)
-    A = torch.stack([torch.stack(r, -1) for r in rows], -2)
-    return F.transform_packed(g2.phi0_packed(x.dtype).expand(x.shape[0], 35), 3, A)
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +139,8 @@ def test_tcs_modes_are_not_constant_combinations(flat_result, f64):
 
 
 def test_nontrivial_frame_counts_stable_when_points_double(f64):
-    a = H.extract(frame_phi, 800, L, seed=3)
-    b = H.extract(frame_phi, 1600, L, seed=4)
+    a = H.extract(lambda_frame_field, 800, L, seed=3)
+    b = H.extract(lambda_frame_field, 1600, L, seed=4)
     for r in (a, b):
         s = r.summary()
         assert all(np.isfinite(s[k]) for k in ("three.condition", "three.mu_max", "two.mu_max"))
