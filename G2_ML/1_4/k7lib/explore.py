@@ -955,12 +955,10 @@ def six_panel_figure(path, table, x, ricci_norm, hot_mask, sg: SpectralGap, geo:
 
 # ----------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
+    from .checkpoint import add_run_arguments
     p = argparse.ArgumentParser(prog="python -m k7lib explore",
                                 description="Spectral gap, curvature, geodesics and region statistics of a trained run.")
     d = ExploreSettings()
-    p.add_argument("--run", default=None, help="run number or name (default: the latest run)")
-    p.add_argument("--root", default=str(runs.DEFAULT_ROOT), help="folder holding run_N folders")
-    p.add_argument("--which", default="latest", help="checkpoint of the run to load (default: latest)")
     p.add_argument("--points", type=int, default=d.n_points, help="sample points for curvature, torsion, regions")
     p.add_argument("--spectral-lambda", type=int, default=d.spectral_n_lambda, help="cosine modes in lambda")
     p.add_argument("--spectral-fourier", type=int, default=d.spectral_n_fourier, help="max |k|_1 of fibre modes")
@@ -969,28 +967,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geodesic-steps", type=int, default=d.geodesic_steps)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default=None, help="output folder (default: G2_ML/1_4/outputs)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: torch's own; 1 is fastest on busy shared cores)")
+    add_run_arguments(p)
     p.add_argument("--progress", action="store_true", help="show progress bars")
     return p
 
 
 def main(argv=None) -> int:
     """python -m k7lib explore [--run N] [--points P] [--out DIR] ...; prints the key numbers."""
+    from .checkpoint import load_from_args
     args = build_parser().parse_args(argv)
     settings = ExploreSettings(n_points=args.points, spectral_n_lambda=args.spectral_lambda,
                                spectral_n_fourier=args.spectral_fourier, spectral_points=args.spectral_points,
                                n_geodesics=args.geodesics, geodesic_steps=args.geodesic_steps,
                                seed=args.seed).validate()
-    runs.resolve_run(args.run, args.root)          # a missing run is a clear error before any import
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    from .checkpoint import load_trained
     t0 = time.perf_counter()
-    model, config = load_trained(run=args.run, root=args.root,
-                                 which=int(args.which) if str(args.which).isdigit() else args.which)
+    model, config = load_from_args(args)
     summary = explore_run(model, config, out_dir=args.out, progress=args.progress, settings=settings)
     sp, cu, hs = summary["spectral"], summary["curvature"], summary["hotspots_ricci"]
     print(f"lambda1 = {sp['lambda1']:.6g}, lambda1*H* = {sp['lambda1_H_star']:.6g} "

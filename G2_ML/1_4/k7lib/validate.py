@@ -215,33 +215,24 @@ def validate_run(model, config, n_points: int = 1024, out_dir=None, seed: int = 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .checkpoint import add_run_arguments
     p = argparse.ArgumentParser(prog="python -m k7lib validate",
                                 description="G2 identities and torsion classes of a trained run.")
-    p.add_argument("--run", default=None, help="run number or name (default: the latest run)")
-    p.add_argument("--root", default=str(runs.DEFAULT_ROOT), help="folder holding run_N folders")
-    p.add_argument("--which", default="latest", help="checkpoint of the run to load (default: latest)")
     p.add_argument("--points", type=int, default=1024, help="number of Sobol points on the chart")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default: G2_ML/1_4/outputs; plots in OUT/plots)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: torch's own; 1 is fastest on busy shared cores)")
+    add_run_arguments(p)
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     return p
 
 
 def main(argv=None) -> int:
     """python -m k7lib validate [--run N] [--points P] [--out DIR]; prints the identity table."""
+    from .checkpoint import load_from_args
     args = build_parser().parse_args(argv)
     if args.points < 1:
         raise ValueError(f"--points must be a positive integer, got {args.points}")
-    runs.resolve_run(args.run, args.root)          # a missing run is a clear error before any import
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    from .checkpoint import load_trained
-    model, config = load_trained(run=args.run, root=args.root,
-                                 which=int(args.which) if str(args.which).isdigit() else args.which)
+    model, config = load_from_args(args)
     res = validate_run(model, config, n_points=args.points, out_dir=args.out, seed=args.seed, progress=args.progress)
     stats = res["statistics"]
     print(f"G2 identities on {args.points} points (float64), {res['time_s']:.1f} s:")
