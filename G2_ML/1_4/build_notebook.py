@@ -175,11 +175,13 @@ What to expect, honestly: λ is not periodic, so the chart [−L, L] × T⁶ has
 also varies along the fibre. Independent candidates can always give b3_eff = 77; that is linear
 independence, not harmonicity. The pair (21, 77) belongs to a compact K7, and b2 + b3 = 98 is even,
 which an orthogonal twisted-connected-sum gluing cannot produce (Corti–Haskins–Nordström–Pacini,
-Thm 4.9). The topology table computes these reference numbers, with sources."""),
-    ("code", """from k7lib import harmonic, topology
+Thm 4.9). The topology table computes these reference numbers, with sources. When no μ sits at
+round-off, the table also gives the size of the cluster of smallest μ below the largest gap between
+consecutive μ: a diagnostic of almost-harmonic directions, not a Betti number."""),
+    ("code", """from k7lib import harmonic, topology, export
 n_harm = N_HARMONIC or (20000 if S.config.profile == "full" else 2048)
 H = harmonic.extract(model, n_harm, S.config.L, seed=S.config.seed, progress=True)
-display(pd.DataFrame([H.summary()]).T.rename(columns={0: "value"}).head(4))
+display(export.harmonic_table(H))
 harmonic.plot_spectra(H)"""),
     ("code", """display(topology.topology_report())"""),
     ("md", """## 9. The TauLayer and Yukawa-type couplings
@@ -202,8 +204,7 @@ Six files in `outputs/`: `models_v1_4.pt` (state dict + config), `coords_v1_4.np
 (float64, the metric at those coordinates), `history_v1_4.csv`, `metadata_v1_4.json` and
 `results_v1_4.tex` (a standalone LaTeX summary), plus the figures as PNG. Every file is written to a
 temporary name first and renamed only when all succeeded, so a failed export keeps the previous ones."""),
-    ("code", """from k7lib import export
-paths = export.write_outputs(S.out_dir, export.results_from_run(result, ev, H, Y, n_points=N_EVAL,
+    ("code", """paths = export.write_outputs(S.out_dir, export.results_from_run(result, ev, H, Y, n_points=N_EVAL,
                              topology=topology.chart_support(), figures={"chart": figures.chart_figure(S.config.L), "spectra": harmonic.plot_spectra(H),
                                       "history": figures.history_figure(result.history, S.config)}))
 display(pd.Series({k: str(v) for k, v in paths.items()}, name="file").to_frame())"""),

@@ -457,6 +457,7 @@ def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | 
              "eig_min": evaluation["eig_min"], "nonpositive_points": evaluation["nonpositive"],
              "anti_flat": evaluation["anti_flat"], "n_eval_points": evaluation["n_points"],
              "n_harmonic_points": harmonic.n_points, "run": result.run_dir.name,
+             "b2_near_harmonic": harmonic.two.near_harmonic[0], "b3_near_harmonic": harmonic.three.near_harmonic[0],
              "rollbacks": len(getattr(result, "events", []) or [])}
     if topology:
         extra.update({"b2_topology": topology.get("b2"), "b3_topology": topology.get("b3"),
@@ -481,6 +482,9 @@ def harmonic_table(harmonic) -> pd.DataFrame:
     """quantity | 2-forms | 3-forms: the counts and spectrum statistics of a harmonic.HarmonicResult."""
     two, three = harmonic.two.summary(), harmonic.three.summary()
     rows = [("b_eff (Gram rank)", harmonic.b2_eff, harmonic.b3_eff),
-            ("b_harm (Dirichlet zero modes)", harmonic.b2_harm, harmonic.b3_harm)]
+            ("b_harm (Dirichlet zero modes)", harmonic.b2_harm, harmonic.b3_harm),
+            ("near-harmonic cluster (smallest mu below the largest gap; not a Betti number)",
+             harmonic.two.near_harmonic[0], harmonic.three.near_harmonic[0]),
+            ("its gap ratio", harmonic.two.near_harmonic[1], harmonic.three.near_harmonic[1])]
     rows += [(key, two.get(key), three.get(key)) for key in HARMONIC_ROWS]
-    return pd.DataFrame(rows, columns=["quantity", "2-forms", "3-forms"])
+    return pd.DataFrame(rows, columns=["quantity", "2-forms", "3-forms"], dtype=object)

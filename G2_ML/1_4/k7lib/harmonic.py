@@ -530,6 +530,24 @@ class FormSpectrum:
         return len(self.names)
 
     @property
+    def near_harmonic(self) -> tuple:
+        """(count, gap ratio) of the cluster of smallest mu: the mu below the largest ratio between
+        consecutive mu above the round-off floor. A diagnostic of almost-harmonic directions when no
+        mu is at round-off (b_harm = 0); it is not a Betti number. With b_harm > 0 it is (b_harm, the
+        ratio of the first non-zero mu to the round-off floor or the last zero mu)."""
+        if self.b_harm > 0:                      # exact zero modes: the cluster is theirs
+            mu = self.mu.double().numpy()
+            ratio = mu[self.b_harm] / max(mu[self.b_harm - 1], self.mu_floor) if self.b_harm < len(mu) else float("nan")
+            return self.b_harm, float(ratio)
+        mu = self.mu.double().numpy()
+        mu = mu[mu > self.mu_floor]
+        if len(mu) < 2:
+            return 0, float("nan")
+        ratios = mu[1:] / mu[:-1]
+        i = int(np.argmax(ratios))
+        return i + 1, float(ratios[i])
+
+    @property
     def harmonic_vectors(self) -> torch.Tensor:
         """(n, b_harm) coefficients of the harmonic representatives over the candidates."""
         return self.vectors[:, : self.b_harm]
@@ -566,6 +584,7 @@ class FormSpectrum:
             "mu_max": float(mu.max()) if len(mu) else float("nan"),
             "mu_floor": self.mu_floor,
             "mu_gap_ratio": (clip(mu[bh]) / clip(mu[bh - 1])) if 0 < bh < len(mu) else float("nan"),
+            "near_harmonic": self.near_harmonic[0], "near_harmonic_gap_ratio": self.near_harmonic[1],
         }
 
 

@@ -186,3 +186,12 @@ def test_plot_spectra(flat_result):
     assert len(axes) == 4
     assert all(len(ax.lines) >= 2 for ax in axes)               # data + threshold lines
     assert axes[1].get_yscale() == "log" and axes[2].get_yscale() == "log"
+
+
+def test_near_harmonic_cluster_is_a_labelled_diagnostic(flat_result):
+    """With exact zero modes the cluster is b_harm; the export table shows both numbers side by side."""
+    from k7lib.export import harmonic_table
+    assert flat_result.three.near_harmonic[0] == flat_result.b3_harm
+    assert flat_result.three.near_harmonic[1] > 1e6
+    table = harmonic_table(flat_result)
+    assert list(table["3-forms"][:3]) == [flat_result.b3_eff, flat_result.b3_harm, flat_result.b3_harm]
