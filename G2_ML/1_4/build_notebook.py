@@ -47,11 +47,13 @@ of v1.3c, without one a *quick* profile runs end to end in minutes.
     ("md", """## Parameters
 Papermill-style: this cell is tagged `parameters`. `PROFILE` is `"auto"` (full on a GPU, quick
 otherwise), `"quick"` or `"full"`. `RUN = None` starts a new numbered run; `RESUME = "latest"` or a
-checkpoint number continues `RUN` (or the latest run) after a divergence or a dropped runtime.
+checkpoint number continues `RUN` (or the latest run) after a divergence or a dropped runtime; the
+default `"auto"` continues the latest run from its latest good checkpoint when that run was started with
+the same configuration, so running all cells again after a crash picks up where training stopped.
 `DRIVE_DIR` keeps checkpoints on Google Drive so that a lost Colab runtime loses nothing."""),
     ("code", """PROFILE = "auto"          # "auto" | "quick" | "full"
 RUN = None                # None: a new numbered run; or a run name / number
-RESUME = None             # None | "latest" | a checkpoint number (global epoch)
+RESUME = "auto"           # "auto": continue the latest run if it has this configuration | None | "latest" | N
 EPOCHS_SCALE = None       # e.g. 0.1 to shorten every phase; None keeps the profile's schedule
 DRIVE_DIR = None          # e.g. "/content/drive/MyDrive/k7_v1_4" (Colab) to keep checkpoints on Drive
 CHECKPOINT_ROOT = None    # folder of the runs; None: G2_ML/1_4/checkpoints (or DRIVE_DIR/checkpoints)
@@ -66,10 +68,12 @@ used. The cell reports the accelerator, then checks every parameter before any w
 profile, a missing checkpoint or a folder that cannot be written stops here with one message."""),
     ("code", """import os, sys, subprocess
 from pathlib import Path
-if "google.colab" in sys.modules and not Path("GIFT/G2_ML/1_4/k7lib").exists():
-    subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "GIFT"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "GIFT/G2_ML/1_4"], check=True)
-    os.chdir("GIFT/G2_ML/1_4")
+if "google.colab" in sys.modules:          # absolute paths: running this cell twice must not nest clones
+    here = Path("/content/GIFT/G2_ML/1_4")
+    if not (here / "k7lib").exists():
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "/content/GIFT"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", str(here)], check=True)
+    os.chdir(here)
 if DRIVE_DIR and "google.colab" in sys.modules:
     from google.colab import drive
     drive.mount("/content/drive")
@@ -194,7 +198,7 @@ diagnostic, never as a fit."""),
 print(yukawa.TRIPLE_PRODUCT_VANISHES)
 # harmonic representatives; where fewer than three are harmonic, the three with the smallest mu
 omega2, Phi3 = H.two.representatives(max(H.b2_harm, 3)), H.three.representatives(max(H.b3_harm, 3))
-xy = harmonic.sample_chart(1024 if S.config.profile == "quick" else 8192, S.config.L, seed=S.config.seed + 1)
+xy = harmonic.sample_chart(1024 if S.config.profile == "quick" else 8192, S.config.L, seed=S.config.seed + 1, device=S.device)
 W = yukawa.wedge_couplings(omega2, Phi3, xy, volume=chart.chart_volume(S.config.L))
 C = yukawa.hitchin_cubic(model, H.three.representatives(3), xy[:256], volume=chart.chart_volume(S.config.L))
 Y = pd.concat([yukawa.yukawa_table(W.couplings()), yukawa.yukawa_table(C.couplings())], ignore_index=True)

@@ -93,11 +93,13 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_checkpoint(run_dir: str | Path, which: str | int = "latest") -> dict:
+def load_checkpoint(run_dir: str | Path, which: str | int = "latest", exact: bool = True) -> dict:
     """The newest readable checkpoint at or before `which` ("latest" or a global epoch N).
 
-    A truncated or corrupt file is reported by name with warnings.warn and skipped for the
-    previous one. Raises ValueError when there is none (naming the run and what exists).
+    exact=True: a number must name an existing checkpoint (a user's resume request);
+    exact=False: any epoch, e.g. the current one for a rollback. A truncated or corrupt file is
+    reported by name with warnings.warn and skipped for the previous one. Raises ValueError when
+    there is none (naming the run and what exists).
     """
     run_dir = Path(run_dir)
     found = list_checkpoints(run_dir)
@@ -108,7 +110,7 @@ def load_checkpoint(run_dir: str | Path, which: str | int = "latest") -> dict:
             n = int(which)
         except (TypeError, ValueError):
             raise ValueError(f"resume: expected 'latest' or a checkpoint epoch number, got {which!r}") from None
-        if n not in {e for e, _ in found}:
+        if exact and n not in {e for e, _ in found}:
             have = ", ".join(str(e) for e, _ in found) or "none"
             raise ValueError(f"resume: no checkpoint for epoch {n} in {run_dir} (epochs present: {have})")
         candidates = [(e, p) for e, p in found if e <= n]

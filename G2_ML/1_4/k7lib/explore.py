@@ -784,9 +784,10 @@ def _out_dir(out_dir) -> Path:
 
 
 def _float_model(model):
-    """A float64 copy of a model (evaluation in float64; the caller's model is left untouched)."""
+    """A float64 CPU copy of a model (evaluation in float64 beside CPU sample points; the caller's
+    model, possibly on a GPU, is left untouched)."""
     if isinstance(model, torch.nn.Module):
-        return copy.deepcopy(model).double().eval()
+        return copy.deepcopy(model).double().cpu().eval()
     return model
 
 

@@ -448,9 +448,10 @@ def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | 
 
     cfg = result.config
     seed = cfg.seed if seed is None else seed
-    model = result.model
+    import copy
+    model = copy.deepcopy(result.model).double().eval()      # float64 evaluation, caller's model untouched
     p = next(model.parameters())
-    x, _ = chart.sample(n_points, cfg.L, torch.Generator().manual_seed(seed + 7919), dtype=p.dtype, device=p.device)
+    x, _ = chart.sample(n_points, cfg.L, torch.Generator().manual_seed(seed + 7919), dtype=torch.float64, device=p.device)
     with torch.no_grad():
         g = torch.cat([g2.metric_data_packed(model(x[i:i + 2048]), check=True).g for i in range(0, n_points, 2048)])
     extra = {"det_g_std": evaluation["det_std"], "T_mean": evaluation["T_mean"],
@@ -466,7 +467,7 @@ def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | 
                               b2_harm=harmonic.b2_harm, b3_harm=harmonic.b3_harm,
                               kappa_T_measured=evaluation["T_mean"], det_g_measured=evaluation["det_mean"],
                               extra=extra)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     return Results(model_state=state, config=cfg.to_dict(), coords=x.double().cpu(), metric=g.double().cpu(),
                    history=result.history, metadata=metadata, yukawa=yukawa,
                    tables={"Harmonic extraction: normalised Gram spectra (b_eff) and Dirichlet eigenvalues mu "

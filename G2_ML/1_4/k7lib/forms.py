@@ -340,7 +340,7 @@ def star_packed(w: torch.Tensor, k: int, g: torch.Tensor, ginv: torch.Tensor | N
     """
     if ginv is None or det is None:
         ginv, det = metric_data(g)
-    o = orientation if isinstance(orientation, float) else orientation[..., None]
+    o = float(orientation) if isinstance(orientation, (int, float)) else orientation[..., None]
     if k <= 3:
         return o * det.sqrt()[..., None] * star0_packed(transform_packed(w, k, ginv, power), k)
     return o * transform_packed(star0_packed(w, k), DIM - k, g, power) / det.sqrt()[..., None]

@@ -66,7 +66,7 @@ class RankDeficiencyWarning(UserWarning):
 
 
 # ---------------------------------------------------------------- exterior powers of a matrix
-exterior_power = F.exterior_power
+from .forms import exterior_power  # noqa: E402  (Lambda^k of a matrix, used throughout)
 
 
 @lru_cache(maxsize=None)
@@ -104,8 +104,7 @@ def hodge_matrix_and_d(g: torch.Tensor, dg: torch.Tensor, orientation: torch.Ten
     d_i S = S (D^k(X_i) - (1/2) tr(X_i)). Only g is differentiated (49 numbers per direction).
     """
     ginv, det = F.metric_data(g)
-    S = (orientation * det.sqrt())[:, None, None] * \
-        F.star0_packed(exterior_power(ginv, k).transpose(-1, -2), k).transpose(-1, -2)
+    S = hodge_matrix(ginv, det, orientation, k)
     X = -torch.einsum("bxyi,byz->bixz", dg, ginv)                          # (batch, 7 directions, 7, 7)
     T = _derivation_table(k, F._dev(g.device), g.dtype)
     n = F.n_components(k)
@@ -393,7 +392,8 @@ def _chunk_sums(basis: CandidateBasis, phi_field, x, r, dirichlet: bool, method:
             phi = phi_field(y)
             return basis.profile_values(y), g2.metric_data_packed(phi, check=False).g, phi
         (P, g, phi), (jP, jg, _) = value_and_jacobian(fn, x, method, h)
-        o = torch.sign(torch.linalg.det(g2.bilinear_B_packed(phi.detach())))
+        with torch.no_grad():
+            o = g2.metric_data_packed(phi, check=False).orientation
         S, K = hodge_matrix_and_d(g, jg, o, k)
         w = torch.einsum("bp,pmc->bmc", P, coef)
         dstar = torch.einsum("bLc,bmc->bmL", K, w)
@@ -737,6 +737,8 @@ def extract(phi_field, n_points: int, L: float, seed: int = 0, chunk: int = 512,
             raise ValueError(f"{label} must be a CandidateBasis")
         if b.degree != want:
             raise ValueError(f"{label} has candidates of degree {b.degree}; expected {want}-forms")
+    if device is None and isinstance(phi_field, torch.nn.Module):
+        device = next((q.device for q in phi_field.parameters()), None)   # points where the model lives
     x = sample_chart(n_points, L, seed, dtype, device)
     volume = 2.0 * float(L)
     mu_scale = (math.pi / (2 * float(L))) ** 2

@@ -12,7 +12,9 @@ det_g_target = 65/32 from `ZeroParamGeometry`:
   positivity = <relu(m - lmin(B / |det B|^(1/9)))^2> + <relu(m - lmin(g))^2>
                + (1/10) <relu(log cond(g) - log cond_cap)^2>
                (B / |det B|^(1/9) = orientation * g: positive definite iff phi is a positive
-                3-form; m = eig_margin; the condition-number part is the mild one)
+                3-form for eps^{0..6} = +1; for such phi both hinges read lmin(g), so the margin
+                counts twice, while a phi positive only for the opposite orientation trips the
+                first one; m = eig_margin; the condition-number part is the mild one)
   anti_flat  = relu(1 - V / anti_flat_margin)^2, V = sqrt(<n |d g/d lambda|_F^2> / <n>)
                with n(lambda) the neck weight: V is the RMS variation of the metric components
                along the neck coordinate, reported as the anti-flat measure.

@@ -54,10 +54,31 @@ def _writable(path: Path, field: str) -> Path:
     return path
 
 
-def configure(profile: str = "auto", run: str | int | None = None, resume: str | int | None = None,
+def _auto_resume(config: Config, run_name: str | None, root: Path):
+    """("latest", run) when that run (default: the latest numbered one) has a readable checkpoint
+    written with this very configuration; (None, run_name) otherwise: a new run starts."""
+    import warnings
+
+    from .checkpoint import load_checkpoint
+    try:
+        run_dir = runs.resolve_run(run_name, root)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stored = load_checkpoint(run_dir)["config"]
+    except ValueError:
+        return None, run_name
+    return ("latest", run_dir.name) if stored == config.to_dict() else (None, run_name)
+
+
+def configure(profile: str = "auto", run: str | int | None = None, resume: str | int | None = "auto",
               checkpoint_root: str | Path | None = None, output_dir: str | Path | None = None,
               epochs_scale: float | None = None, **overrides) -> Session:
-    """Validate the parameters cell; returns a Session or raises InputError naming the field."""
+    """Validate the parameters cell; returns a Session or raises InputError naming the field.
+
+    resume: "auto" (default) continues the latest run when it was started with this same
+    configuration and otherwise starts a new numbered run; None always starts a new run;
+    "latest" or a checkpoint number continues `run` (default: the latest run) from there.
+    """
     try:
         config = Config.from_profile(profile, **overrides)
         if epochs_scale is not None:
@@ -67,9 +88,11 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
     root = _writable(Path(checkpoint_root) if checkpoint_root else runs.DEFAULT_ROOT, "checkpoint_root")
     out_dir = _writable(Path(output_dir) if output_dir else runs.OUTPUTS, "output_dir")
     run_name = None if run is None else (f"run_{run}" if isinstance(run, int) or str(run).isdigit() else str(run))
+    if resume == "auto":
+        resume, run_name = _auto_resume(config, run_name, root)
     if resume is not None:
         if not (resume == "latest" or (isinstance(resume, int) and resume >= 0)):
-            raise InputError(f"resume: expected None, 'latest' or a checkpoint number, got {resume!r}")
+            raise InputError(f"resume: expected 'auto', None, 'latest' or a checkpoint number, got {resume!r}")
         try:
             run_dir = runs.resolve_run(run_name, root)
         except ValueError as err:

@@ -250,7 +250,9 @@ def _train(config: Config, run, root, resume, progress, step_hook) -> TrainResul
                     f"training diverged at epoch {ge} ({reason}) after {config.max_rollbacks} rollbacks; "
                     f"last good checkpoint: {last[-1][1] if last else 'none'}. Resume from an earlier one "
                     "with a smaller learning rate.")
-            back = ck.load_checkpoint(run_dir, "latest")
+            # at or before this epoch: after a resume from an earlier checkpoint, later files
+            # on disk belong to the abandoned continuation
+            back = ck.load_checkpoint(run_dir, ge, exact=False)
             model.load_state_dict(back["model"])
             optimizer.load_state_dict(back["optimizer"])
             scheduler.load_state_dict(back["scheduler"])
@@ -290,8 +292,9 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
     """Final numbers on fresh uniform points, in `dtype` (float64 by default), chunked.
 
     Returns T_mean, T_over_kappa (<T> / kappa_T), det_mean, det_rel_err (<det g> / (65/32) - 1),
-    det_std, eig_min, nonpositive (points where phi is not positive), anti_flat (the measure V
-    of losses.anti_flat_measure), n_points. g = g(phi) everywhere (no rescaling).
+    det_std, eig_min, nonpositive (points where phi is not positive or g not finite; the means
+    are over the others), anti_flat (the measure V of losses.anti_flat_measure), n_points.
+    g = g(phi) everywhere (no rescaling).
     """
     from .losses import anti_flat_measure, metric_lambda_derivative
 
@@ -303,26 +306,32 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
     gen = torch.Generator().manual_seed(epoch_seed(seed, EVAL_STREAM))
     x_all, w_all = chart.sample(n_points, L, gen, neck_weighted=False, dtype=dtype, device=device)
     sums = torch.zeros(4, dtype=torch.float64)       # T, det, det^2, neck-weighted |dg|^2
-    eig_min, nonpos, neck = math.inf, 0, 0.0
+    eig_min, nonpos, neck, counted = math.inf, 0, 0.0, 0
     for i in range(0, n_points, chunk):
         x, w = x_all[i:i + chunk], w_all[i:i + chunk]
         with torch.no_grad():             # forward-mode derivatives only; no graph to keep
             t = torsion_packed(model, x, method=method, check=False)
             _, dg = metric_lambda_derivative(t)
-        ev = torch.linalg.eigvalsh(t.metric.g)
-        good = (t.metric.orientation > 0) & (ev[:, 0] > 0)
+        finite = torch.isfinite(t.metric.g).flatten(1).all(1) & torch.isfinite(t.T) & torch.isfinite(dg).flatten(1).all(1)
+        ev = torch.linalg.eigvalsh(torch.where(finite[:, None, None], t.metric.g, torch.eye(7, dtype=dtype, device=device)))
+        good = finite & (t.metric.orientation > 0) & (ev[:, 0] > 0)
         nonpos += int((~good).sum())
-        eig_min = min(eig_min, float(ev[:, 0].min()))
+        if bool(good.any()):
+            eig_min = min(eig_min, float(ev[good, 0].min()))
+        x, w, t_T, t_det, dg = x[good], w[good], t.T[good], t.metric.det[good], dg[good]
         n = chart.region_weights(x[:, 0], L)[:, 1]
-        sums += torch.stack([t.T.sum(), t.metric.det.sum(), (t.metric.det ** 2).sum(),
+        sums += torch.stack([t_T.sum(), t_det.sum(), (t_det ** 2).sum(),
                              (n * dg.pow(2).sum((-2, -1))).sum()]).double().detach().cpu()
+        counted += int(good.sum())
         neck += float(n.sum())
     for p, d in was.items():
         p.data = p.data.to(d)
-    T_mean, det_mean = float(sums[0]) / n_points, float(sums[1]) / n_points
+    if counted == 0:
+        raise ValueError(f"evaluate: phi is not positive at any of the {n_points} points")
+    T_mean, det_mean = float(sums[0]) / counted, float(sums[1]) / counted
     return {"n_points": n_points, "T_mean": T_mean, "T_over_kappa": T_mean / kappa_T,
             "det_mean": det_mean, "det_rel_err": det_mean / det_t - 1,
-            "det_std": math.sqrt(max(float(sums[2]) / n_points - det_mean**2, 0.0)),
+            "det_std": math.sqrt(max(float(sums[2]) / counted - det_mean**2, 0.0)),
             "eig_min": eig_min, "nonpositive": nonpos, "anti_flat": math.sqrt(float(sums[3]) / max(neck, 1e-300))}
 
 
@@ -345,6 +354,8 @@ def main(argv=None) -> int:
     config = Config.from_profile(args.profile, **overrides)
     if args.epochs_scale is not None:
         config = config.scaled(args.epochs_scale)
+    if args.resume is not None and args.resume != "latest" and not args.resume.isdigit():
+        raise ValueError(f"--resume: expected 'latest' or a checkpoint epoch number, got {args.resume!r}")
     resume = None if args.resume is None else (args.resume if args.resume == "latest" else int(args.resume))
     try:
         result = train(config, run=args.run, root=args.root, resume=resume, progress=not args.no_progress)

@@ -16,7 +16,6 @@ exact value with the largest deviation where one exists) and histograms in a plo
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
@@ -190,16 +189,12 @@ def validate_run(model, config, n_points: int = 1024, out_dir=None, seed: int = 
     out_dir/plots/ (out_dir defaults to G2_ML/1_4/outputs). Returns the summary dict with the
     file paths and the time taken.
     """
-    from .explore import _check_L, sample_chart
+    from .explore import _check_L, _float_model, _out_dir, sample_chart
     L = _check_L(getattr(config, "L", None) if config is not None else None)
     if not (isinstance(n_points, int) and n_points >= 1):
         raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
-    out = Path(runs.OUTPUTS if out_dir is None else out_dir)
-    try:
-        (out / "plots").mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"output folder {out} cannot be created: {err}") from None
-    phi_field = copy.deepcopy(model).double().eval() if isinstance(model, torch.nn.Module) else model
+    out = _out_dir(out_dir)
+    phi_field = _float_model(model)
     t0 = time.perf_counter()
     x = sample_chart(n_points, L, seed=seed)
     table, summary = g2_identity_report(phi_field, x, chunk=chunk, progress=progress)

@@ -359,9 +359,9 @@ def volume_density(phi: torch.Tensor) -> torch.Tensor:
 
 
 def _orientation(phi: torch.Tensor) -> torch.Tensor:
-    """sign(det B(phi)) (batch,), piecewise constant, so its value alone is needed."""
+    """sign(det B(phi)) (batch,), piecewise constant, so its value alone is needed (g2's orientation)."""
     with torch.no_grad():
-        return torch.sign(torch.linalg.det(g2.bilinear_B_packed(phi.detach())))
+        return g2.metric_data_packed(phi.detach(), check=False).orientation
 
 
 def _density(phi: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:

@@ -118,6 +118,25 @@ def test_nan_step_rolls_back_and_finishes(tmp_path):
     assert last["global_epoch"] == cfg.total_epochs and last["events"] == res.events
 
 
+def test_rollback_after_resuming_an_earlier_checkpoint_stays_on_the_resumed_branch(tmp_path):
+    """Resume from epoch 4 of a finished 12-epoch run, poison epoch 6: the rollback must restore the
+    resumed run's own checkpoint 6, not the abandoned continuation's latest file (12)."""
+    cfg = tiny(epochs=3, every=2)
+    first = train(cfg, root=tmp_path, progress=False)
+    assert [n for n, _ in ck.list_checkpoints(first.run_dir)][-1] == 12
+    hits = []
+
+    def hook(ge, loss):
+        if ge == 6 and not hits:
+            hits.append(ge)
+            return loss * float("nan")
+        return loss
+
+    res = train(cfg, run="run_1", root=tmp_path, resume=4, progress=False, step_hook=hook)
+    assert len(res.events) == 1 and res.events[0]["restored_to"] == 6
+    assert list(res.history.global_epoch) == list(range(cfg.total_epochs))
+
+
 def test_repeated_divergence_stops_after_max_rollbacks(tmp_path):
     cfg = tiny(epochs=2, every=2, max_rollbacks=2)
     with pytest.raises(TrainingDiverged, match="after 2 rollbacks"):
