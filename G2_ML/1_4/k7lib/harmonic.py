@@ -125,10 +125,7 @@ class NeckProfiles:
     bump(l)  = exp(-l^2 / (2 w^2))                    localised in the neck
     left(l)  = (1 - tanh((l + L/2) / w)) / 2          ~1 deep in the left block, ~0 from the neck on
     right(l) = left(-l)                               the mirror image, ~1 deep in the right block
-    twist(l) = (pi/4) step(l)                         coordinate angle of the neck twist: rotating
-        the planes (x3,x5), (x4,x6) by theta rotates the pair (dx34 - dx56, dx36 - dx45) by 2 theta,
-        a quarter turn across the neck (the hyper-Kaehler rotation that matches the two blocks).
-    The functions 1, step, bump, left, right, cos 2theta, sin 2theta are linearly independent.
+    The twist of the candidates is the chart's own (chart.twist_angle), not a profile of its own.
     """
 
     L: float
@@ -152,9 +149,6 @@ class NeckProfiles:
 
     def right(self, lam):
         return self.left(-lam)
-
-    def twist(self, lam):
-        return (math.pi / 4) * self.step(lam)
 
 
 def basis_form(indices, dtype=torch.float64) -> torch.Tensor:
@@ -259,7 +253,7 @@ def constant_basis(k: int) -> CandidateBasis:
     return CandidateBasis(k, tuple(_name(I) for I in F.combos(k)), _ones, coef, f"constant {k}-forms")
 
 
-TCS_PROFILES = ("bump", "left", "right", "cos2t", "sin2t", "cost", "sint")
+TCS_PROFILES = ("bump", "left", "right", "cos_theta", "sin_theta", "cos_half", "sin_half")
 
 
 def tcs_modes(L: float) -> CandidateBasis:
@@ -270,13 +264,15 @@ def tcs_modes(L: float) -> CandidateBasis:
                                                                    block's external circle y1
     right (10): right(l) dx2 ^ dx^{jk}, j < k in {1,3,4,5,6}      the right block's external circle is
                                                                    y2 (the TCS matching swaps circles)
-    twist  (7): the neck twist R(l) of NeckProfiles applied to fixed forms:
-                dx_a ^ wI(l), dx_a ^ wJ(l) for a = 0, 1, 2, with wI = dx34 - dx56, wJ = dx36 - dx45,
-                wI(l) = cos 2t wI + sin 2t wJ, wJ(l) = cos 2t wJ - sin 2t wI (t = twist(l): a quarter
-                turn of the pair across the neck), and dx01 ^ (cos t dx3 + sin t dx5) = R(l)^* dx013.
-    Profiles (NeckProfiles): bump, left, right, cos 2t, sin 2t, cos t, sin t. Since these and the
-    constant 1 are linearly independent functions of lambda, no mode (nor any combination of
-    modes) is a constant combination of the 35 dx^{ijk}.
+    twist  (7): the chart's hyper-Kaehler twist R(l) (chart.frame: planes (x3,x6), (x4,x5) turned
+                by theta/2, theta = chart.twist_angle(l) rising from 0 to pi/2 across the neck)
+                applied to fixed forms: dx_a ^ R^*wI, dx_a ^ R^*wJ for a = 0, 1, 2, with
+                wI = dx34 + dx56, wJ = dx35 - dx46, R^*wI = cos theta wI + sin theta wJ,
+                R^*wJ = cos theta wJ - sin theta wI, and dx01 ^ R^*dx3 with
+                R^*dx3 = cos(theta/2) dx3 + sin(theta/2) dx6.
+    Profiles: bump, left, right (NeckProfiles), cos theta, sin theta, cos theta/2, sin theta/2.
+    Since these and the constant 1 are linearly independent functions of lambda, no mode (nor any
+    combination of modes) is a constant combination of the 35 dx^{ijk}.
     """
     prof = NeckProfiles(float(L))
     names, rows = [], []
@@ -297,21 +293,22 @@ def tcs_modes(L: float) -> CandidateBasis:
     for j, k in F.combos(2):
         if 2 not in (j, k) and j >= 1:
             add(f"right*dx2^dx{j}{k}", ("right", basis_form((2, j, k))))
-    wI = basis_form((3, 4)) - basis_form((5, 6))
-    wJ = basis_form((3, 6)) - basis_form((4, 5))
+    wI = basis_form((3, 4)) + basis_form((5, 6))
+    wJ = basis_form((3, 5)) - basis_form((4, 6))
     for a in (0, 1, 2):
         ea = basis_form((a,))
         AI, AJ = F.wedge_packed(ea, wI, 1, 2), F.wedge_packed(ea, wJ, 1, 2)
-        add(f"twist*dx{a}^wI", ("cos2t", AI), ("sin2t", AJ))
-        add(f"twist*dx{a}^wJ", ("cos2t", AJ), ("sin2t", -AI))
-    add("twist*dx01^R(dx3)", ("cost", basis_form((0, 1, 3))), ("sint", basis_form((0, 1, 5))))
+        add(f"twist*dx{a}^wI", ("cos_theta", AI), ("sin_theta", AJ))
+        add(f"twist*dx{a}^wJ", ("cos_theta", AJ), ("sin_theta", -AI))
+    add("twist*dx01^R(dx3)", ("cos_half", basis_form((0, 1, 3))), ("sin_half", basis_form((0, 1, 6))))
     coef = torch.stack(rows, dim=1)                                  # (n_profiles, 42, 35)
 
     def profiles(x):
+        from .chart import twist_angle
         lam = x[:, 0]
-        t = prof.twist(lam)
-        return torch.stack([prof.bump(lam), prof.left(lam), prof.right(lam), torch.cos(2 * t),
-                            torch.sin(2 * t), torch.cos(t), torch.sin(t)], dim=-1)
+        t = twist_angle(lam, prof.L)
+        return torch.stack([prof.bump(lam), prof.left(lam), prof.right(lam), torch.cos(t),
+                            torch.sin(t), torch.cos(t / 2), torch.sin(t / 2)], dim=-1)
     return CandidateBasis(3, tuple(names), profiles, coef, f"42 TCS-adapted 3-forms (L={float(L):g})")
 
 

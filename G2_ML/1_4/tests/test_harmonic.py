@@ -195,3 +195,18 @@ def test_near_harmonic_cluster_is_a_labelled_diagnostic(flat_result):
     assert flat_result.three.near_harmonic[1] > 1e6
     table = harmonic_table(flat_result)
     assert list(table["3-forms"][:3]) == [flat_result.b3_eff, flat_result.b3_harm, flat_result.b3_harm]
+
+
+def test_twist_candidates_follow_the_chart_twist():
+    """At lambda = -L the twisted modes are dx_a ^ wI; at +L the chart has turned wI into wJ."""
+    L = 2.0
+    basis = H.tcs_modes(L)
+    x = torch.zeros(2, 7, dtype=torch.float64)
+    x[:, 0] = torch.tensor([-L, L], dtype=torch.float64)
+    w = basis(x)
+    i = basis.names.index("twist*dx1^wI")
+    wI = H.basis_form((3, 4)) + H.basis_form((5, 6))
+    wJ = H.basis_form((3, 5)) - H.basis_form((4, 6))
+    e1 = H.basis_form((1,))
+    assert torch.allclose(w[0, i], F.wedge_packed(e1, wI, 1, 2), atol=1e-12)
+    assert torch.allclose(w[1, i], F.wedge_packed(e1, wJ, 1, 2), atol=1e-12)
