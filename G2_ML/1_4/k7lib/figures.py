@@ -72,6 +72,9 @@ def summary_table(outputs: dict) -> pd.DataFrame:
         ("b3: Gram rank b3_eff", md["b3_target"], md["b3_eff"], top["b3"]),
         ("b3: harmonic b3_harm", md["b3_target"], md["b3_harm"], top["b3"]),
     ]
+    for k in (2, 3):                     # the diagnostic of almost-harmonic directions, where exported
+        if f"b{k}_near_harmonic" in md:
+            rows.append((f"b{k}: near-harmonic cluster (diagnostic)", None, md[f"b{k}_near_harmonic"], top[f"b{k}"]))
     df = pd.DataFrame(rows, columns=["quantity", "target", "reached", "chart supports"]).set_index("quantity")
-    df["relative"] = df["reached"] / df["target"] - 1
+    df["relative"] = df["reached"] / df["target"].astype(float) - 1
     return df
