@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import runs
 from .constants import StructuralConstants, ZeroParamGeometry
 
 SUFFIX = "v1_4"
@@ -170,18 +171,6 @@ def _validate(results: Results):
         if not isinstance(name, str) or not _FIG_NAME.match(name):
             raise ValueError(f"figure name {name!r} must use only letters, digits, '_' and '-'")
     return coords, metric
-
-
-def _check_writable(out_dir: Path) -> Path:
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=out_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise ValueError(f"output folder {str(out_dir)!r} is not writable ({err.strerror or err})") from None
-    return out_dir
 
 
 # ---------------------------------------------------------------- LaTeX
@@ -365,7 +354,7 @@ def write_outputs(out_dir, results: Results) -> dict:
     write fails, the temporary files are removed and the previous outputs are left as they were.
     """
     coords, metric = _validate(results)
-    out_dir = _check_writable(out_dir)
+    out_dir = runs.writable_folder(out_dir, "out_dir")
     history_csv = results.history.to_csv(index=False)
     meta = dict(results.metadata)
     if results.yukawa is not None:

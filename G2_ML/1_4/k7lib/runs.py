@@ -6,6 +6,7 @@ A run is a folder `run_N` under a root (by default `G2_ML/1_4/checkpoints/`); na
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent        # G2_ML/1_4
@@ -49,4 +50,16 @@ def resolve_run(run: int | str | None = None, root: str | Path = DEFAULT_ROOT) -
     if not path.is_dir():
         have = ", ".join(p.name for p in sorted(root.iterdir()) if p.is_dir()) if root.is_dir() else "none"
         raise ValueError(f"run {run!r} not found under {root} (runs present: {have or 'none'})")
+    return path
+
+
+def writable_folder(path: str | Path, field: str = "folder") -> Path:
+    """Create `path` if needed and prove it writable with a probe file; ValueError naming `field` if not."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{field}: folder {str(path)!r} is not writable ({err.strerror or err})") from None
     return path

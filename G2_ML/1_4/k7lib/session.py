@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,12 +45,9 @@ class Session:
 
 def _writable(path: Path, field: str) -> Path:
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
-            pass
-    except OSError as err:
-        raise InputError(f"{field}: folder {path} cannot be written ({err.strerror or err})") from None
-    return path
+        return runs.writable_folder(path, field)
+    except ValueError as err:
+        raise InputError(str(err)) from None
 
 
 def _auto_resume(config: Config, run_name: str | None, root: Path):
