@@ -20,7 +20,7 @@ import argparse
 import bisect
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -296,7 +296,7 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
     are over the others), anti_flat (the measure V of losses.anti_flat_measure), n_points.
     g = g(phi) everywhere (no rescaling).
     """
-    from .losses import anti_flat_measure, metric_lambda_derivative
+    from .losses import metric_lambda_derivative
 
     kappa_T, det_t = targets()
     param = next(model.parameters(), None)
@@ -304,11 +304,11 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
     was = {p: p.dtype for p in model.parameters()}
     model = model.to(dtype)
     gen = torch.Generator().manual_seed(epoch_seed(seed, EVAL_STREAM))
-    x_all, w_all = chart.sample(n_points, L, gen, neck_weighted=False, dtype=dtype, device=device)
+    x_all, _ = chart.sample(n_points, L, gen, neck_weighted=False, dtype=dtype, device=device)   # uniform: weights 1
     sums = torch.zeros(4, dtype=torch.float64)       # T, det, det^2, neck-weighted |dg|^2
     eig_min, nonpos, neck, counted = math.inf, 0, 0.0, 0
     for i in range(0, n_points, chunk):
-        x, w = x_all[i:i + chunk], w_all[i:i + chunk]
+        x = x_all[i:i + chunk]
         with torch.no_grad():             # forward-mode derivatives only; no graph to keep
             t = torsion_packed(model, x, method=method, check=False)
             _, dg = metric_lambda_derivative(t)
@@ -318,7 +318,7 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
         nonpos += int((~good).sum())
         if bool(good.any()):
             eig_min = min(eig_min, float(ev[good, 0].min()))
-        x, w, t_T, t_det, dg = x[good], w[good], t.T[good], t.metric.det[good], dg[good]
+        x, t_T, t_det, dg = x[good], t.T[good], t.metric.det[good], dg[good]
         n = chart.region_weights(x[:, 0], L)[:, 1]
         sums += torch.stack([t_T.sum(), t_det.sum(), (t_det ** 2).sum(),
                              (n * dg.pow(2).sum((-2, -1))).sum()]).double().detach().cpu()

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from . import forms as F
-from . import g2, runs
+from . import g2
 from .constants import ZeroParamGeometry
 from .torsion import as_packed_field, torsion_classes_packed, torsion_packed
 

@@ -3,7 +3,7 @@ import torch
 
 from k7lib import forms as F
 from k7lib import g2
-from helpers_fields import pullback_packed, random_frame
+from k7lib.fixtures import pullback_packed, random_frame
 
 EYE = torch.eye(7, dtype=torch.float64)
 

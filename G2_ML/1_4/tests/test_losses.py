@@ -8,7 +8,6 @@ from k7lib import chart, g2
 from k7lib.config import Config, LossWeights
 from k7lib.constants import ZeroParamGeometry
 from k7lib.losses import DIAGNOSTICS, TERMS, compute_losses, metric_lambda_derivative
-from k7lib.torsion import torsion_packed
 from k7lib.model import K7PhiModel
 from k7lib.torsion import torsion_packed
 

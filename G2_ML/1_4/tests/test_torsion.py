@@ -4,7 +4,7 @@ import torch
 from k7lib import forms as F
 from k7lib import g2
 from k7lib.torsion import torsion, torsion_classes_packed, torsion_packed
-from helpers_fields import (conformal_f, conformal_field, diffeo_field, diffeo_jacobian, generic_field,
+from k7lib.fixtures import (conformal_f, conformal_field, diffeo_field, diffeo_jacobian, generic_field,
                             pullback_packed, random_frame)
 
 

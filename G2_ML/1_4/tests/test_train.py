@@ -16,7 +16,6 @@ from torch import nn
 from k7lib import checkpoint as ck
 from k7lib.__main__ import main as cli
 from k7lib.config import Config, LossWeights, PhaseConfig, default_phases
-from k7lib.model import K7PhiModel
 from k7lib.train import PhaseScheduler, TrainingDiverged, train
 
 PKG = str(Path(__file__).resolve().parent.parent)

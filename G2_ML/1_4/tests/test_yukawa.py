@@ -11,7 +11,7 @@ import torch
 from k7lib import forms as F
 from k7lib import g2, yukawa
 from k7lib.constants import StructuralConstants, ZeroParamGeometry
-from helpers_fields import pullback_packed, random_frame
+from k7lib.fixtures import pullback_packed, random_frame
 
 
 def chart_points(n, L=1.0, seed=0):
@@ -209,7 +209,6 @@ def test_hitchin_rejects_non_positive_phi(f64):
 # ---------------------------------------------------------------- the table
 def test_yukawa_table_columns_and_values(f64):
     x = chart_points(32)
-    c = F.combo_index(2)
     om = basis_field(2, [(0, 1), (2, 3), (0, 2), (1, 3)],
                      coef=[lambda x: torch.ones_like(x[:, 0]), lambda x: 1 + 0 * x[:, 0],
                            lambda x: 0.5 + 0 * x[:, 0], lambda x: 0.4 + 0 * x[:, 0]])
