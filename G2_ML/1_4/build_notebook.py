@@ -50,11 +50,14 @@ otherwise), `"quick"` or `"full"`. `RUN = None` starts a new numbered run; `RESU
 checkpoint number continues `RUN` (or the latest run) after a divergence or a dropped runtime; the
 default `"auto"` continues the latest run from its latest good checkpoint when that run was started with
 the same configuration, so running all cells again after a crash picks up where training stopped.
-`DRIVE_DIR` keeps checkpoints on Google Drive so that a lost Colab runtime loses nothing."""),
+After a divergence, the training cell prints the recipe: set `RUN`, `RESUME = N` (its last good
+checkpoint) and `LR_SCALE` (e.g. 0.5, multiplying every remaining phase's peak learning rate), then
+run all cells. `DRIVE_DIR` keeps checkpoints on Google Drive so that a lost Colab runtime loses nothing."""),
     ("code", """PROFILE = "auto"          # "auto" | "quick" | "full"
 RUN = None                # None: a new numbered run; or a run name / number
 RESUME = "auto"           # "auto": continue the latest run if it has this configuration | None | "latest" | N
 EPOCHS_SCALE = None       # e.g. 0.1 to shorten every phase; None keeps the profile's schedule
+LR_SCALE = None           # e.g. 0.5 to resume after a divergence with half the learning rate
 DRIVE_DIR = None          # e.g. "/content/drive/MyDrive/k7_v1_4" (Colab) to keep checkpoints on Drive
 CHECKPOINT_ROOT = None    # folder of the runs; None: G2_ML/1_4/checkpoints (or DRIVE_DIR/checkpoints)
 OUTPUT_DIR = None         # None: G2_ML/1_4/outputs
@@ -84,7 +87,7 @@ from IPython.display import display
 import k7lib
 from k7lib import session
 print(session.environment())
-S = session.configure(PROFILE, run=RUN, resume=RESUME, epochs_scale=EPOCHS_SCALE,
+S = session.configure(PROFILE, run=RUN, resume=RESUME, epochs_scale=EPOCHS_SCALE, lr_scale=LR_SCALE,
                       checkpoint_root=CHECKPOINT_ROOT or (Path(DRIVE_DIR) / "checkpoints" if DRIVE_DIR else None),
                       output_dir=OUTPUT_DIR)
 print(S.describe())"""),
@@ -139,20 +142,23 @@ display(pd.Series(terms.row(), name="untrained").to_frame().T)"""),
     ("md", """## 6. Training
 Four phases (coarse → tighten κ_T and det g → refine → break flatness), Adam with warm-up and decay,
 gradient clipping, float32 with exact derivatives. A numbered checkpoint is written every
-`checkpoint_every` epochs (1000 in the full profile) atomically; a NaN or a loss spike rolls back to the
-last good checkpoint with half the learning rate and is recorded in the history."""),
-    ("code", """from k7lib.train import train, evaluate
-result = train(S.config, run=S.run, root=S.root, resume=S.resume, progress=True)
+`checkpoint_every` epochs (1000 in the full profile) atomically; a NaN rolls back to the last good
+checkpoint with half the learning rate, a lone loss spike (one heavy-tailed batch) skips its step and
+three in a row roll back; every event is recorded in the history. If rollbacks cannot stop a
+divergence, the cell shows which checkpoint to resume from and with which `LR_SCALE`."""),
+    ("code", """from k7lib.train import evaluate
+result = session.train(S)
 print(result.summary())
 figures.history_figure(result.history, S.config)"""),
     ("md", """### Resume from a numbered checkpoint
 Every checkpoint of this run is listed below. After a divergence or a dropped runtime, set
 `RESUME_FROM` to one of these numbers (or `"latest"`) and run this cell — or set `RESUME` in the
 parameters cell and run all: training continues exactly where that checkpoint left it."""),
-    ("code", """from k7lib.checkpoint import list_checkpoints
+    ("code", """from dataclasses import replace
+from k7lib.checkpoint import list_checkpoints
 RESUME_FROM = None   # e.g. 2000 or "latest"
 if RESUME_FROM is not None:
-    result = train(S.config, run=result.run_dir.name, root=S.root, resume=RESUME_FROM, progress=True)
+    result = session.train(replace(S, run=result.run_dir.name, resume=RESUME_FROM))
 display(pd.DataFrame([(n, p.name, p.stat().st_size) for n, p in list_checkpoints(result.run_dir)],
                      columns=["global_epoch", "file", "bytes"]))"""),
     ("md", """## 7. What the trained φ reaches

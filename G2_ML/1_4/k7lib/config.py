@@ -77,6 +77,7 @@ class Config:
     max_rollbacks: int = 3
     spike_factor: float = 20.0       # divergence: loss > spike_factor x median of recent losses
     spike_window: int = 50           # number of recent losses (same phase) in that median
+    spike_patience: int = 3          # that many spikes in a row roll back; a lone one skips its step
     method: str = "autograd"         # exterior derivative: forward-mode autograd or finite differences
     train_dtype: str = "float32"
     eval_dtype: str = "float64"
@@ -180,6 +181,8 @@ class Config:
              f"must be > 1, got {self.spike_factor!r}")
         need(is_int(self.spike_window) and self.spike_window >= 2, "spike_window",
              f"must be an integer >= 2, got {self.spike_window!r}")
+        need(is_int(self.spike_patience) and self.spike_patience >= 1, "spike_patience",
+             f"must be an integer >= 1, got {self.spike_patience!r}")
         need(self.method in METHODS, "method", f"unknown derivative method {self.method!r}; choose one of {METHODS}")
         need(self.train_dtype in DTYPES, "train_dtype", f"must be one of {DTYPES}, got {self.train_dtype!r}")
         need(self.eval_dtype in DTYPES, "eval_dtype", f"must be one of {DTYPES}, got {self.eval_dtype!r}")

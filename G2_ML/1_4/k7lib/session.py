@@ -34,13 +34,15 @@ class Session:
     resume: str | int | None   # None, "latest" or a checkpoint's global epoch
     out_dir: Path              # exported results
     device: str
+    lr_scale: float = 1.0      # multiplies every remaining phase's peak learning rate (train's lr_scale)
 
     def describe(self) -> str:
         c = self.config
         return (f"profile {c.profile} on {self.device}: {len(c.phases)} phases x "
                 f"{'/'.join(str(p.epochs) for p in c.phases)} epochs, batch {c.batch}, network "
                 f"{c.depth} x {c.width}, checkpoint every {c.checkpoint_every} epochs under {self.root}"
-                + (f", resuming {self.run or 'the latest run'} from {self.resume}" if self.resume is not None else ""))
+                + (f", resuming {self.run or 'the latest run'} from {self.resume}" if self.resume is not None else "")
+                + (f", learning rate x{self.lr_scale:g}" if self.lr_scale != 1.0 else ""))
 
 
 def _writable(path: Path, field: str) -> Path:
@@ -68,14 +70,19 @@ def _auto_resume(config: Config, run_name: str | None, root: Path):
 
 def configure(profile: str = "auto", run: str | int | None = None, resume: str | int | None = "auto",
               checkpoint_root: str | Path | None = None, output_dir: str | Path | None = None,
-              epochs_scale: float | None = None, **overrides) -> Session:
+              epochs_scale: float | None = None, lr_scale: float | None = None, **overrides) -> Session:
     """Validate the parameters cell; returns a Session or raises InputError naming the field.
 
     resume: "auto" (default) continues the latest run when it was started with this same
     configuration and otherwise starts a new numbered run; None always starts a new run;
     "latest" or a checkpoint number continues `run` (default: the latest run) from there.
+    lr_scale: None or a number > 0 multiplying every remaining phase's peak learning rate
+    (the recipe after a divergence: resume from checkpoint N with LR_SCALE = 0.5).
     """
+    from .train import check_lr_scale
+
     try:
+        lr_scale = 1.0 if lr_scale is None else check_lr_scale(lr_scale)
         config = Config.from_profile(profile, **overrides)
         if epochs_scale is not None:
             config = config.scaled(epochs_scale)
@@ -99,7 +106,36 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
                              f"(available: {', '.join(map(str, numbers)) or 'none'})")
         run_name = run_dir.name
     device = "cuda" if (config.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
-    return Session(config=config, run=run_name, root=root, resume=resume, out_dir=out_dir, device=device)
+    return Session(config=config, run=run_name, root=root, resume=resume, out_dir=out_dir, device=device,
+                   lr_scale=lr_scale)
+
+
+class TrainingStopped(RuntimeError):
+    """Training diverged in a notebook: the recipe was shown as Markdown; IPython prints one line."""
+
+    def _render_traceback_(self):
+        return [f"stopped: {self}"]
+
+
+def train(s: Session, progress: bool = True):
+    """Train (or resume) the session's run: train.train with the session's settings.
+
+    On a divergence the recipe to continue (checkpoint, command, notebook settings) is displayed
+    as Markdown and TrainingStopped ends the cell without a traceback.
+    """
+    from .train import TrainingDiverged, train as train_run
+
+    try:
+        return train_run(s.config, run=s.run, root=s.root, resume=s.resume, progress=progress,
+                         lr_scale=s.lr_scale)
+    except TrainingDiverged as err:
+        try:
+            from IPython.display import Markdown, display
+            display(Markdown(err.markdown()))
+        except ImportError:
+            print(err)
+        raise TrainingStopped(f"training diverged at epoch {err.epoch}; continue from checkpoint "
+                              f"{err.checkpoint} as shown above") from None
 
 
 def environment() -> dict:

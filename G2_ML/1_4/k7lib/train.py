@@ -6,13 +6,19 @@ is drawn by a generator seeded with (seed << 32) + n, so sampling is a function 
 The learning rate of epoch e of a phase with E epochs and peak lr is
   lr = lr_scale * peak * (e + 1) / n_warm                                   for e < n_warm,
   lr = lr_scale * peak * (f + (1 - f) (1 + cos(pi (e - n_warm) / (E - n_warm))) / 2)   after,
-with n_warm = floor(warmup_frac * E) and f = lr_floor; lr_scale starts at 1 and halves at each
-rollback. Gradients are clipped to grad_clip (global norm).
+with n_warm = floor(warmup_frac * E) and f = lr_floor; lr_scale starts at the user's scale
+(`train(..., lr_scale=X)`, 1 by default; on a resume it multiplies the checkpoint's own scale)
+and halves at each rollback. Gradients are clipped to grad_clip (global norm).
 
-Divergence (checkpoint.divergence_reason: NaN/Inf loss or gradient, or a loss above
-spike_factor x the median of the last spike_window losses of the phase) rolls the run back to
-its last good checkpoint with lr_scale halved and records the event; after max_rollbacks
-rollbacks the next divergence stops training with TrainingDiverged.
+Divergence: a NaN/Inf loss or gradient rolls the run back to its last good checkpoint with
+lr_scale halved and records the event. A finite loss above spike_factor x the median of the
+last spike_window losses of the phase (checkpoint.divergence_reason) is first taken for what it
+usually is, one heavy-tailed batch (<T> over a batch with a few points of large torsion): the
+step is skipped (no update; history column `skipped`) and only spike_patience such batches in a
+row count as a divergence and roll back. Rolling back for a single such batch cannot help: the
+batch of an epoch is a function of (seed, epoch), so the same batch comes back after the
+rollback. After max_rollbacks rollbacks the next divergence stops training with
+TrainingDiverged, whose message is the recipe to continue (resume_command).
 """
 from __future__ import annotations
 
@@ -39,7 +45,65 @@ EVAL_STREAM = 1 << 31        # sampler stream of the evaluation points (training
 
 
 class TrainingDiverged(RuntimeError):
-    """Raised when training diverges again after max_rollbacks rollbacks."""
+    """Raised when training diverges again after max_rollbacks rollbacks.
+
+    Attributes: epoch (global epoch of the divergence), reason, run (run folder name),
+    checkpoint (global epoch of the last good checkpoint at or before `epoch`, or None),
+    command (the command line that resumes from it with half the learning rate),
+    settings (the notebook parameters that do the same). str(err) is the whole recipe;
+    `markdown()` is the same as Markdown for a notebook.
+    """
+
+    def __init__(self, epoch: int, reason: str, rollbacks: int, run: str, checkpoint: int | None,
+                 command: str, settings: dict):
+        self.epoch, self.reason, self.rollbacks, self.run = epoch, reason, rollbacks, run
+        self.checkpoint, self.command, self.settings = checkpoint, command, settings
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        head = f"training diverged at epoch {self.epoch} ({self.reason}) after {self.rollbacks} rollbacks"
+        if self.checkpoint is None:
+            return head + "; no good checkpoint to resume from: start a new run with a smaller learning rate"
+        notebook = ", ".join(f"{k} = {v!r}" for k, v in self.settings.items())
+        return (f"{head}. Last good checkpoint: {self.checkpoint} in {self.run}. Continue from it with half "
+                f"the learning rate:\n  command line: {self.command}\n  notebook: set {notebook} and run all cells")
+
+    def markdown(self) -> str:
+        head = f"**Training diverged** at epoch {self.epoch} ({self.reason}) after {self.rollbacks} rollbacks."
+        if self.checkpoint is None:
+            return head + " No good checkpoint exists: start a new run with a smaller learning rate."
+        notebook = ", ".join(f"`{k} = {v!r}`" for k, v in self.settings.items())
+        return (f"{head}\n\nLast good checkpoint: **{self.checkpoint}** of `{self.run}`. Continue from it with "
+                f"half the learning rate:\n\n- notebook: set {notebook} in the parameters cell and run all cells;"
+                f"\n- command line: `{self.command}`")
+
+    def _render_traceback_(self):           # IPython: the recipe instead of a traceback
+        return [f"error: {self}"]
+
+
+def check_lr_scale(lr_scale) -> float:
+    """lr_scale as a float; ValueError naming the field unless it is a finite number > 0."""
+    ok = isinstance(lr_scale, (int, float)) and not isinstance(lr_scale, bool) and math.isfinite(lr_scale) and lr_scale > 0
+    if not ok:
+        raise ValueError(f"lr_scale: must be a finite number > 0, got {lr_scale!r}")
+    return float(lr_scale)
+
+
+def resume_command(config: Config, run: str, root: str | Path, epoch: int, lr_scale: float = 0.5) -> str:
+    """The `python -m k7lib train` line that continues `run` from checkpoint `epoch` with `lr_scale`:
+    every option the configuration needs (profile, seed, device, epochs scale, root) is spelled out."""
+    parts = ["python -m k7lib train", f"--profile {config.profile}"]
+    base = Config.from_profile(config.profile)
+    if config.seed != base.seed:
+        parts.append(f"--seed {config.seed}")
+    if config.device != base.device:
+        parts.append(f"--device {config.device}")
+    if [p.epochs for p in config.phases] != [p.epochs for p in base.phases]:
+        parts.append(f"--epochs-scale {config.phases[0].epochs / base.phases[0].epochs:g}")
+    if Path(root).resolve() != Path(runs.DEFAULT_ROOT).resolve():
+        parts.append(f"--root {root}")
+    parts += [f"--run {run}", f"--resume {epoch}", f"--lr-scale {lr_scale:g}"]
+    return " ".join(parts)
 
 
 @dataclass
@@ -138,6 +202,28 @@ def _new_run_dir(run, root: Path) -> Path:
     return path
 
 
+def _diverged(config: Config, run_dir: Path, root, epoch: int, reason: str, rollbacks: int,
+              tried_scale: float) -> TrainingDiverged:
+    """TrainingDiverged naming the newest readable checkpoint at or before `epoch` and the recipe.
+
+    The suggested lr_scale is half the smallest scale the rollbacks tried, relative to that
+    checkpoint's own scale (a resume with a scale already tried would replay the same divergence:
+    the batches are a function of (seed, epoch))."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            state = ck.load_checkpoint(run_dir, epoch, exact=False)
+            good, stored = int(state["global_epoch"]), float(state["scheduler"]["lr_scale"])
+        except (ValueError, KeyError, TypeError):
+            good, stored = None, 1.0
+    scale = float(f"{min(0.5, 0.5 * tried_scale / stored):.3g}")
+    command = resume_command(config, run_dir.name, root, good if good is not None else 0, scale)
+    settings = {"RUN": run_dir.name, "RESUME": good, "LR_SCALE": scale}
+    return TrainingDiverged(epoch, reason, rollbacks, run_dir.name, good, command, settings)
+
+
 def _check_compatible(config: Config, stored: Config) -> None:
     for name in ARCHITECTURE:
         if getattr(config, name) != getattr(stored, name):
@@ -146,7 +232,8 @@ def _check_compatible(config: Config, stored: Config) -> None:
 
 
 def train(config: Config, run: int | str | None = None, root: str | Path = runs.DEFAULT_ROOT,
-          resume: str | int | None = None, progress: bool = True, step_hook=None) -> TrainResult:
+          resume: str | int | None = None, progress: bool = True, step_hook=None,
+          lr_scale: float = 1.0) -> TrainResult:
     """Train (or resume) a run through all phases of `config`; returns a TrainResult.
 
     run: None -> a new numbered run (runs.new_run); a name or number -> that folder.
@@ -154,23 +241,29 @@ def train(config: Config, run: int | str | None = None, root: str | Path = runs.
       of `run` (None = the latest run); the configuration's architecture must match.
     step_hook(global_epoch, loss) -> loss is applied to each step's loss before the divergence
       check and backward (used to test rollback).
-    Raises ValueError (before any file is written) for a bad configuration, a warm-start file
-    that matches nothing, an unwritable or already used run folder.
+    lr_scale: multiplies the peak learning rate of every remaining phase (on a resume, on top of
+      the checkpoint's own scale, which rollbacks have halved); the change is recorded in the
+      events and shows in the history's lr column. It is not part of the configuration, so a
+      run can be resumed with a lower rate after a divergence.
+    Raises ValueError (before any file is written) for a bad configuration or lr_scale, a
+    warm-start file that matches nothing, an unwritable or already used run folder; raises
+    TrainingDiverged with the recipe to continue when rollbacks cannot stop a divergence.
     """
     if not isinstance(config, Config):
         raise ValueError(f"config: expected a Config, got {type(config).__name__}")
     config.validate()
+    lr_scale = check_lr_scale(lr_scale)
     threads = torch.get_num_threads()
     if config.cpu_threads and resolve_device(config.device).type == "cpu":
         # Small batches: one thread avoids intra-op synchronisation that costs more than it gains.
         torch.set_num_threads(config.cpu_threads)
     try:
-        return _train(config, run, root, resume, progress, step_hook)
+        return _train(config, run, root, resume, progress, step_hook, lr_scale)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(config: Config, run, root, resume, progress, step_hook) -> TrainResult:
+def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> TrainResult:
     root = Path(root)
     device = resolve_device(config.device)
     dtype = getattr(torch, config.train_dtype)
@@ -192,13 +285,19 @@ def _train(config: Config, run, root, resume, progress, step_hook) -> TrainResul
     sampler = torch.Generator()
     if state is None:
         run_dir = _new_run_dir(run, root)
-        history, events, rollbacks, recent, start = {}, [], 0, [], 0
+        history, events, rollbacks, recent, start, streak = {}, [], 0, [], 0, 0
     else:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         ck.set_rng_state(state["rng"], sampler)
         history, events = state["history"], list(state["events"])
         rollbacks, recent, start = int(state["rollbacks"]), list(state["recent_losses"]), int(state["global_epoch"])
+        streak = int(state.get("spike_streak", 0))
+    if lr_scale != 1.0:
+        scheduler.lr_scale *= lr_scale
+        events.append({"global_epoch": start, "reason": f"learning rate scaled by {lr_scale:g} by the user"
+                       + (f" on resuming from checkpoint {start}" if state is not None else ""),
+                       "restored_to": start, "lr_scale": scheduler.lr_scale, "rollback": rollbacks})
 
     def snapshot(global_epoch: int) -> dict:
         phase, epoch = _phase_of(config, min(global_epoch, config.total_epochs - 1))
@@ -206,8 +305,8 @@ def _train(config: Config, run, root, resume, progress, step_hook) -> TrainResul
                 "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "history": {k: list(v) for k, v in history.items()}, "events": [dict(e) for e in events],
-                "rollbacks": rollbacks, "recent_losses": list(recent), "rng": ck.rng_state(sampler),
-                "config": config.to_dict()}
+                "rollbacks": rollbacks, "recent_losses": list(recent), "spike_streak": streak,
+                "rng": ck.rng_state(sampler), "config": config.to_dict()}
 
     if state is None:
         ck.save_checkpoint(run_dir, snapshot(0))       # rollback target before the first interval
@@ -234,31 +333,33 @@ def _train(config: Config, run, root, resume, progress, step_hook) -> TrainResul
                                cond_cap=config.cond_cap, anti_flat_margin=config.anti_flat_margin)
         loss = terms.total if step_hook is None else step_hook(ge, terms.total)
         reason = ck.divergence_reason(float(loss.detach()), recent[-config.spike_window:], config.spike_factor)
+        skip = reason is not None and reason.startswith("loss spike") and streak + 1 < config.spike_patience
+        streak = streak + 1 if reason is not None and reason.startswith("loss spike") else 0
         if reason is None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             if not torch.isfinite(gnorm):
                 reason = f"non-finite gradient norm ({float(gnorm)})"
-        if reason is not None:
+        if reason is not None and not skip:
             rollbacks += 1
+            streak = 0
             if rollbacks > config.max_rollbacks:
                 if bar is not None:
                     bar.close()
-                last = ck.list_checkpoints(run_dir)
-                raise TrainingDiverged(
-                    f"training diverged at epoch {ge} ({reason}) after {config.max_rollbacks} rollbacks; "
-                    f"last good checkpoint: {last[-1][1] if last else 'none'}. Resume from an earlier one "
-                    "with a smaller learning rate.")
+                raise _diverged(config, run_dir, root, ge, reason, rollbacks - 1, scheduler.lr_scale)
             # at or before this epoch: after a resume from an earlier checkpoint, later files
             # on disk belong to the abandoned continuation
             back = ck.load_checkpoint(run_dir, ge, exact=False)
             model.load_state_dict(back["model"])
             optimizer.load_state_dict(back["optimizer"])
+            in_force = scheduler.lr_scale
             scheduler.load_state_dict(back["scheduler"])
-            scheduler.lr_scale *= 0.5
+            # half the rate in force, not the checkpoint's: repeated rollbacks to one checkpoint compound
+            scheduler.lr_scale = 0.5 * min(in_force, scheduler.lr_scale)
             ck.set_rng_state(back["rng"], sampler)
             history, recent = back["history"], list(back["recent_losses"])
+            streak = int(back.get("spike_streak", 0))
             events.append({"global_epoch": ge, "reason": reason, "restored_to": int(back["global_epoch"]),
                            "lr_scale": scheduler.lr_scale, "rollback": rollbacks})
             msg = f"rollback {rollbacks}: {reason} at epoch {ge}; back to epoch {back['global_epoch']}, lr x{scheduler.lr_scale:g}"
@@ -267,14 +368,18 @@ def _train(config: Config, run, root, resume, progress, step_hook) -> TrainResul
                 bar.close()
             ge, bar, bar_phase = int(back["global_epoch"]), None, None
             continue
-        optimizer.step()
+        if not skip:
+            optimizer.step()
         row = {"phase": phase + 1, "phase_name": spec.name, "epoch": epoch, "global_epoch": ge}
         row.update(terms.row())
-        row.update({"lr": lr, "rollbacks": rollbacks})
+        row.update({"lr": lr, "rollbacks": rollbacks, "skipped": int(skip)})
         for k, v in row.items():
             history.setdefault(k, []).append(v)
-        recent.append(row["loss"])
-        recent = recent[-config.spike_window:]
+        if skip:               # a heavy-tailed batch: no update, and kept out of the spike median
+            (tqdm.write if progress else (lambda m: None))(f"epoch {ge}: {reason}; step skipped")
+        else:
+            recent.append(row["loss"])
+            recent = recent[-config.spike_window:]
         ge += 1
         if bar is not None:
             bar.update(1)
@@ -336,7 +441,7 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
 
 
 def main(argv=None) -> int:
-    """python -m k7lib train --profile quick [--run NAME] [--resume latest|N] [--epochs-scale F] ..."""
+    """python -m k7lib train --profile quick [--run NAME] [--resume latest|N] [--lr-scale X] [--epochs-scale F] ..."""
     ap = argparse.ArgumentParser(prog="python -m k7lib train", description="phased training with numbered checkpoints")
     ap.add_argument("--profile", default="auto", help="quick | full | auto (full when CUDA is available)")
     ap.add_argument("--run", default=None, help="run name or number (default: a new numbered run)")
@@ -346,11 +451,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--device", default=None, help="auto | cpu | cuda")
     ap.add_argument("--warm-start", default=None, help="state dict to load compatible weights from")
+    ap.add_argument("--lr-scale", type=float, default=1.0,
+                    help="multiply every remaining phase's peak learning rate (e.g. 0.5 after a divergence)")
     ap.add_argument("--eval-points", type=int, default=4096, help="fresh points for the final float64 numbers")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device), ("warm_start", args.warm_start))
                  if v is not None}
+    lr_scale = check_lr_scale(args.lr_scale)             # before any work: nothing is written on bad input
     config = Config.from_profile(args.profile, **overrides)
     if args.epochs_scale is not None:
         config = config.scaled(args.epochs_scale)
@@ -358,7 +466,8 @@ def main(argv=None) -> int:
         raise ValueError(f"--resume: expected 'latest' or a checkpoint epoch number, got {args.resume!r}")
     resume = None if args.resume is None else (args.resume if args.resume == "latest" else int(args.resume))
     try:
-        result = train(config, run=args.run, root=args.root, resume=resume, progress=not args.no_progress)
+        result = train(config, run=args.run, root=args.root, resume=resume, progress=not args.no_progress,
+                       lr_scale=lr_scale)
     except TrainingDiverged as err:
         print(f"error: {err}")
         return 1

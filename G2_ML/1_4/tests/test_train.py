@@ -232,3 +232,64 @@ def test_command_line(tmp_path, capsys):
     rc = cli(["train", "--profile", "quick", "--run", "cli", "--root", str(tmp_path), "--resume", "7"])
     assert rc == 2 and "epoch 7" in capsys.readouterr().err
     assert math.isfinite(float(pd.DataFrame(ck.load_checkpoint(tmp_path / "cli")["history"]).loss.iloc[-1]))
+
+
+# ---------------------------------------------------------------- recovering from a divergence (lr scale)
+def test_divergence_recipe_then_resume_with_half_the_learning_rate(tmp_path):
+    """A NaN that persists past the rollbacks stops training with a recipe naming checkpoint N; resuming
+    from N with lr_scale 0.5 (the command line's --lr-scale) finishes, and the lr halves at N."""
+    cfg = tiny(epochs=3, every=4, max_rollbacks=2)                 # 12 epochs, checkpoints 0, 4, 8, 12
+    with pytest.raises(TrainingDiverged) as info:
+        train(cfg, root=tmp_path, progress=False,
+              step_hook=lambda ge, loss: loss * float("nan") if ge >= 6 else loss)
+    err = info.value
+    assert err.checkpoint == 4 and err.run == "run_1" and err.epoch == 6
+    assert "--run run_1 --resume 4 --lr-scale" in err.command and f"--root {tmp_path}" in err.command
+    assert err.settings["RESUME"] == 4 and err.settings["RUN"] == "run_1"
+    assert "Last good checkpoint: 4" in str(err) and "RESUME = 4" in str(err)
+    assert "**4**" in err.markdown() and err.command in err.markdown()
+    # the rollbacks tried x0.5 and x0.25 from checkpoint 4: the recipe goes below them
+    assert err.settings["LR_SCALE"] == 0.125 and err.command.endswith("--lr-scale 0.125")
+
+    res = train(cfg, run="run_1", root=tmp_path, resume=4, progress=False, lr_scale=0.5)
+    h = res.history
+    assert list(h.global_epoch) == list(range(cfg.total_epochs))
+    sched = PhaseScheduler(cfg)
+    straight = [sched.lr(*divmod(ge, 3)) for ge in range(cfg.total_epochs)]
+    assert list(h.lr[:4]) == straight[:4]                               # before N: as trained
+    assert list(h.lr[4:]) == pytest.approx([0.5 * v for v in straight[4:]], rel=1e-12)   # from N on: halved
+    scaled = [e for e in res.events if "by the user" in e["reason"]]
+    assert len(scaled) == 1 and scaled[0]["global_epoch"] == 4 and scaled[0]["lr_scale"] == 0.5
+    assert ck.load_checkpoint(res.run_dir)["events"] == res.events
+
+
+def test_a_lone_loss_spike_skips_its_step_and_three_in_a_row_roll_back(tmp_path):
+    cfg = tiny(epochs=20, every=20)                                    # phase 1: epochs 0..19
+    spiky = train(cfg, root=tmp_path, run="lone", progress=False,
+                  step_hook=lambda ge, loss: loss * 1e4 if ge == 14 else loss)
+    h = spiky.history
+    assert list(h.skipped) == [int(ge == 14) for ge in range(cfg.total_epochs)] and not spiky.events
+    calm = train(cfg, root=tmp_path, run="calm", progress=False)
+    # one skipped update: the weights differ from the straight run's, the schedule does not
+    assert list(h.lr) == list(calm.history.lr)
+    assert any(not torch.equal(a, b) for a, b in zip(spiky.model.state_dict().values(),
+                                                     calm.model.state_dict().values()))
+    seen = set()
+
+    def three_in_a_row(ge, loss):                       # spikes at 14, 15, 16 on the first pass only
+        hit = 14 <= ge < 17 and ge not in seen
+        seen.add(ge)
+        return loss * 1e4 if hit else loss
+
+    persistent = train(cfg, root=tmp_path, run="persistent", progress=False, step_hook=three_in_a_row)
+    assert [e["global_epoch"] for e in persistent.events] == [16]
+    assert "loss spike" in persistent.events[0]["reason"] and persistent.events[0]["restored_to"] == 0
+
+
+@pytest.mark.parametrize("bad", ["0", "-0.5", "nan", "inf"])
+def test_bad_lr_scale_is_one_line_before_any_work(tmp_path, bad, capsys):
+    rc = cli(["train", "--profile", "quick", "--root", str(tmp_path / "runs"), "--lr-scale", bad, "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: lr_scale: must be a finite number > 0")
+    assert files_under(tmp_path) == []
