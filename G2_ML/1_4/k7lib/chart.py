@@ -29,6 +29,7 @@ The integers (2, 1/5, 3/4, 1/4) and pi/2 are architecture; nothing is fitted.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from fractions import Fraction
 
@@ -152,13 +153,34 @@ def sample(n: int, L: float, generator: torch.Generator | None = None, neck_weig
     if int(n) != n or n < 1:
         raise ValueError(f"number of points n must be a positive integer, got {n}")
     n = int(n)
-    u = torch.rand(n, DIM, generator=generator, dtype=torch.float64)
+    # drawn where the generator lives (the CPU by default), so a seed gives the same points on every device
+    at = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(n, DIM, generator=generator, dtype=torch.float64, device=at)
     lam = (2 * u[:, 0] - 1) * L
-    w = torch.ones(n, dtype=torch.float64)
+    w = torch.ones(n, dtype=torch.float64, device=at)
     if neck_weighted:
-        pick = torch.rand(n, generator=generator, dtype=torch.float64) < 0.5
+        pick = torch.rand(n, generator=generator, dtype=torch.float64, device=at) < 0.5
         lam = torch.where(pick, lam / 2, lam)
         density = 0.5 / (2 * L) + 0.5 * (lam.abs() < L / 2).double() / L
         w = (1 / (2 * L)) / density
     x = torch.cat([lam[:, None], u[:, 1:]], dim=1)
     return x.to(dtype=dtype, device=device), w.to(dtype=dtype, device=device)
+
+
+def sobol(n: int, L: float, seed: int = 0, dtype=torch.float64, device=None) -> torch.Tensor:
+    """n scrambled Sobol points of the chart, (n, 7): lambda uniform on [-L, L], y on [0, 1)^6.
+
+    Randomised quasi-Monte Carlo (Owen scrambling, torch.quasirandom.SobolEngine): each seed is an
+    independent scramble, so the spread of a mean over a few seeds is its standard error, while each
+    mean converges faster than with uniform points for smooth integrands. Drawn on the CPU in
+    float64 (the same points on every device), then moved.
+    """
+    L = _check_L(L)
+    if int(n) != n or n < 1:
+        raise ValueError(f"number of points n must be a positive integer, got {n}")
+    # the engine keeps 32 bits of its seed: hash the whole integer so (seed, stream) pairs stay distinct
+    seed32 = int.from_bytes(hashlib.blake2b(str(int(seed)).encode(), digest_size=4).digest(), "little")
+    with torch.device("cpu"):             # SobolEngine builds its tables on the default device
+        u = torch.quasirandom.SobolEngine(DIM, scramble=True, seed=seed32).draw(int(n), dtype=torch.float64)
+    x = torch.cat([(2 * u[:, :1] - 1) * L, u[:, 1:]], dim=1)
+    return x.to(dtype=dtype, device=device)

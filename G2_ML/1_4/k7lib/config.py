@@ -90,6 +90,9 @@ class Config:
     eig_margin: float = 0.1          # positivity hinge: eigenvalues of g and of B/|det B|^(1/9) above this
     cond_cap: float = 50.0           # condition number of g penalised above this
     anti_flat_margin: float = 0.05   # anti-flat hinge: RMS |d g / d lambda| in the neck below this is penalised
+    polish_points: int = 0           # final Gauss-Newton polish of <T> and <det g> on this many Sobol points (0: off)
+    polish_iters: int = 4            # at most this many polish steps (it stops earlier at polish_tol)
+    polish_tol: float = 1e-6         # relative residual of both means on the polish points
 
     def __post_init__(self):
         # Every Config (direct, replace(), from_dict) is checked when built: bad fields fail early.
@@ -106,10 +109,11 @@ class Config:
             profile = "full" if torch.cuda.is_available() else "quick"
         if profile == "quick":
             base = cls(profile="quick", L=2.0, batch=128, width=64, depth=3, n_fourier=2, n_chebyshev=6,
-                       phases=default_phases(450, 5e-3), checkpoint_every=300, cpu_threads=1)
+                       phases=default_phases(450, 5e-3), checkpoint_every=300, cpu_threads=1,
+                       polish_points=2048)
         else:
             base = cls(profile="full", L=2.0, batch=1024, width=256, depth=6, n_fourier=8, n_chebyshev=8,
-                       phases=default_phases(2500, 2e-3), checkpoint_every=1000)
+                       phases=default_phases(2500, 2e-3), checkpoint_every=1000, polish_points=8192)
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"{sorted(unknown)[0]}: unknown configuration field")
@@ -199,6 +203,11 @@ class Config:
         need(is_num(self.cond_cap) and self.cond_cap > 1, "cond_cap", f"must be > 1, got {self.cond_cap!r}")
         need(is_num(self.anti_flat_margin) and self.anti_flat_margin >= 0, "anti_flat_margin",
              f"must be >= 0, got {self.anti_flat_margin!r}")
+        need(is_int(self.polish_points) and self.polish_points >= 0, "polish_points",
+             f"must be an integer >= 0, got {self.polish_points!r}")
+        need(is_int(self.polish_iters) and self.polish_iters >= 1, "polish_iters",
+             f"must be an integer >= 1, got {self.polish_iters!r}")
+        need(is_num(self.polish_tol) and self.polish_tol > 0, "polish_tol", f"must be > 0, got {self.polish_tol!r}")
         return self
 
     # ------------------------------------------------------------------ plain-data round trip

@@ -69,7 +69,7 @@ def _pack_table(k: int, device: str):
 @lru_cache(maxsize=None)
 def _unpack_matrix(k: int, device: str, dtype: torch.dtype):
     """(C(7,k), 7^k) matrix U with dense.flat = packed @ U (all signed permutations)."""
-    U = torch.zeros(n_components(k), DIM**k, dtype=dtype)
+    U = torch.zeros(n_components(k), DIM**k, dtype=dtype, device="cpu")
     for n, I in enumerate(combos(k)):
         for p in permutations(range(k)):
             J = [I[q] for q in p]
@@ -89,7 +89,7 @@ def _wedge_table(p: int, q: int, device: str, dtype: torch.dtype):
                 Ii.append(a)
                 Jj.append(b)
                 rows.append((out[tuple(sorted(I + J))], s))
-    S = torch.zeros(max(len(rows), 1), n_components(p + q), dtype=dtype)
+    S = torch.zeros(max(len(rows), 1), n_components(p + q), dtype=dtype, device="cpu")
     for r, (L, s) in enumerate(rows):
         S[r, L] = s
     return (torch.tensor(Ii, dtype=torch.long, device=device),
@@ -99,8 +99,8 @@ def _wedge_table(p: int, q: int, device: str, dtype: torch.dtype):
 @lru_cache(maxsize=None)
 def _interior_table(k: int, device: str, dtype: torch.dtype):
     """For (iota_{e_i} w)_J = sign * w_{L}, L = sorted(i, J): index (7, C(7,k-1)) and sign."""
-    idx = torch.zeros(DIM, n_components(k - 1), dtype=torch.long)
-    sgn = torch.zeros(DIM, n_components(k - 1), dtype=dtype)
+    idx = torch.zeros(DIM, n_components(k - 1), dtype=torch.long, device="cpu")
+    sgn = torch.zeros(DIM, n_components(k - 1), dtype=dtype, device="cpu")
     ck = combo_index(k)
     for i in range(DIM):
         for n, J in enumerate(combos(k - 1)):
@@ -116,8 +116,8 @@ def _interior_table(k: int, device: str, dtype: torch.dtype):
 def _star0_table(k: int, device: str, dtype: torch.dtype):
     """Euclidean star: (*0 w)_{J} = eps(I, J) w_I with J the complement of I (packed order of J)."""
     ck = combo_index(k)
-    idx = torch.zeros(n_components(DIM - k), dtype=torch.long)
-    sgn = torch.zeros(n_components(DIM - k), dtype=dtype)
+    idx = torch.zeros(n_components(DIM - k), dtype=torch.long, device="cpu")
+    sgn = torch.zeros(n_components(DIM - k), dtype=dtype, device="cpu")
     for n, J in enumerate(combos(DIM - k)):
         I = tuple(i for i in range(DIM) if i not in J)
         idx[n] = ck[I]
@@ -129,8 +129,8 @@ def _star0_table(k: int, device: str, dtype: torch.dtype):
 def _d_table(k: int, device: str, dtype: torch.dtype):
     """(d w)_L = sum_{m in L} sign(m, L\\m) d_m w_{L\\m}: flat index into (C(7,k), 7) and sign."""
     ck = combo_index(k)
-    idx = torch.zeros(n_components(k + 1), k + 1, dtype=torch.long)
-    sgn = torch.zeros(n_components(k + 1), k + 1, dtype=dtype)
+    idx = torch.zeros(n_components(k + 1), k + 1, dtype=torch.long, device="cpu")
+    sgn = torch.zeros(n_components(k + 1), k + 1, dtype=dtype, device="cpu")
     for n, L in enumerate(combos(k + 1)):
         for pos, m in enumerate(L):
             rest = L[:pos] + L[pos + 1:]

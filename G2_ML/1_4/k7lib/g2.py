@@ -49,7 +49,7 @@ def psi0(dtype=torch.float64, device=None) -> torch.Tensor:
 def _triple_table(device: str, dtype: torch.dtype):
     """E with (phi @ E)[I, J] = sum_K eps(I, J, K) phi_K over packed 2-forms I, J and 3-forms K."""
     c2, c3 = F.combos(2), F.combo_index(3)
-    E = torch.zeros(F.n_components(3), len(c2) * len(c2), dtype=dtype)
+    E = torch.zeros(F.n_components(3), len(c2) * len(c2), dtype=dtype, device="cpu")
     for a, I in enumerate(c2):
         for b, J in enumerate(c2):
             rest = tuple(sorted(set(range(7)) - set(I) - set(J)))

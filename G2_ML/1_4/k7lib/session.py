@@ -88,6 +88,13 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
             config = config.scaled(epochs_scale)
     except ValueError as err:
         raise InputError(str(err)) from None
+    cuda = torch.cuda.is_available()
+    if config.device == "cuda" and not cuda:
+        raise InputError("device: 'cuda' requested but this runtime has no CUDA GPU; use device 'auto' or 'cpu'")
+    if profile == "full" and not cuda and config.device != "cpu":
+        raise InputError("profile: 'full' is sized for a GPU and this runtime has none (about an hour on two CPU "
+                         "cores); use PROFILE = 'auto' or 'quick' here, or `python -m k7lib train --profile full` "
+                         "in a terminal")
     root = _writable(Path(checkpoint_root) if checkpoint_root else runs.DEFAULT_ROOT, "checkpoint_root")
     out_dir = _writable(Path(output_dir) if output_dir else runs.OUTPUTS, "output_dir")
     run_name = None if run is None else (f"run_{run}" if isinstance(run, int) or str(run).isdigit() else str(run))
@@ -105,7 +112,7 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
             raise InputError(f"resume: checkpoint {resume!r} not found in {run_dir} "
                              f"(available: {', '.join(map(str, numbers)) or 'none'})")
         run_name = run_dir.name
-    device = "cuda" if (config.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
+    device = "cuda" if (config.device in ("auto", "cuda") and cuda) else "cpu"
     return Session(config=config, run=run_name, root=root, resume=resume, out_dir=out_dir, device=device,
                    lr_scale=lr_scale)
 

@@ -120,7 +120,9 @@ class TrainResult:
         if last is None:
             return f"{self.run_dir.name}: no epochs trained"
         kappa, det_t = targets()
-        return (f"{self.run_dir.name}: {int(last.global_epoch) + 1} epochs, loss {last.loss:.4g}, "
+        polished = "phase_name" in self.history and last.phase_name == "polish"
+        epochs = int((self.history.phase_name != "polish").sum()) if polished else int(last.global_epoch) + 1
+        return (f"{self.run_dir.name}: {epochs} epochs{' + polish' if polished else ''}, loss {last.loss:.4g}, "
                 f"<T>/kappa_T {last.T_mean / kappa:.4f}, <det g> {last.det_mean:.5f} (target {det_t:.5f}), "
                 f"rollbacks {int(last.rollbacks)}")
 
@@ -270,7 +272,8 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
 
     # Everything that can fail on input is checked before the first write.
     torch.manual_seed(config.seed)
-    model = K7PhiModel(config)
+    with torch.device("cpu"):             # the same initial weights on every device, then moved
+        model = K7PhiModel(config)
     state = None
     if resume is not None:
         run_dir = runs.resolve_run(run, root)
@@ -389,55 +392,184 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
             ck.save_checkpoint(run_dir, snapshot(ge))
     if bar is not None:
         bar.close()
+    if config.polish_points and ge == total:
+        # the polish is the run's last step: its checkpoint is numbered total + 1, so a resume
+        # from `total` repeats it and a resume from the latest file finds the run complete
+        info = polish(model, config)
+        row = {"phase": len(config.phases) + 1, "phase_name": "polish", "epoch": 0, "global_epoch": total}
+        row.update({k: math.nan for k in history if k not in row})
+        kappa_T, det_t = targets()
+        row.update({"T_mean": kappa_T * (1 + info["after"][0]), "det_mean": det_t * (1 + info["after"][1]),
+                    "eig_min": info["eig_min"], "lr": 0.0, "rollbacks": rollbacks, "skipped": 0,
+                    # the polish's own objective: the squared relative residuals on its points
+                    "loss": info["after"][0] ** 2 + info["after"][1] ** 2,
+                    "loss_kappa": info["after"][0] ** 2, "loss_det": info["after"][1] ** 2})
+        for k, v in row.items():
+            history.setdefault(k, []).append(v)
+        events.append({"global_epoch": total, "reason": (
+            f"polish: {info['iters']} Gauss-Newton step(s) on {info['n_points']} Sobol points, <T>/kappa_T - 1 "
+            f"{info['before'][0]:+.2e} -> {info['after'][0]:+.2e}, <det g>/(65/32) - 1 {info['before'][1]:+.2e} -> "
+            f"{info['after'][1]:+.2e}" + ("" if info["accepted"] else "; refused (phi would lose positivity)")),
+            "restored_to": total, "lr_scale": scheduler.lr_scale, "rollback": rollbacks})
+        (tqdm.write if progress else (lambda m: None))(events[-1]["reason"])
+        ge = total + 1
+        ck.save_checkpoint(run_dir, snapshot(ge))
     return TrainResult(model=model, history=pd.DataFrame(history), run_dir=run_dir, config=config, events=events)
 
 
-def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.dtype = torch.float64,
-             method: str = "autograd", chunk: int = 1024) -> dict:
-    """Final numbers on fresh uniform points, in `dtype` (float64 by default), chunked.
+POLISH_STREAM = 1 << 30      # scramble seeds of the polish points (evaluation uses EVAL_STREAM)
 
-    Returns T_mean, T_over_kappa (<T> / kappa_T), det_mean, det_rel_err (<det g> / (65/32) - 1),
-    det_std, eig_min, nonpositive (points where phi is not positive or g not finite; the means
-    are over the others), anti_flat (the measure V of losses.anti_flat_measure), n_points.
-    g = g(phi) everywhere (no rescaling).
+
+def _flat_grads(model, outputs) -> list:
+    """Gradients of each 0-dim output w.r.t. all parameters, flattened: list of (P,) vectors."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = []
+    for i, o in enumerate(outputs):
+        g = torch.autograd.grad(o, params, retain_graph=i + 1 < len(outputs), allow_unused=True)
+        out.append(torch.cat([(q if q is not None else torch.zeros_like(p)).reshape(-1) for q, p in zip(g, params)]))
+    return out
+
+
+def polish(model, config: Config, chunk: int = 1024) -> dict:
+    """Put <T> and <det g> on kappa_T and 65/32 on a fixed set of scrambled Sobol points.
+
+    Gauss-Newton with the minimum-norm step: with r = (<T>/kappa_T - 1, <det g>/(65/32) - 1) and
+    J = dr/dtheta (2 x P, from two chunked backward passes), theta -= J^T (J J^T)^{-1} r: the
+    smallest change of the weights that zeroes the linearised residuals. Repeated up to
+    polish_iters times or until max |r| < polish_tol; in float64; g = g(phi) throughout (only
+    phi's weights move). The step is refused (weights restored) if it makes phi non-positive
+    anywhere on the points or the smallest eigenvalue of g fall below eig_margin.
+    Returns {"iters", "before", "after" (r on the points), "accepted", "n_points"}.
+    """
+    kappa_T, det_t = targets()
+    param = next(model.parameters())
+    dtype0, device = param.dtype, param.device
+    model.double()
+    x = chart.sobol(config.polish_points, config.L, seed=epoch_seed(config.seed, POLISH_STREAM), device=device)
+    n = x.shape[0]
+
+    def residual_and_jacobian(need_grad: bool):
+        sums = torch.zeros(2, dtype=torch.float64, device=device)
+        grads = [0.0, 0.0]
+        eig_min, bad = math.inf, 0
+        for i in range(0, n, chunk):
+            with torch.set_grad_enabled(need_grad):
+                t = torsion_packed(model, x[i:i + chunk], method=config.method, check=False)
+                sT, sD = t.T.sum() / (n * kappa_T), t.metric.det.sum() / (n * det_t)
+            with torch.no_grad():
+                g = t.metric.g.detach()
+                finite = torch.isfinite(g).flatten(1).all(1) & torch.isfinite(t.T)
+                ev = torch.linalg.eigvalsh(torch.where(finite[:, None, None], g, torch.zeros_like(g)))[:, 0]
+                bad += int(((t.metric.orientation <= 0) | ~(ev > 0) | ~finite).sum())
+                eig_min = min(eig_min, float(ev.min()))
+            sums += torch.stack([sT.detach(), sD.detach()])
+            if need_grad:
+                gT, gD = _flat_grads(model, [sT, sD])
+                grads = [grads[0] + gT, grads[1] + gD]
+        r = sums - 1
+        return r, (torch.stack(grads) if need_grad else None), eig_min, bad
+
+    def shift(step, scale):
+        with torch.no_grad():
+            k = 0
+            for p in model.parameters():
+                p += scale * step[k:k + p.numel()].view_as(p)
+                k += p.numel()
+
+    saved = [p.detach().clone() for p in model.parameters()]
+    r, J, eig_min, bad = residual_and_jacobian(True)
+    before, iters = r.tolist(), 0
+    while iters < config.polish_iters and float(r.abs().max()) >= config.polish_tol:
+        if bad or not bool(torch.isfinite(J).all() and torch.isfinite(r).all()):
+            break
+        step = -J.T @ (torch.linalg.pinv(J @ J.T) @ r)
+        # backtracking: a full step, then halves, until the residual falls (far from the targets the
+        # linearisation can overshoot)
+        for scale in (1.0, 0.5, 0.25, 0.125):
+            shift(step, scale)
+            r_new, _, eig_new, bad_new = residual_and_jacobian(False)
+            if float(r_new.abs().max()) < float(r.abs().max()) and bad_new == 0:
+                break
+            shift(step, -scale)
+        else:
+            break                              # no step helps: keep what we have
+        iters += 1
+        r, eig_min, bad = r_new, eig_new, bad_new
+        if iters < config.polish_iters and float(r.abs().max()) >= config.polish_tol:
+            r, J, eig_min, bad = residual_and_jacobian(True)
+    accepted = not (bad or eig_min < config.eig_margin or not bool(torch.isfinite(r).all()))
+    if not accepted:
+        with torch.no_grad():
+            for p, q in zip(model.parameters(), saved):
+                p.copy_(q)
+        r = torch.tensor(before, dtype=torch.float64)
+    model.to(dtype0)
+    return {"iters": iters, "before": before, "after": r.tolist(), "accepted": accepted, "n_points": n,
+            "eig_min": eig_min, "nonpositive": bad}
+
+
+def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.dtype = torch.float64,
+             method: str = "autograd", chunk: int = 1024, scrambles: int = 8) -> dict:
+    """Final numbers on fresh scrambled Sobol points, in `dtype` (float64 by default), chunked.
+
+    The n_points are `scrambles` independent scrambles (chart.sobol) of n_points / scrambles
+    points each (randomised quasi-Monte Carlo): means are over all points, and the standard
+    error of a mean is the spread of the per-scramble means / sqrt(scrambles).
+    Returns T_mean, T_stderr, T_over_kappa (<T> / kappa_T), det_mean, det_stderr, det_rel_err
+    (<det g> / (65/32) - 1), det_std (pointwise spread), eig_min, nonpositive (points where phi
+    is not positive or g not finite; the means are over the others), anti_flat (the measure V of
+    losses.anti_flat_measure), n_points, scrambles. g = g(phi) everywhere (no rescaling).
     """
     from .losses import metric_lambda_derivative
 
+    if not (isinstance(n_points, int) and n_points >= 1):
+        raise ValueError(f"n_points: must be a positive integer, got {n_points!r}")
     kappa_T, det_t = targets()
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was = {p: p.dtype for p in model.parameters()}
     model = model.to(dtype)
-    gen = torch.Generator().manual_seed(epoch_seed(seed, EVAL_STREAM))
-    x_all, _ = chart.sample(n_points, L, gen, neck_weighted=False, dtype=dtype, device=device)   # uniform: weights 1
-    sums = torch.zeros(4, dtype=torch.float64)       # T, det, det^2, neck-weighted |dg|^2
-    eig_min, nonpos, neck, counted = math.inf, 0, 0.0, 0
-    for i in range(0, n_points, chunk):
-        x = x_all[i:i + chunk]
-        with torch.no_grad():             # forward-mode derivatives only; no graph to keep
-            t = torsion_packed(model, x, method=method, check=False)
-            _, dg = metric_lambda_derivative(t)
-        finite = torch.isfinite(t.metric.g).flatten(1).all(1) & torch.isfinite(t.T) & torch.isfinite(dg).flatten(1).all(1)
-        ev = torch.linalg.eigvalsh(torch.where(finite[:, None, None], t.metric.g, torch.eye(7, dtype=dtype, device=device)))
-        good = finite & (t.metric.orientation > 0) & (ev[:, 0] > 0)
-        nonpos += int((~good).sum())
-        if bool(good.any()):
-            eig_min = min(eig_min, float(ev[good, 0].min()))
-        x, t_T, t_det, dg = x[good], t.T[good], t.metric.det[good], dg[good]
-        n = chart.region_weights(x[:, 0], L)[:, 1]
-        sums += torch.stack([t_T.sum(), t_det.sum(), (t_det ** 2).sum(),
-                             (n * dg.pow(2).sum((-2, -1))).sum()]).double().detach().cpu()
-        counted += int(good.sum())
-        neck += float(n.sum())
+    scrambles = max(1, min(int(scrambles), n_points // 2))
+    sizes = [n_points // scrambles + (s < n_points % scrambles) for s in range(scrambles)]
+    # per scramble: count, sum T, sum det, sum det^2 (pointwise spread), neck-weighted |dg|^2 and its weight
+    sums = torch.zeros(scrambles, 6, dtype=torch.float64, device="cpu")
+    eig_min, nonpos = math.inf, 0
+    for s, size in enumerate(sizes):
+        x_all = chart.sobol(size, L, seed=epoch_seed(seed, EVAL_STREAM + s), dtype=dtype, device=device)
+        for i in range(0, size, chunk):
+            x = x_all[i:i + chunk]
+            with torch.no_grad():             # forward-mode derivatives only; no graph to keep
+                t = torsion_packed(model, x, method=method, check=False)
+                _, dg = metric_lambda_derivative(t)
+            finite = (torch.isfinite(t.metric.g).flatten(1).all(1) & torch.isfinite(t.T)
+                      & torch.isfinite(dg).flatten(1).all(1))
+            eye = torch.eye(7, dtype=dtype, device=device)
+            ev = torch.linalg.eigvalsh(torch.where(finite[:, None, None], t.metric.g, eye))
+            good = finite & (t.metric.orientation > 0) & (ev[:, 0] > 0)
+            nonpos += int((~good).sum())
+            if bool(good.any()):
+                eig_min = min(eig_min, float(ev[good, 0].min()))
+            x, t_T, t_det, dg = x[good], t.T[good], t.metric.det[good], dg[good]
+            nw = chart.region_weights(x[:, 0], L)[:, 1]
+            sums[s] += torch.stack([good.sum().to(dtype), t_T.sum(), t_det.sum(), (t_det ** 2).sum(),
+                                    (nw * dg.pow(2).sum((-2, -1))).sum(), nw.sum()]).double().detach().cpu()
     for p, d in was.items():
         p.data = p.data.to(d)
+    total = sums.sum(0)
+    counted = float(total[0])
     if counted == 0:
         raise ValueError(f"evaluate: phi is not positive at any of the {n_points} points")
-    T_mean, det_mean = float(sums[0]) / counted, float(sums[1]) / counted
-    return {"n_points": n_points, "T_mean": T_mean, "T_over_kappa": T_mean / kappa_T,
-            "det_mean": det_mean, "det_rel_err": det_mean / det_t - 1,
-            "det_std": math.sqrt(max(float(sums[2]) / counted - det_mean**2, 0.0)),
-            "eig_min": eig_min, "nonpositive": nonpos, "anti_flat": math.sqrt(float(sums[3]) / max(neck, 1e-300))}
+    T_mean, det_mean = float(total[1]) / counted, float(total[2]) / counted
+    ok = sums[:, 0] > 0
+    per = sums[ok, 1:3] / sums[ok, :1]                          # per-scramble means of T and det g
+    se = (per.std(0) / math.sqrt(len(per))).tolist() if len(per) > 1 else [math.nan, math.nan]
+    return {"n_points": n_points, "scrambles": scrambles, "T_mean": T_mean, "T_stderr": se[0],
+            "T_over_kappa": T_mean / kappa_T, "T_over_kappa_stderr": se[0] / kappa_T,
+            "det_mean": det_mean, "det_stderr": se[1], "det_rel_err": det_mean / det_t - 1,
+            "det_rel_err_stderr": se[1] / det_t,
+            "det_std": math.sqrt(max(float(total[3]) / counted - det_mean**2, 0.0)),
+            "eig_min": eig_min, "nonpositive": nonpos,
+            "anti_flat": math.sqrt(float(total[4]) / max(float(total[5]), 1e-300))}
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@ PKG = str(Path(__file__).resolve().parent.parent)
 
 def tiny(epochs=4, every=6, **kw):
     base = dict(batch=16, width=8, depth=1, n_fourier=1, n_chebyshev=2, phases=default_phases(epochs, 2e-3),
-                checkpoint_every=every, device="cpu")
+                checkpoint_every=every, device="cpu", polish_points=0)
     base.update(kw)
     return Config.from_profile("quick", **base)
 
@@ -225,8 +225,8 @@ def test_command_line(tmp_path, capsys):
               "--no-progress", "--eval-points", "64"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "cli: 4 epochs" in out and "<T>/kappa_T" in out and "float64 on 64 fresh points" in out
-    assert [e for e, _ in ck.list_checkpoints(tmp_path / "cli")] == [0, 4]
+    assert "cli: 4 epochs + polish" in out and "<T>/kappa_T" in out and "float64 on 64 fresh points" in out
+    assert [e for e, _ in ck.list_checkpoints(tmp_path / "cli")] == [0, 4, 5]     # 5: after the polish
     rc = cli(["train", "--profile", "bogus", "--root", str(tmp_path)])
     assert rc == 2 and "profile" in capsys.readouterr().err
     rc = cli(["train", "--profile", "quick", "--run", "cli", "--root", str(tmp_path), "--resume", "7"])
@@ -293,3 +293,59 @@ def test_bad_lr_scale_is_one_line_before_any_work(tmp_path, bad, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: lr_scale: must be a finite number > 0")
     assert files_under(tmp_path) == []
+
+
+# ---------------------------------------------------------------- the final polish of <T> and <det g>
+def test_polish_lowers_both_residuals_through_phi_and_is_resumable(tmp_path):
+    from k7lib.train import evaluate, polish
+    cfg = tiny(epochs=3, every=6, polish_points=256)                  # 12 epochs, then the polish
+    res = train(cfg, root=tmp_path, progress=False)
+    h, ev = res.history, res.events[-1]
+    assert list(h.phase_name)[-1] == "polish" and list(h.global_epoch) == list(range(12)) + [12]
+    assert ev["reason"].startswith("polish:") and "refused" not in ev["reason"]
+    assert [e for e, _ in ck.list_checkpoints(res.run_dir)] == [0, 6, 12, 13]
+    # the history's last row holds the residuals after the polish, below those before it
+    kappa, det = 1 / 61, 65 / 32
+    after = (h.T_mean.iloc[-1] / kappa - 1, h.det_mean.iloc[-1] / det - 1)
+    before = polish(train(cfg, run="run_1", root=tmp_path, resume=12, progress=False).model,
+                    replace(cfg, polish_iters=1, polish_tol=1e9))["before"]
+    assert abs(after[1]) < abs(before[1])
+    # a finished run resumed from its latest file does nothing; from 12 it repeats the same polish
+    again = train(cfg, run="run_1", root=tmp_path, resume="latest", progress=False)
+    assert again.history.equals(res.history)
+    redo = train(cfg, run="run_1", root=tmp_path, resume=12, progress=False)
+    for a, b in zip(redo.model.state_dict().values(), res.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert math.isfinite(evaluate(res.model, cfg.L, n_points=64)["T_mean"])
+
+
+def test_polish_reaches_its_tolerance_near_the_targets(monkeypatch):
+    """Near its targets (as after training) the Gauss-Newton polish converges in a few steps. The tiny
+    network cannot come near kappa_T itself, so the targets are moved to 1% and 0.1% off its own means."""
+    import k7lib.train as T
+    from k7lib.model import K7PhiModel
+    cfg = tiny(polish_points=256, polish_iters=6, polish_tol=1e-9, eig_margin=0.0)
+    torch.manual_seed(1)
+    model = K7PhiModel(cfg).double()
+    with torch.no_grad():
+        model.head.weight.normal_(std=1e-2)
+    kappa, det = T.targets()
+    start = T.polish(model, replace(cfg, polish_iters=1, polish_tol=1e9))["before"]   # measures only
+    monkeypatch.setattr(T, "targets", lambda: (kappa * (1 + start[0]) * 1.01, det * (1 + start[1]) * 1.001))
+    info = T.polish(model, cfg)
+    assert info["accepted"] and abs(info["before"][0] + 0.0099) < 1e-3 and abs(info["before"][1] + 0.000999) < 1e-5
+    assert max(abs(v) for v in info["after"]) < 1e-9 and info["iters"] <= 6
+
+
+def test_evaluation_reports_standard_errors_from_independent_scrambles():
+    from k7lib.model import K7PhiModel
+    from k7lib.train import evaluate
+    torch.manual_seed(0)
+    model = K7PhiModel(tiny()).double()
+    a = evaluate(model, 2.0, n_points=400, seed=0)
+    b = evaluate(model, 2.0, n_points=400, seed=1)
+    assert a["scrambles"] == 8 and a["T_stderr"] > 0 and a["det_stderr"] >= 0
+    assert a["T_mean"] != b["T_mean"]                                 # other seed, other scrambles
+    assert abs(a["T_mean"] - b["T_mean"]) < 6 * math.hypot(a["T_stderr"], b["T_stderr"])
+    with pytest.raises(ValueError, match="n_points"):
+        evaluate(model, 2.0, n_points=0)
