@@ -21,7 +21,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent        # G2_ML/1_4
 DEFAULT_ROOT = PACKAGE_ROOT / "checkpoints"
 OUTPUTS = PACKAGE_ROOT / "outputs"
 _RUN = re.compile(r"^run_(\d+)$")
-_PID = re.compile(r"\.(\d+)(?:\.tmp|-[^.]*)$")       # the writer's pid in a temporary's name
+_PID = re.compile(r"[.-](\d+)(?:\.tmp|-[^.-]*)$")    # writer's pid: ".<pid>.tmp" or "-<pid>-<token>"
 
 
 class StorageError(OSError, RuntimeError):
