@@ -173,11 +173,14 @@ def test_no_good_checkpoint_is_one_line(tmp_path, finished_run, capsys):
     run_dir = _copy_run(finished_run.run_dir, tmp_path / "straight")
     for n, path in ck.list_checkpoints(run_dir):
         _edit(path, _set("rng", {})) if n else path.write_bytes(b"")
-    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="no readable checkpoint.*3 file"):
+    with warnings.catch_warnings(), pytest.raises(ValueError, match="no readable checkpoint.*3 file"):
+        warnings.simplefilter("ignore")
         train(finished_run.config, run="straight", root=tmp_path, resume="latest", progress=False)
-    with pytest.warns(RuntimeWarning, match="ckpt_0000004.pt"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         rc = cli(["train", "--profile", "quick", "--run", "straight", "--root", str(tmp_path), "--resume", "latest",
                   "--no-progress"])
+    assert [str(w.message).split()[1] for w in caught] == ["ckpt_0000004.pt", "ckpt_0000002.pt", "ckpt_0000000.pt"]
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: resume: no readable checkpoint")
 
