@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     module = importlib.import_module(COMMANDS[argv[0]][0])
     try:
         return int(module.main(argv[1:]) or 0)
-    except ValueError as err:          # configuration and input errors: one clear line
+    except (ValueError, OSError) as err:   # input errors and machine faults (disk full, ...): one line
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -35,6 +35,7 @@ from . import g2, runs
 from .chart import _check_L
 from .constants import StructuralConstants, ZeroParamGeometry
 from .derivatives import value_and_jacobian
+from .inputs import check_points
 from .torsion import as_packed_field, torsion_packed
 
 DIM = F.DIM
@@ -150,7 +151,7 @@ def curvature(metric_field, x: torch.Tensor, chunk: int = 256, progress: bool = 
     of g come from nested forward-mode jvps (7 + 49 directions, exact; no finite differences),
     then the textbook formulas of `Curvature`. Shapes: see `Curvature`. Chunks of `chunk` points.
     """
-    _check_points(x)
+    check_points(x)
     parts = []
     for sl in _progress(_chunks(x.shape[0], chunk), progress, "curvature"):
         def g_and_dg(y):

@@ -2,10 +2,23 @@
 
 `write_outputs(out_dir, results)` writes exactly
   models_v1_4.pt  coords_v1_4.npy  metric_v1_4.npy  history_v1_4.csv  metadata_v1_4.json  results_v1_4.tex
-plus fig_<name>.png for each figure. Every file is first written to a temporary file in out_dir
-(flushed and fsynced); only when all of them succeeded are they renamed into place, so a failed
-export leaves the previous files untouched. `read_outputs` parses the six files back and checks
-them. The .pt file is data only: it loads with torch.load(weights_only=True) (DESIGN §8).
+plus fig_<name>.png for each figure, directly in out_dir (the notebook, the LaTeX figure paths
+and the reader expect them there; out_dir also holds explore/, validation/ and the executed
+notebook, which an export never touches). The .pt file is data only: it loads with
+torch.load(weights_only=True) (DESIGN §8).
+
+The files are replaced as one set, never one by one:
+  1. stage: every file is written (flushed, fsynced, mode 0666 less the umask) into a fresh
+     hidden folder out_dir/.export-staging-<pid>-<token>, with a manifest of the set's names;
+  2. commit: that folder is renamed to out_dir/.export-commit in one os.rename. Before it the
+     old set is the current one; after it the new one is, even if the process dies next;
+  3. apply: the old set's files move to out_dir/.export-previous, the new ones out of the commit
+     folder, the commit folder is removed, and .export-previous replaces out_dir/previous/ (so
+     the set before is kept there, and only that one).
+A failed or killed stage leaves only its hidden folder, removed by the next export (its writer's
+pid is gone); a kill during apply is finished by the next export. `read_outputs` never returns a
+mix: while a commit folder exists it reads the committed set from wherever each file is. One
+export at a time per folder.
 """
 from __future__ import annotations
 
@@ -27,6 +40,7 @@ import torch
 
 from . import runs
 from .constants import StructuralConstants, ZeroParamGeometry
+from .inputs import check_points
 
 SUFFIX = "v1_4"
 FILES = {
@@ -44,6 +58,12 @@ REQUIRED_METADATA = ("p2", "N_gen", "b2_eff", "b3_eff", "b2_harm", "b3_harm", "k
 YUKAWA_TEX_COLUMNS = ("triplet", "Y", "Y_stderr", "epsilon", "quantity", "exponent", "mapped",
                       "gift_formula", "gift_exact", "mapped/gift")
 _FIG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+STAGING = ".export-staging"         # + "-<pid>-<token>": a set being written
+COMMIT = ".export-commit"           # the committed set while it is being applied
+MANIFEST = ".set.json"              # names of the set, inside the staging / commit folder
+PREVIOUS = "previous"               # the set the last export replaced
+_NEXT_PREVIOUS = ".export-previous"
+_DISCARD = ".export-discard"
 
 
 # ---------------------------------------------------------------- what is exported
@@ -140,9 +160,15 @@ def _plain_config(v, name="config"):
 def _array(a, shape_tail, name):
     if isinstance(a, torch.Tensor):
         a = a.detach().cpu().numpy()
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim != 1 + len(shape_tail) or tuple(a.shape[1:]) != shape_tail:
-        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, shape_tail))}), got {a.shape}")
+    a = np.asarray(a)
+    if a.dtype not in (np.float32, np.float64):
+        raise ValueError(f"{name} must be float32 or float64, got {a.dtype}")
+    a = a.astype(np.float64)
+    if a.ndim != 1 + len(shape_tail) or tuple(a.shape[1:]) != shape_tail or a.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, shape_tail))}) with N >= 1, got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} must be finite: {int((~np.isfinite(a)).any(tuple(range(1, a.ndim))).sum())} "
+                         f"of {a.shape[0]} rows hold NaN or Inf")
     return a
 
 
@@ -155,6 +181,8 @@ def _validate(results: Results):
     if not isinstance(results.config, dict):
         raise ValueError("config must be a dict (Config.to_dict())")
     _plain_config(results.config)
+    if isinstance(results.coords, torch.Tensor):
+        check_points(results.coords, "coords")
     coords = _array(results.coords, (7,), "coords")
     metric = _array(results.metric, (7, 7), "metric")
     if coords.shape[0] != metric.shape[0]:
@@ -346,12 +374,72 @@ def _write_text(text):
     return lambda f, *_: f.write(text.encode("utf-8"))
 
 
+def _is_set_file(name: str) -> bool:
+    """True for the names an export writes at the top of out_dir (FILES and fig_<name>.png)."""
+    return name in FILES.values() or (name.startswith("fig_") and name.endswith(".png"))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _rotate_previous(out_dir: Path) -> None:
+    """Make .export-previous (the set just replaced) the new out_dir/previous; idempotent after a kill."""
+    nxt, prev, discard = out_dir / _NEXT_PREVIOUS, out_dir / PREVIOUS, out_dir / _DISCARD
+    if discard.exists():
+        shutil.rmtree(discard)
+    if nxt.is_dir():
+        if prev.exists():
+            os.replace(prev, discard)
+        os.replace(nxt, prev)
+    if discard.exists():
+        shutil.rmtree(discard)
+
+
+def _apply(out_dir: Path) -> None:
+    """Move the old set aside and the committed set into place (module doc, step 3); idempotent."""
+    commit = out_dir / COMMIT
+    manifest = commit / MANIFEST
+    if manifest.is_file():
+        names = json.loads(manifest.read_text(encoding="utf-8"))
+        nxt = out_dir / _NEXT_PREVIOUS
+        for p in sorted(out_dir.iterdir()):
+            # an old file: a set name that is not a new file already moved in
+            if p.is_file() and _is_set_file(p.name) and not (p.name in names and not (commit / p.name).exists()):
+                nxt.mkdir(exist_ok=True)
+                os.replace(p, nxt / p.name)
+        for name in names:
+            if (commit / name).exists():
+                os.replace(commit / name, out_dir / name)
+        _fsync_dir(out_dir)
+    if commit.exists():
+        shutil.rmtree(commit)                       # the switch is complete
+    _rotate_previous(out_dir)
+
+
+def _recover(out_dir: Path) -> None:
+    """Finish what a killed export left: stale staging folders removed, a committed set applied."""
+    runs.remove_stale(out_dir, f"{STAGING}-*")
+    _apply(out_dir)
+
+
 def write_outputs(out_dir, results: Results) -> dict:
-    """Write the six files and the figures atomically; returns name -> final path.
+    """Write the six files and the figures as one set (module doc); returns name -> final path.
 
     Raises ValueError (naming the folder) when out_dir cannot be created or written, and
-    ValueError naming the field for malformed results, both before anything is written. If any
-    write fails, the temporary files are removed and the previous outputs are left as they were.
+    ValueError naming the field for malformed results, both before anything is written. A failed
+    write (disk full, torch's writer error, ...) raises runs.StorageError naming the file and the
+    cause, removes the staging folder and leaves the current set as it was. The set replaced is
+    kept in out_dir/previous/; files get mode 0666 less the umask (0644 under umask 022).
     """
     coords, metric = _validate(results)
     out_dir = runs.writable_folder(out_dir, "out_dir")
@@ -371,57 +459,99 @@ def write_outputs(out_dir, results: Results) -> dict:
     }
     for name, fig in results.figures.items():
         writers[f"fig_{name}.png"] = (lambda fg: lambda f, *_: fg.savefig(f, format="png", dpi=150))(fig)
-    staged = {}
+    try:
+        _recover(out_dir)
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}-{os.getpid()}-", dir=out_dir))
+    except OSError as err:
+        raise runs.storage_error(out_dir, err, "prepare the export in") from err
+    target = None
     try:
         for target, write in writers.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{target}.", suffix=".tmp", dir=out_dir)
-            staged[target] = tmp
-            with os.fdopen(fd, "wb") as f:
+            with open(staging / target, "wb") as f:          # plain open: the umask sets the mode
                 write(f, results, coords, metric)
                 f.flush()
                 os.fsync(f.fileno())
-        torch.load(staged[FILES["model"]], weights_only=True)       # the .pt must load as plain data
-    except BaseException:
-        for tmp in staged.values():
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        target = FILES["model"]
+        torch.load(staging / target, weights_only=True)     # the .pt must load as plain data
+        target = MANIFEST
+        (staging / MANIFEST).write_text(json.dumps(sorted(writers)), encoding="utf-8")
+        _fsync_dir(staging)
+        target = None
+        os.rename(staging, out_dir / COMMIT)                 # the commit: one rename
+        _fsync_dir(out_dir)
+    except BaseException as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, (OSError, RuntimeError)):
+            raise runs.storage_error(out_dir / target if target else out_dir / COMMIT, err,
+                                     "write the export file") from err
         raise
-    for target, tmp in staged.items():
-        os.replace(tmp, out_dir / target)
-    return {target: out_dir / target for target in staged}
+    try:
+        _apply(out_dir)
+    except OSError as err:
+        raise runs.storage_error(out_dir, err, "finish switching the export set in (it is committed; "
+                                 "read_outputs reads it and the next export completes the switch)") from err
+    return {target: out_dir / target for target in writers}
+
+
+def _set_paths(out_dir: Path) -> dict:
+    """name -> path of the current set's files: the committed set while a switch is under way."""
+    commit = out_dir / COMMIT
+    try:
+        names = json.loads((commit / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        names = None
+    if names is None:
+        return {p.name: p for p in sorted(out_dir.iterdir()) if p.is_file() and _is_set_file(p.name)} \
+            if out_dir.is_dir() else {}
+    return {n: commit / n if (commit / n).exists() else out_dir / n for n in names}
 
 
 def read_outputs(out_dir) -> dict:
     """Parse the six files back: {"model", "coords", "metric", "history", "metadata", "tex", "figures"}.
 
-    Checks that all six exist, coords is float64 (N, 7), metric float64 (N, 7, 7) with the same N,
-    the metadata has the required keys, the model file holds a state dict and a config, and the
-    LaTeX is well formed; raises ValueError naming the problem otherwise.
+    Checks that all six exist, coords is finite float64 (N, 7), metric float64 (N, 7, 7) with the
+    same N, the metadata has the required keys, the model file holds a state dict and a config,
+    and the LaTeX is well formed; raises ValueError naming the problem otherwise. All files come
+    from one set (module doc), also while an export is switching sets.
     """
     out_dir = Path(out_dir)
-    missing = [name for name in FILES.values() if not (out_dir / name).is_file()]
+    for attempt in range(3):
+        try:
+            return _read_set(out_dir, _set_paths(out_dir))
+        except FileNotFoundError:
+            if attempt == 2:                      # a file moved between listing and reading: look again
+                raise
+    raise AssertionError("unreachable")
+
+
+def _read_set(out_dir: Path, paths: dict) -> dict:
+    missing = [name for name in FILES.values() if name not in paths]
     if missing:
         raise ValueError(f"{out_dir} lacks the output files {missing}")
-    model = torch.load(out_dir / FILES["model"], weights_only=True)
+    model = torch.load(paths[FILES["model"]], weights_only=True)
     if not isinstance(model, dict) or set(model) != {"state_dict", "config"}:
         raise ValueError(f"{FILES['model']} must hold a dict with 'state_dict' and 'config'")
-    coords = np.load(out_dir / FILES["coords"], allow_pickle=False)
-    metric = np.load(out_dir / FILES["metric"], allow_pickle=False)
+    coords = np.load(paths[FILES["coords"]], allow_pickle=False)
+    metric = np.load(paths[FILES["metric"]], allow_pickle=False)
     if coords.dtype != np.float64 or coords.ndim != 2 or coords.shape[1] != 7:
         raise ValueError(f"{FILES['coords']} must be float64 (N, 7), got {coords.dtype} {coords.shape}")
+    try:
+        check_points(torch.from_numpy(coords), "coords")
+    except ValueError as err:
+        raise ValueError(f"{FILES['coords']}: {err}") from None
     if metric.dtype != np.float64 or metric.shape != (coords.shape[0], 7, 7):
         raise ValueError(f"{FILES['metric']} must be float64 ({coords.shape[0]}, 7, 7), got {metric.dtype} {metric.shape}")
-    history = pd.read_csv(out_dir / FILES["history"])
-    metadata = json.loads((out_dir / FILES["metadata"]).read_text(encoding="utf-8"))
+    history = pd.read_csv(paths[FILES["history"]])
+    metadata = json.loads(paths[FILES["metadata"]].read_text(encoding="utf-8"))
     lacking = [k for k in REQUIRED_METADATA if k not in metadata]
     if lacking:
         raise ValueError(f"{FILES['metadata']} lacks the keys {lacking}")
-    tex = (out_dir / FILES["tex"]).read_text(encoding="utf-8")
+    tex = paths[FILES["tex"]].read_text(encoding="utf-8")
     problems = tex_problems(tex)
     if problems:
         raise ValueError(f"{FILES['tex']} is malformed: {problems}")
     return {"model": model, "coords": coords, "metric": metric, "history": history, "metadata": metadata,
-            "tex": tex, "figures": sorted(out_dir.glob("fig_*.png"))}
+            "tex": tex, "figures": sorted(p for n, p in paths.items() if n.startswith("fig_"))}
 
 
 def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | None = None, *,

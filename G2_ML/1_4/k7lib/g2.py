@@ -16,6 +16,7 @@ from functools import lru_cache
 import torch
 
 from . import forms as F
+from .inputs import check_phi
 
 PHI0_TERMS = ((1, (0, 1, 2)), (1, (0, 3, 4)), (1, (0, 5, 6)), (1, (1, 3, 5)),
               (-1, (1, 4, 6)), (-1, (2, 3, 6)), (-1, (2, 4, 5)))
@@ -125,8 +126,7 @@ def psi_tangent_packed(phi: torch.Tensor, psi: torch.Tensor, m: PhiMetric, eta: 
 
 def metric_from_phi(phi: torch.Tensor, check: bool = True) -> torch.Tensor:
     """Metric of a dense 3-form: phi (*batch, 7, 7, 7) -> g (*batch, 7, 7) (Bryant/Hitchin, DESIGN §3)."""
-    if phi.ndim < 3 or tuple(phi.shape[-3:]) != (7, 7, 7):
-        raise ValueError(f"phi must have shape (*batch, 7, 7, 7), got {tuple(phi.shape)}")
+    check_phi(phi, layout="dense")
     return metric_data_packed(F.pack(phi, 3, check=True), check=check).g
 
 
@@ -139,8 +139,7 @@ def psi_packed(phi: torch.Tensor, m: PhiMetric | None = None, check: bool = True
 
 def psi_from_phi(phi: torch.Tensor, check: bool = True) -> torch.Tensor:
     """psi = *phi with g = g(phi): dense (*batch, 7, 7, 7) -> (*batch, 7, 7, 7, 7)."""
-    if phi.ndim < 3 or tuple(phi.shape[-3:]) != (7, 7, 7):
-        raise ValueError(f"phi must have shape (*batch, 7, 7, 7), got {tuple(phi.shape)}")
+    check_phi(phi, layout="dense")
     return F.unpack(psi_packed(F.pack(phi, 3, check=True), check=check), 4)
 
 

@@ -55,6 +55,7 @@ import torch
 from . import forms as F
 from . import g2
 from .derivatives import METHODS, value_and_jacobian
+from .inputs import check_sampling
 from .torsion import as_packed_field
 
 
@@ -725,6 +726,7 @@ def extract(phi_field, n_points: int, L: float, seed: int = 0, chunk: int = 512,
     n_points uniform points on [-L, L] x T^6 from `seed`; candidates default to
     `candidates_2forms()` and `candidates_3forms(L)`; rules for the counts in the module docstring.
     """
+    check_sampling(n_points, L, dtype)
     if method not in METHODS:
         raise ValueError(f"unknown derivative method {method!r}; choose one of {METHODS}")
     basis2 = candidates_2forms() if basis2 is None else basis2

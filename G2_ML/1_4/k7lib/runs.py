@@ -1,11 +1,19 @@
 """Numbered runs: a new run gets the next number, the latest is the default, `--run N` picks one.
 
 A run is a folder `run_N` under a root (by default `G2_ML/1_4/checkpoints/`); named runs
-(any other folder name) are found by name. Used by training, exploration, validation and links.
+(any other folder name) are found by name. A run name is one plain folder name: no path
+separator, no "." or "..", not absolute, not empty, so a run never lands outside its root.
+Used by training, exploration, validation and links.
+
+Files are written through temporaries named `.<final name>.<pid>.tmp` (checkpoints) or in
+`.export-staging-<pid>-*` folders (exports); `stale_temporaries` finds those whose writing
+process is gone, so opening a run or exporting again removes what a killed writer left.
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +21,83 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent        # G2_ML/1_4
 DEFAULT_ROOT = PACKAGE_ROOT / "checkpoints"
 OUTPUTS = PACKAGE_ROOT / "outputs"
 _RUN = re.compile(r"^run_(\d+)$")
+_PID = re.compile(r"[.-](\d+)(?:\.tmp|-[^.-]*)$")    # writer's pid: ".<pid>.tmp" or "-<pid>-<token>"
+
+
+class StorageError(OSError, RuntimeError):
+    """A file could not be written (disk full, unwritable folder, ...): names the path and the cause.
+
+    An OSError (a machine fault) that is also a RuntimeError, so callers catching torch's writer
+    errors keep working. IPython shows it as one line.
+    """
+
+    def _render_traceback_(self):
+        return [f"error: {self}"]
+
+
+def storage_error(path, err: BaseException, what: str = "write") -> StorageError:
+    """StorageError "cannot <what> <path>: <cause>" from an OSError or a torch writer RuntimeError."""
+    text = str(err).strip()
+    cause = getattr(err, "strerror", None) or (text.splitlines()[0] if text else type(err).__name__)
+    if "unexpected pos" in text or "file write failed" in text:
+        cause = f"the file could not be written completely, probably no space left on the device ({cause})"
+    out = StorageError(f"cannot {what} {path}: {cause}")
+    out.errno = getattr(err, "errno", None)
+    return out
+
+
+def run_name(run: int | str) -> str:
+    """Folder name of a run: N or "N" -> "run_N"; a name must be one plain folder name (module doc)."""
+    if isinstance(run, bool):
+        raise ValueError(f"run: expected a run number or a folder name, got {run!r}")
+    if isinstance(run, int) or str(run).isdigit():
+        if int(run) < 0:
+            raise ValueError(f"run: a run number must be >= 0, got {run!r}")
+        return f"run_{int(run)}"
+    name = str(run)
+    if (not name.strip() or name in (".", "..") or "/" in name or "\\" in name or os.sep in name
+            or (os.altsep and os.altsep in name) or "\0" in name or Path(name).is_absolute()
+            or Path(name).drive):
+        raise ValueError(f"run: {name!r} is not a plain folder name (no path separators, '.', '..', "
+                         "absolute paths or empty names); runs stay inside the root folder")
+    return name
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True                     # exists (another user's), or cannot tell: keep the file
+    return True
+
+
+def stale_temporaries(folder: str | Path, pattern: str) -> list[Path]:
+    """Entries of `folder` matching the glob `pattern` whose writer (pid in the name) is not running."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in sorted(folder.glob(pattern)):
+        m = _PID.search(p.name)
+        if m is None or not _pid_alive(int(m.group(1))):
+            out.append(p)
+    return out
+
+
+def remove_stale(folder: str | Path, pattern: str) -> list[Path]:
+    """Remove `stale_temporaries(folder, pattern)` (files or folders); returns what was removed."""
+    gone = []
+    for p in stale_temporaries(folder, pattern):
+        try:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            gone.append(p)
+        except FileNotFoundError:
+            pass
+    return gone
 
 
 def list_runs(root: str | Path = DEFAULT_ROOT) -> list[tuple[int, Path]]:
@@ -36,7 +121,8 @@ def new_run(root: str | Path = DEFAULT_ROOT) -> Path:
 def resolve_run(run: int | str | None = None, root: str | Path = DEFAULT_ROOT) -> Path:
     """Folder of an existing run: None or "latest" -> highest number, N or "N" -> run_N, else a name.
 
-    Raises ValueError with the runs that exist when the requested one does not.
+    Raises ValueError with the runs that exist when the requested one does not, or when the
+    name is not a plain folder name (run_name).
     """
     root = Path(root)
     runs = list_runs(root)
@@ -45,8 +131,7 @@ def resolve_run(run: int | str | None = None, root: str | Path = DEFAULT_ROOT) -
             raise ValueError(f"no trained run found under {root}; train one first "
                              "(python -m k7lib train --profile quick)")
         return runs[-1][1]
-    name = f"run_{int(run)}" if isinstance(run, int) or str(run).isdigit() else str(run)
-    path = root / name
+    path = root / run_name(run)
     if not path.is_dir():
         have = ", ".join(p.name for p in sorted(root.iterdir()) if p.is_dir()) if root.is_dir() else "none"
         raise ValueError(f"run {run!r} not found under {root} (runs present: {have or 'none'})")

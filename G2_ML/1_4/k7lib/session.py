@@ -97,7 +97,10 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
                          "in a terminal")
     root = _writable(Path(checkpoint_root) if checkpoint_root else runs.DEFAULT_ROOT, "checkpoint_root")
     out_dir = _writable(Path(output_dir) if output_dir else runs.OUTPUTS, "output_dir")
-    run_name = None if run is None else (f"run_{run}" if isinstance(run, int) or str(run).isdigit() else str(run))
+    try:
+        run_name = None if run is None else runs.run_name(run)
+    except ValueError as err:
+        raise InputError(str(err)) from None
     if resume == "auto":
         resume, run_name = _auto_resume(config, run_name, root)
     if resume is not None:

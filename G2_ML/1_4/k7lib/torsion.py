@@ -15,6 +15,7 @@ import torch
 from . import forms as F
 from . import g2
 from .derivatives import METHODS, value_and_jacobian
+from .inputs import check_points
 
 
 @dataclass
@@ -51,12 +52,14 @@ def torsion_packed(phi_field, x: torch.Tensor, method: str = "autograd", h: floa
     """d phi and d psi exactly (forward mode through the field, 7 tangents); norms with g(phi).
 
     phi_field: x (batch, 7) -> packed (batch, 35) or dense (batch, 7, 7, 7) 3-forms.
-    With check=True a non-positive phi at any point raises ValueError (counted).
+    With check=True, x is checked (inputs.check_points: (batch, 7), float32/float64, finite) and
+    a non-positive phi at any point raises ValueError (counted).
     """
     if method not in METHODS:
         raise ValueError(f"unknown derivative method {method!r}; choose one of {METHODS}")
     field = as_packed_field(phi_field)
     if check:
+        check_points(x)
         with torch.no_grad():
             g2.metric_data_packed(field(x), check=True)
 

@@ -26,6 +26,7 @@ import argparse
 import bisect
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,8 +192,8 @@ def _new_run_dir(run, root: Path) -> Path:
     try:
         if run is None:
             return runs.new_run(root)
-        name = f"run_{int(run)}" if isinstance(run, int) or str(run).isdigit() else str(run)
-        path = root / name
+        path = root / runs.run_name(run)          # one plain folder name: the run stays inside root
+        ck.remove_stale_temporaries(path)
         if ck.list_checkpoints(path):
             raise ValueError(f"run: {path} already holds checkpoints; resume it (resume='latest') "
                              "or choose another run name")
@@ -231,6 +232,10 @@ def _check_compatible(config: Config, stored: Config) -> None:
         if getattr(config, name) != getattr(stored, name):
             raise ValueError(f"{name}: the checkpoint was trained with {name}={getattr(stored, name)!r}, "
                              f"the configuration asks for {getattr(config, name)!r}")
+    if config.seed != stored.seed:       # allowed, but the continuation replays neither seed's straight run
+        warnings.warn(f"seed: resuming a run trained with seed={stored.seed} under seed={config.seed}; "
+                      f"the epochs after the checkpoint draw their points from seed {config.seed}",
+                      RuntimeWarning, stacklevel=4)
 
 
 def train(config: Config, run: int | str | None = None, root: str | Path = runs.DEFAULT_ROOT,
@@ -277,7 +282,7 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
     state = None
     if resume is not None:
         run_dir = runs.resolve_run(run, root)
-        state = ck.load_checkpoint(run_dir, resume)
+        state = ck.load_checkpoint(run_dir, resume, expect="resume")
         _check_compatible(config, Config.from_dict(state["config"]))
         model.load_state_dict(state["model"])
     elif config.warm_start is not None:
@@ -353,7 +358,7 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
                 raise _diverged(config, run_dir, root, ge, reason, rollbacks - 1, scheduler.lr_scale)
             # at or before this epoch: after a resume from an earlier checkpoint, later files
             # on disk belong to the abandoned continuation
-            back = ck.load_checkpoint(run_dir, ge, exact=False)
+            back = ck.load_checkpoint(run_dir, ge, exact=False, expect="resume")
             model.load_state_dict(back["model"])
             optimizer.load_state_dict(back["optimizer"])
             in_force = scheduler.lr_scale
@@ -588,6 +593,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-points", type=int, default=4096, help="fresh points for the final float64 numbers")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if args.eval_points < 1:              # checked before any training or writing
+        raise ValueError(f"--eval-points must be a positive integer, got {args.eval_points}")
     overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device), ("warm_start", args.warm_start))
                  if v is not None}
     lr_scale = check_lr_scale(args.lr_scale)             # before any work: nothing is written on bad input

@@ -27,6 +27,7 @@ from . import forms as F
 from . import g2
 from .chart import chart_volume  # noqa: F401  (re-exported: the chart's coordinate volume 2L)
 from .constants import StructuralConstants, ZeroParamGeometry
+from .inputs import check_phi, check_points
 
 TRIPLE_PRODUCT_VANISHES = (
     "The literal integral of phi_i ^ phi_j ^ phi_k of three 3-forms vanishes identically on a "
@@ -321,6 +322,7 @@ def wedge_couplings(omega2, Phi3, x: torch.Tensor, weights=None, volume: float =
     metric: optional x -> g (batch, 7, 7), used only for the normalising `scale`.
     Work per chunk is O(chunk * n2^2 * n3 * 35); accumulation is in float64.
     """
+    check_points(x)
     weights, volume = _check_sampling(x, weights, volume)
     _check_chunk(chunk)
     N = x.shape[0]
@@ -355,6 +357,7 @@ def volume_density(phi: torch.Tensor) -> torch.Tensor:
     Cholesky factor of sign(det B) B: torch.linalg.det/slogdet give wrong second and higher
     forward-mode derivatives in torch 2.13, the Cholesky route gives correct ones.
     """
+    check_phi(phi, layout="packed")
     return _density(phi, _orientation(phi))
 
 
@@ -395,6 +398,7 @@ def hitchin_volume(phi_field, x: torch.Tensor, weights=None, volume: float = 1.0
     phi_field: x (batch, 7) -> packed (batch, 35) (or dense) 3-forms; x, weights, volume as in
     `wedge_couplings`. A non-positive phi raises ValueError (g2.metric_data_packed).
     """
+    check_points(x)
     weights, volume = _check_sampling(x, weights, volume)
     _check_chunk(chunk)
     moments = _Moments()
@@ -444,6 +448,7 @@ def hitchin_cubic(phi_field, directions, x: torch.Tensor, weights=None, volume: 
     triplets: (i, j, k) index triples into the n directions (default: all i <= j <= k).
     Check: for phi = Phi = phi0 constant, d^3V/dt^3 = (7/3)(4/3)(1/3) V exactly.
     """
+    check_points(x)
     weights, volume = _check_sampling(x, weights, volume)
     _check_chunk(chunk)
     N = x.shape[0]
