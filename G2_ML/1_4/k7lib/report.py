@@ -105,6 +105,13 @@ def value_tex(v, digits: int = DIGITS) -> str:
     return f"{m}\\times10^{{{int(e)}}}"
 
 
+def key_digits(key: str) -> int:
+    """Significant digits for the value under key: DIGITS, fewer for Monte Carlo couplings (2 for errors)."""
+    if key.startswith("yukawa."):
+        return 2 if key.endswith("_stderr") else 4
+    return DIGITS
+
+
 def frac_inline(f: Fraction) -> str:
     """A rational as p/q for running text (math mode, no \\frac)."""
     return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
@@ -189,7 +196,7 @@ class _Values:
         else:
             value = self.raw(key)
             self.used[key] = value
-        return f"\\rv{{{key}}}{{{value_tex(value)}}}"
+        return f"\\rv{{{key}}}{{{value_tex(value, key_digits(key))}}}"
 
     def derived(self, key: str, value) -> str:
         return self.tex("derived." + key, value)
@@ -251,10 +258,11 @@ def compact_yukawa(records: list, references: dict | None = None):
 
 # ---------------------------------------------------------------- the document
 _PREAMBLE = r"""\documentclass[11pt]{article}
-\usepackage[a4paper,margin=2.3cm]{geometry}
+\usepackage[a4paper,margin=2cm]{geometry}
 \usepackage{amsmath,amssymb}
 \usepackage{graphicx}
 \usepackage{booktabs}
+\usepackage{caption}
 \usepackage{microtype}
 \usepackage[hidelinks]{hyperref}
 % \rv{source}{value}: one number of the run; the first argument names where it came from.
@@ -328,9 +336,17 @@ def _spectrum_summary(v: _Values, k: int) -> str:
             f"[{v.derived(f'spectrum_{k}_min', min(vals))}, {v.derived(f'spectrum_{k}_max', max(vals))}]")
 
 
-def _table(header: list, rows: list, caption: str, label: str, colspec: str, size: str = r"\small") -> list:
-    return [r"\begin{table}[ht]", r"\centering", size, f"\\begin{{tabular}}{{{colspec}}}", r"\toprule",
-            " & ".join(header) + r" \\", r"\midrule", *rows, r"\bottomrule", r"\end{tabular}",
+def _table(header: list, rows: list, caption: str, label: str, colspec: str, size: str = r"\small",
+           fit: bool = False, float_: bool = True) -> list:
+    """A booktabs table; fit: shrink it to the line width only when it is wider (graphicx's \\width)."""
+    tab = [f"\\begin{{tabular}}{{{colspec}}}", r"\toprule", " & ".join(header) + r" \\", r"\midrule", *rows,
+           r"\bottomrule", r"\end{tabular}"]
+    if fit:
+        tab = [r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%"] + tab + ["}"]
+    if not float_:           # in place, captioned like a table (caption package)
+        return [r"\begin{center}", size] + tab + [f"\\captionof{{table}}{{{caption}}}\\label{{{label}}}",
+                                                  r"\end{center}", ""]
+    return [r"\begin{table}[ht]", r"\centering", size] + tab + [
             f"\\caption{{{caption}}}", f"\\label{{{label}}}", r"\end{table}", ""]
 
 
@@ -368,10 +384,10 @@ def render(results) -> tuple:
           + " phases). No continuous physical parameter is fitted: the targets are exact rationals of the "
           f"GIFT structural integers, $\\kappa_T={frac_inline(kappa)}$ and $\\det g={frac_inline(det_t)}$. "
           "On " + v.tex("n_eval_points") + " fresh points in double precision the torsion magnitude is "
-          "$\\langle T\\rangle=" + _pm(v, "kappa_T_measured", "T_stderr") + "$, a relative deviation of "
-          + v.derived("kappa_T_rel", rel_T) + " from $\\kappa_T$, and $\\langle\\det g\\rangle="
-          + _pm(v, "det_g_measured", "det_g_stderr") + "$, a relative deviation of "
-          + v.derived("det_g_rel", rel_det) + " from its target. The candidate forms have Gram ranks "
+          "$\\langle T\\rangle=" + _pm(v, "kappa_T_measured", "T_stderr") + "$, so that "
+          "$\\langle T\\rangle/\\kappa_T-1=" + v.derived("kappa_T_rel", rel_T) + "$, and $\\langle\\det g\\rangle="
+          + _pm(v, "det_g_measured", "det_g_stderr") + "$, so that $\\langle\\det g\\rangle/\\det g_*-1="
+          + v.derived("det_g_rel", rel_det) + "$. The candidate forms have Gram ranks "
           "$(\\beff2,\\beff3)=(" + v.tex("b2_eff") + "," + v.tex("b3_eff") + ")$ and harmonic counts "
           "$(\\bharm2,\\bharm3)=(" + v.tex("b2_harm") + "," + v.tex("b3_harm") + ")$; the chart itself has "
           "$(b_2,b_3)=(" + v.tex("b2_topology") + "," + v.tex("b3_topology") + ")$, so the GIFT pair $(b_2,b_3)=("
@@ -478,7 +494,7 @@ def render(results) -> tuple:
         r"spectral gap and the spectrum of the harmonic extraction where exported, and the Betti numbers "
         r"of the chart $[-L,L]\times T^6$.", "tab:betti", "lcccccc")
     P += [r"\begin{figure}[ht]", r"\centering",
-          r"\figurefile{fig_spectra.pdf}{\linewidth}" if "spectra" in figures
+          r"\figurefile{fig_spectra.pdf}{0.8\linewidth}" if "spectra" in figures
           else r"\figurefile{fig_spectra_not_exported.pdf}{\linewidth}",
           r"\caption{Spectra of the harmonic extraction for 2-forms (top) and 3-forms (bottom): the "
           r"horizontal lines mark the thresholds behind $\beff k$ and $\bharm k$; harmonic directions sit "
@@ -507,9 +523,6 @@ def render(results) -> tuple:
           f"${sc.b2_K7}+{sc.b3_K7}={sc.b2_K7 + sc.b3_K7}$ is even. The Yukawa-type numbers are diagnostics "
           r"of the learned geometry mapped through fixed integer exponents, not a fit and not a prediction.",
           ""]
-    note = meta.get("topology_note")
-    if isinstance(note, str) and note.strip():
-        P += [r"\emph{Note recorded with the run:} \textit{" + latex_escape(note.strip().rstrip(".")) + "}.", ""]
 
     # ---- provenance
     versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
@@ -518,7 +531,11 @@ def render(results) -> tuple:
           + " exported sample points, " + v.derived("history_rows", len(results.history)
                                                     if results.history is not None else None)
           + " history rows; " + latex_escape(", ".join(f"{k} {x}" for k, x in versions.items()) or "versions not recorded")
-          + ".", ""]
+          + "."]
+    note = meta.get("topology_note")
+    if isinstance(note, str) and note.strip():
+        P += [r"The run's topology note reads: ``\emph{" + latex_escape(note.strip().rstrip(".")) + "}''."]
+    P += [""]
 
     # ---- references, then the appendix
     P += [r"\begin{thebibliography}{9}",
@@ -543,7 +560,7 @@ def render(results) -> tuple:
                 rows.append(" & ".join(cells) + r" \\")
             P += _table([latex_escape(c) for c in cols], rows, latex_escape(name), f"tab:extra{t}",
                         "p{0.5\\linewidth}" + "c" * (len(cols) - 1) if len(cols) <= 4 else "l" * len(cols),
-                        r"\small" if len(cols) <= 6 else r"\footnotesize")
+                        r"\footnotesize", fit=True, float_=False)
 
     P += [r"\end{document}", ""]
     return "\n".join(P), dict(v.used)
@@ -561,24 +578,51 @@ def _yukawa_section(v: _Values, records: list) -> list:
             r"integer generation steps $n$ (and Koide's $Q$ of the mapped lepton masses); "
             r"each column heads with the GIFT integer formula it is compared with (Table~\ref{tab:yukawa}).",
             ""]
-    header = ["kind", "triplet", r"$Y\pm\sigma_Y$", r"$\varepsilon$"]
+    header = ["triplet", r"$Y\pm\sigma_Y$", r"$\varepsilon$"]
     for q, formula, exact in columns:
         ex = as_number(exact)
-        header.append(r"\shortstack{$" + quantity_tex(q) + r"$\\ $" + formula_tex(formula) + "$"
-                      + (r"\\ $=" + value_tex(ex) + "$" if ex is not None else "") + "}")
-    body = []
+        lines = [f"${quantity_tex(q)}$"] + [f"${part}$" for part in _formula_lines(formula)]
+        lines += [f"$={value_tex(ex)}$"] if ex is not None else []
+        header.append(r"\shortstack{" + r"\\ ".join(lines) + "}")
+    kinds = {"wedge": r"$\int\omega_i\wedge\omega_j\wedge\Phi_k$ (wedge)",
+             "hitchin": r"$\partial^3V/\partial t_i\partial t_j\partial t_k$ (hitchin)"}
+    body, kind = [], None
     for row in rows:
+        if row["kind"] != kind:
+            kind = row["kind"]
+            body += ([r"\midrule"] if body else []) + [
+                f"\\multicolumn{{{len(header)}}}{{l}}{{{kinds.get(kind, latex_escape(kind))}}} \\\\"]
         i = row["first"]
-        cells = [latex_escape(row["kind"]), latex_escape(row["triplet"]),
+        cells = [latex_escape(row["triplet"]),
                  "$" + v.tex(f"yukawa.{i}.Y") + r"\pm" + v.tex(f"yukawa.{i}.Y_stderr") + "$",
                  v.tex(f"yukawa.{i}.epsilon")]
         for q, _, _ in columns:
             cell = row["cells"].get(q)
             cells.append(v.tex(f"yukawa.{cell[0]}.{cell[1]}") if cell else r"\emph{not computed}")
         body.append(" & ".join(cells) + r" \\")
-    return out + _table(header, body, r"Couplings per triplet and the mapped mass ratios; the header "
-                        r"gives each ratio's GIFT integer formula and exact value (a diagnostic, not a fit).",
-                        "tab:yukawa", "ll" + "c" * (len(header) - 2), r"\footnotesize\setlength{\tabcolsep}{4pt}")
+    return out + _table(header, body, r"Couplings per triplet (Monte Carlo standard error $\sigma_Y$) and the mass "
+                        r"ratios they map to; each column's header gives the GIFT integer formula and its exact "
+                        r"value (a diagnostic, not a fit).",
+                        "tab:yukawa", "l" + "c" * (len(header) - 1), r"\footnotesize\setlength{\tabcolsep}{3pt}",
+                        fit=True)
+
+
+def _formula_lines(formula: str, width: int = 18) -> list:
+    """A formula as math lines short enough for a column header: split before top-level '+' terms."""
+    terms, depth, cur = [], 0, ""
+    for ch in str(formula):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "+" and depth == 0:
+            terms.append(cur.strip())
+            cur = ""
+        cur += ch
+    terms.append(cur.strip())
+    lines = [""]
+    for t in terms:
+        if lines[-1] and len(lines[-1]) + len(t) > width:
+            lines.append("")
+        lines[-1] = (lines[-1] + " " + t).strip()
+    return [formula_tex(line) for line in lines]
 
 
 def render_tex(results) -> str:
