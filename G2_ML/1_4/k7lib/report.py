@@ -720,3 +720,33 @@ def first_page_png(pdf, out_png=None, dpi: int = 80) -> Path | None:
     page = pypdfium2.PdfDocument(str(pdf))[0]
     page.render(scale=dpi / 72).to_pil().save(out_png)
     return out_png
+
+
+def preview(tex, dpi: int = 80) -> dict:
+    """Compile the article and render its first page, never raising: {"pdf", "png", "message"}.
+
+    pdf / png are paths or None; message says what was done or why not (no pdflatex, no PDF
+    rasteriser, or the end of pdflatex's log when it failed). For the notebook's last section.
+    """
+    tex = Path(tex)
+    out = {"pdf": None, "png": None, "message": ""}
+    if not tex.is_file():
+        out["message"] = f"{tex} does not exist: run the export first"
+        return out
+    try:
+        out["pdf"] = compile_tex(tex)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+        out["message"] = f"pdflatex could not compile {tex.name}: {err}"
+        return out
+    if out["pdf"] is None:
+        out["message"] = (f"pdflatex is not installed: {tex.name} is ready to compile elsewhere "
+                          "(apt-get install texlive-latex-recommended, then pdflatex twice)")
+        return out
+    try:
+        out["png"] = first_page_png(out["pdf"], dpi=dpi)
+    except (OSError, subprocess.SubprocessError) as err:
+        out["message"] = f"compiled {out['pdf'].name}, but its first page could not be rendered: {err}"
+        return out
+    out["message"] = (f"compiled {out['pdf']}" + ("" if out["png"] else
+                      "; install poppler-utils (pdftoppm) or pypdfium2 to show its first page here"))
+    return out

@@ -241,3 +241,39 @@ def test_article_compiles_without_errors_or_wide_boxes(tmp_path):
         pages = int(re.search(r"Output written on .*?\((\d+) pages?", log, re.S).group(1))
         assert 2 <= pages <= 4, pages
         assert "was not exported" not in log and pdf.stat().st_size > 10_000
+
+
+def test_standard_errors_over_the_fresh_points():
+    from k7lib.model import K7PhiModel
+    from k7lib.torsion import torsion_packed
+    ev = {"n_points": 400, "nonpositive": 4, "det_std": 0.02, "T_std": 0.5}
+    se = export.standard_errors(ev, None, None)
+    assert se["det_g_stderr"] == pytest.approx(0.02 / math.sqrt(396)) and se["T_stderr"] == pytest.approx(0.5 / math.sqrt(396))
+    assert se["stderr_points"] == 396 and se["T_std_source"] == "evaluation points"
+    cfg = Config.from_profile("quick", width=8, depth=1)        # without T_std: T at the exported points
+    model = K7PhiModel(cfg).double()
+    with torch.no_grad():
+        model.head.bias.add_(0.01)                                # a correction, so that T varies over the chart
+    x = torch.rand(24, 7, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    se = export.standard_errors({"n_points": 24, "nonpositive": 0, "det_std": 0.0}, model, x)
+    T = torsion_packed(model, x, check=False).T.detach()
+    assert se["T_stderr"] == pytest.approx(float(T.std()) / math.sqrt(24)) and se["T_stderr"] > 0
+    assert se["det_g_stderr"] == 0.0 and se["T_std_source"] == "24 exported points"
+
+
+def test_preview_never_raises(tmp_path, monkeypatch):
+    assert report.preview(tmp_path / "absent.tex")["pdf"] is None
+    export.write_outputs(tmp_path, make_results())
+    tex = tmp_path / export.FILES["tex"]
+    with monkeypatch.context() as m:
+        m.setattr(report.shutil, "which", lambda name: None)
+        out = report.preview(tex)
+        assert out["pdf"] is None and out["png"] is None and "not installed" in out["message"]
+    if PDFLATEX is not None:
+        out = report.preview(tex)
+        assert out["pdf"].exists()
+        if shutil.which("pdftoppm"):
+            assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        tex.write_text("\\documentclass{article}\\begin{document}\\undefinedmacro\\end{document}")
+        out = report.preview(tex)
+        assert out["pdf"] is None and "could not compile" in out["message"]
