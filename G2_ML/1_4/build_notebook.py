@@ -192,19 +192,22 @@ display(pd.DataFrame({"measured": [ev["T_mean"], ev["det_mean"]],
                      index=["<T>", "<det g>"]))
 print({k: ev[k] for k in ("det_std", "eig_min", "nonpositive", "anti_flat")})"""),
     ("md", """## 8. Harmonic forms: b2 and b3
-Candidates: the 21 constant 2-forms dx^ij; the 35 constant 3-forms dx^ijk plus 42 TCS-adapted modes —
-smooth profiles of λ (localised in the neck, different in the left and right blocks) times forms of the
-block structure (dλ∧ω with fibre 2-forms, twisted fibre 3-forms). Gram matrices G_ab = ∫⟨ω_a,ω_b⟩ vol_g
-with the learned metric give b_eff (linear independence); the Dirichlet problem E v = μ G v with
-E_ab = ∫(⟨dω_a,dω_b⟩ + ⟨d*ω_a,d*ω_b⟩) vol_g gives b_harm (harmonic directions).
+Candidates: the 21 constant 2-forms $dx^{ij}$; the 35 constant 3-forms $dx^{ijk}$ plus 42 TCS-adapted
+modes — smooth profiles of $\\lambda$ (localised in the neck, different in the left and right blocks)
+times forms of the block structure ($d\\lambda\\wedge\\omega$ with fibre 2-forms, twisted fibre 3-forms).
+Gram matrices $G_{ab} = \\int\\langle\\omega_a,\\omega_b\\rangle_g\\,{\\rm vol}_g$ with the learned metric give
+$b_{\\rm eff}$ (linear independence); the Dirichlet problem $Ev = \\mu Gv$ with
+$E_{ab} = \\int(\\langle d\\omega_a,d\\omega_b\\rangle + \\langle d^*\\omega_a,d^*\\omega_b\\rangle)\\,{\\rm vol}_g$ gives
+$b_{\\rm harm}$ (harmonic directions).
 
-What to expect, honestly: λ is not periodic, so the chart [−L, L] × T⁶ has the cohomology of T⁶
-(b2 = 15, b3 = 20), and the number of harmonic fields among the candidates depends on the metric — all
+What to expect, honestly: $\\lambda$ is not periodic, so the chart $[-L, L]\\times T^6$ has the cohomology
+of $T^6$ ($b_2 = 15$, $b_3 = 20$), and the number of harmonic fields among the candidates depends on the metric — all
 35 constant 3-forms for a flat metric, the 20 fibre 3-forms when g varies with λ only, fewer when it
-also varies along the fibre. Independent candidates can always give b3_eff = 77; that is linear
-independence, not harmonicity. The pair (21, 77) belongs to a compact K7, and b2 + b3 = 98 is even,
-which an orthogonal twisted-connected-sum gluing cannot produce (Corti–Haskins–Nordström–Pacini,
-Thm 4.9). The topology table computes these reference numbers, with sources. When no μ sits at
+also varies along the fibre. Independent candidates can always give $b_3^{\\rm eff} = 77$; that is linear
+independence, not harmonicity. The pair $(21, 77)$ belongs to a compact $K_7$, and $b_2 + b_3 = 98$ is
+even, while every twisted connected sum of the Corti–Haskins–Nordström–Pacini construction has
+$b_2 + b_3$ odd (their Betti formula, arXiv:1207.4470 Thm 4.9; Crowley–Nordström's $\\nu = 24$,
+arXiv:1211.0269). The topology table computes these reference numbers, with sources. When no μ sits at
 round-off, the table also gives the size of the cluster of smallest μ below the largest gap between
 consecutive μ: a diagnostic of almost-harmonic directions, not a Betti number."""),
     ("code", """from k7lib import harmonic, topology, export
@@ -219,10 +222,11 @@ the rest by a gap. A spectrum without a visible gap means no direction is harmon
 the integrals."""),
     ("code", """display(topology.topology_report())"""),
     ("md", """## 9. The TauLayer and Yukawa-type couplings
-Couplings that do not vanish by degree: Y_ijk = ∫ ω_i∧ω_j∧Φ_k over harmonic 2-forms and 3-forms, and
-∂³V/∂t_i∂t_j∂t_k of Hitchin's volume functional V(φ) = ∫ vol_g(φ). The `TauLayer` holds τ = 3472/891
-and κ_T = 1/61 exactly and maps a normalised coupling to mass ratios with exponents that are integer
-expressions of the structural constants; the GIFT v2.2 integer formulas stand beside them as a
+Couplings that do not vanish by degree: $Y_{ijk} = \\int\\omega_i\\wedge\\omega_j\\wedge\\Phi_k$ over harmonic
+2-forms and 3-forms, and $\\partial^3V/\\partial t_i\\partial t_j\\partial t_k$ of Hitchin's volume functional
+$V(\\varphi) = \\int {\\rm vol}_{g(\\varphi)}$. The `TauLayer` holds $\\tau = 3472/891$ and $\\kappa_T = 1/61$
+exactly and maps a normalised coupling $\\varepsilon$ to mass ratios $\\varepsilon^{-\\tau n}$ with integer
+steps $n$ (expressions of the structural constants); the GIFT v2.2 integer formulas stand beside them as a
 diagnostic, never as a fit."""),
     ("code", """from k7lib import yukawa
 print(yukawa.TRIPLE_PRODUCT_VANISHES)
