@@ -25,25 +25,29 @@ CELLS = [
 
 # K7 GIFT v1.4: a learned G2 3-form on a twisted-connected-sum chart
 
-This notebook learns a G2 3-form φ on a twisted-connected-sum (TCS) style chart of the 7-manifold K7
-and reads off what its metric g(φ) does. Every physical target comes from integers — κ_T = 1/61,
-det g = 65/32, τ = 3472/891, b2 = 21, b3 = 77 — and no continuous physical parameter is fitted:
-only the network, the optimiser, the batch size and the phase schedule are tunable.
+This notebook learns a $G_2$ 3-form $\\varphi$ on a twisted-connected-sum (TCS) style chart of the
+7-manifold $K_7$ and reads off what its metric $g(\\varphi)$ does. Every physical target comes from
+integers — $\\kappa_T = 1/61$, $\\det g = 65/32$, $\\tau = 3472/891$, $b_2 = 21$, $b_3 = 77$ — and no
+continuous physical parameter is fitted: only the network, the optimiser, the batch size and the phase
+schedule are tunable. The run ends in `outputs/results_v1_4.tex`, a short article with every number of
+the run, shown compiled in the last section.
 
 All the mathematics lives in the small package `k7lib` beside this notebook; each code cell calls it
 and shows a number, a table or a plot. Run all cells: on a GPU the *full* profile trains at the scale
 of v1.3c, without one a *quick* profile runs end to end in minutes.
 
 **What changed from the request, and why** (the design notes fix these):
-- g = g(φ) is the Bryant–Hitchin metric B_ij = (1/144) φ_iab φ_jcd φ_efg ε^abcdefg, g = det(B)^(−1/9) B,
-  never a rescaled or eigen-clamped matrix: clamping would break g = g(φ), and rescaling g would make
-  det g = 65/32 true by construction. det g = 65/32 is reached through φ itself (φ → s³φ scales det g by s¹⁴).
-- dφ and d*φ are exact forward-mode derivatives (finite differences remain selectable and are checked
-  against them), and d*φ is the derivative of ψ = *φ, not a proxy.
-- The literal Yukawa ∫ φ_i∧φ_j∧φ_k of three 3-forms is a 9-form on a 7-manifold and vanishes, so the
-  couplings here are ∫ ω_i∧ω_j∧Φ_k and the cubic derivative of Hitchin's volume functional.
-- A Gram rank measures linear independence, not harmonicity: both b_eff (Gram rank) and b_harm
-  (zero modes of the Dirichlet form) are reported, with the topology the chart can support."""),
+- $g = g(\\varphi)$ is the Bryant–Hitchin metric $B_{{ij}} = \\tfrac{{1}}{{144}}\\varphi_{{iab}}\\varphi_{{jcd}}\\varphi_{{efg}}\\epsilon^{{abcdefg}}$,
+  $g = (\\det B)^{{-1/9}} B$, never a rescaled or eigen-clamped matrix: clamping would break $g = g(\\varphi)$,
+  and rescaling $g$ would make $\\det g = 65/32$ true by construction. $\\det g = 65/32$ is reached through
+  $\\varphi$ itself ($\\varphi \\to s^3\\varphi$ scales $\\det g$ by $s^{{14}}$).
+- $d\\varphi$ and $d{{\\star\\varphi}}$ are exact forward-mode derivatives (finite differences remain selectable
+  and are checked against them), and $d{{\\star\\varphi}}$ is the derivative of $\\psi = \\star\\varphi$, not a proxy.
+- The literal Yukawa $\\int \\varphi_i\\wedge\\varphi_j\\wedge\\varphi_k$ of three 3-forms is a 9-form on a
+  7-manifold and vanishes, so the couplings here are $\\int \\omega_i\\wedge\\omega_j\\wedge\\Phi_k$ and the
+  cubic derivative of Hitchin's volume functional.
+- A Gram rank measures linear independence, not harmonicity: both $b_{{\\rm eff}}$ (Gram rank) and
+  $b_{{\\rm harm}}$ (harmonic count) are reported, with the topology the chart can support."""),
     ("md", """## Parameters
 Papermill-style: this cell is tagged `parameters`. `PROFILE` is `"auto"` (full on a GPU, quick
 otherwise), `"quick"` or `"full"`. `RUN = None` starts a new numbered run; `RESUME = "latest"` or a
@@ -68,7 +72,8 @@ REPO_URL = "https://github.com/""" + REPO + """.git\""""),
     ("md", """## Setup
 In Colab the repository is cloned and `k7lib` installed; elsewhere the package next to this notebook is
 used. The cell reports the accelerator, then checks every parameter before any work starts: an unknown
-profile, a missing checkpoint or a folder that cannot be written stops here with one message."""),
+profile, a missing checkpoint or a folder that cannot be written stops here with one message.
+Nothing is computed yet."""),
     ("code", """import os, sys, subprocess
 from pathlib import Path
 if "google.colab" in sys.modules:          # absolute paths: running this cell twice must not nest clones
@@ -93,8 +98,12 @@ S = session.configure(PROFILE, run=RUN, resume=RESUME, epochs_scale=EPOCHS_SCALE
 print(S.describe())"""),
     ("md", """## 1. Structural constants
 The integers of the GIFT v2.2 structure, and the exact rationals derived from them with
-`fractions.Fraction`: κ_T = 1/(b3 − dim G2 − p2), det g = p2 + 1/(b2 + dim G2 − N_gen),
-τ = p2⁴·dim K7·M5 / (N_gen⁴·(rank E8 + N_gen)), checked against its second form (2·dim E8)·b2/(N_gen³·H*)."""),
+`fractions.Fraction`:
+$$\\kappa_T = \\frac{1}{b_3 - \\dim G_2 - p_2} = \\frac{1}{61},\\qquad
+\\det g_* = p_2 + \\frac{1}{b_2 + \\dim G_2 - N_{\\rm gen}} = \\frac{65}{32},\\qquad
+\\tau = \\frac{p_2^4\\,\\dim K_7\\,M_5}{N_{\\rm gen}^4(\\operatorname{rk} E_8 + N_{\\rm gen})} = \\frac{3472}{891}.$$
+The cell checks $\\tau$ against its second form $2\\dim E_8\\, b_2/(N_{\\rm gen}^3 H^*)$. These are the only
+targets of the run; nothing below is tuned to them."""),
     ("code", """from k7lib.constants import StructuralConstants, ZeroParamGeometry
 sc, zp = StructuralConstants(), ZeroParamGeometry()
 display(pd.DataFrame({"value": {**{k: getattr(sc, k) for k in sc.__dataclass_fields__}, "H_star": sc.H_star, "M5": sc.M5}}).T)
@@ -103,17 +112,23 @@ display(pd.DataFrame({"exact": [zp.kappa_T, zp.det_g_target, zp.tau],
                      index=["kappa_T", "det_g_target", "tau"]))
 assert zp.tau == zp.tau_alt"""),
     ("md", """## 2. The TCS chart
-λ ∈ [−L, L] is the neck coordinate (not periodic: −L is deep in the left block, +L deep in the right
-one) and y ∈ T⁶ are periodic fibre coordinates. Left, neck and right are a smooth partition of unity
-in λ. The background φ_bg = s³ A(λ)*φ0 pulls the standard 3-form back by a frame with det A = 1: a
-warp that stretches a different fibre circle in each block, and a hyper-Kähler rotation of fibre
-planes whose angle rises from 0 to π/2 across the neck, so det g(φ_bg) = s¹⁴ = 65/32 exactly while
-the metric varies with λ. The learned network adds a correction that is zero at initialisation."""),
+$\\lambda \\in [-L, L]$ is the neck coordinate (not periodic: $-L$ is deep in the left block, $+L$ deep in
+the right one) and $y \\in T^6$ are periodic fibre coordinates; left, neck and right are a smooth
+partition of unity in $\\lambda$. The background $\\varphi_{\\rm bg} = s^3 A(\\lambda)^*\\varphi_0$ pulls the
+standard 3-form back by a frame with $\\det A = 1$: a warp that stretches a different fibre circle in
+each block, and a hyper-Kähler rotation of fibre planes whose angle $\\theta(\\lambda)$ rises from $0$ to
+$\\pi/2$ across the neck. So $\\det g(\\varphi_{\\rm bg}) = s^{14} = 65/32$ exactly while the metric varies
+with $\\lambda$; the learned network adds a correction that is zero at initialisation."""),
     ("code", """from k7lib import chart, figures
 figures.chart_figure(S.config.L)"""),
+    ("md", """*The chart.* Left: the three region weights sum to one at every $\\lambda$. Middle: the twist angle
+$\\theta(\\lambda)$ turns from $0$ to $\\pi/2$ inside the neck only. Right: the eigenvalues of $g(\\varphi_{\\rm bg})$
+change along $\\lambda$ (the metric is not flat) while the title's $\\det g$ stays at $65/32$."""),
     ("md", """## 3. From φ to g
-g(φ0) = I, g(A*φ0) = AᵀA, and on the background det g = 65/32 to round-off at every point; the G2
-identities |φ|² = 7, φ∧ψ = 7 vol_g and ψ = *φ hold pointwise for the metric φ defines."""),
+The metric is computed from $\\varphi$ alone: $B_{ij} = \\tfrac{1}{144}\\varphi_{iab}\\varphi_{jcd}\\varphi_{efg}\\epsilon^{abcdefg}$,
+$g = (\\det B)^{-1/9} B$, so $g(\\varphi_0) = I$ and $g(A^*\\varphi_0) = A^{\\mathsf T}A$. The cell checks, on 512
+background points, that $\\det g = 65/32$ to round-off and that the $G_2$ identities $|\\varphi|_g^2 = 7$,
+$\\varphi\\wedge\\psi = 7\\,{\\rm vol}_g$ and $\\psi = \\star\\varphi$ hold pointwise."""),
     ("code", """from k7lib import g2
 x = chart.sample(512, S.config.L, torch.Generator().manual_seed(1), dtype=torch.float64)[0]
 m = g2.metric_data_packed(chart.phi_background(x, S.config.L))
@@ -121,18 +136,21 @@ ids = g2.g2_identities(k7lib.forms.unpack(chart.phi_background(x, S.config.L), 3
 print(f"max |det g - 65/32| on the background: {float((m.det - float(zp.det_g_target)).abs().max()):.2e}")
 display(pd.DataFrame(ids.summary()).T)"""),
     ("md", """## 4. dφ and d*φ
+The torsion is $T^2 = |d\\varphi|_g^2 + |d{\\star\\varphi}|_g^2$, with $(d\\omega)_{m i_1\\dots i_k} = (k+1)\\,\\partial_{[m}\\omega_{i_1\\dots i_k]}$.
 Exterior derivatives are exact: one forward-mode pass along the seven coordinate directions gives
-∂_m φ, and ψ's derivatives follow from the exact linearisation of φ ↦ *φ. The check below runs the
-exact fixtures of the design notes: a pull-back F*φ0 by a diffeomorphism is torsion-free, a conformal
-e^{3f}φ0 has τ1 = df and |dφ|² = 36|df|², and central differences converge to the same numbers at
+$\\partial_m\\varphi$, and $\\psi$'s derivatives follow from the exact linearisation of $\\varphi \\mapsto \\star\\varphi$.
+The table runs the exact fixtures: a pull-back $F^*\\varphi_0$ is torsion-free, a conformal $e^{3f}\\varphi_0$
+has $\\tau_1 = df$ and $|d\\varphi|^2 = 36|df|_g^2$, and central differences converge to the same numbers at
 second order."""),
     ("code", """from k7lib import fixtures
 display(fixtures.fixture_report())"""),
     ("md", """## 5. Losses
-`compute_losses` returns named terms: (⟨T⟩ − κ_T)², closure ⟨|dφ|²⟩, coclosure ⟨|d*φ|²⟩,
-(⟨det g⟩ − 65/32)² plus its variance, positivity margins on g and on φ with a mild condition-number
-term, and an anti-flat term that penalises a neck metric that does not vary along λ. Here they are on
-the untrained model (φ = φ_bg), with the weights of phase 1."""),
+The loss is $\\sum_i w_i L_i$ over named terms: $L_\\kappa = ((\\langle T\\rangle - \\kappa_T)/\\kappa_T)^2$,
+closure $\\langle|d\\varphi|_g^2\\rangle$, coclosure $\\langle|d{\\star\\varphi}|_g^2\\rangle$,
+$L_{\\det} = ((\\langle\\det g\\rangle - \\det g_*)/\\det g_*)^2 + \\operatorname{Var}(\\det g)/\\det g_*^2$, positivity
+margins on $g$ with a mild condition-number term, and an anti-flat term that penalises a neck metric
+that does not vary along $\\lambda$. Here they are on the untrained model ($\\varphi = \\varphi_{\\rm bg}$),
+with the weights $w_i$ of phase 1."""),
     ("code", """from k7lib.model import K7PhiModel
 from k7lib.losses import compute_losses
 torch.manual_seed(S.config.seed)
@@ -140,16 +158,23 @@ x0, w0 = chart.sample(S.config.batch, S.config.L, torch.Generator().manual_seed(
 terms = compute_losses(K7PhiModel(S.config), x0, w0, S.config.phases[0].weights, S.config.method, L=S.config.L)
 display(pd.Series(terms.row(), name="untrained").to_frame().T)"""),
     ("md", """## 6. Training
-Four phases (coarse → tighten κ_T and det g → refine → break flatness), Adam with warm-up and decay,
-gradient clipping, float32 with exact derivatives. A numbered checkpoint is written every
-`checkpoint_every` epochs (1000 in the full profile) atomically; a NaN rolls back to the last good
-checkpoint with half the learning rate, a lone loss spike (one heavy-tailed batch) skips its step and
-three in a row roll back; every event is recorded in the history. If rollbacks cannot stop a
-divergence, the cell shows which checkpoint to resume from and with which `LR_SCALE`."""),
+Training minimises $\\sum_i w_i L_i$ in four phases (coarse → tighten $\\kappa_T$ and $\\det g$ → refine →
+break flatness), each with its own weights $w_i$ and peak learning rate: Adam with warm-up and cosine
+decay, gradient clipping, float32 with exact derivatives, then a Gauss–Newton polish that puts
+$\\langle T\\rangle$ and $\\langle\\det g\\rangle$ on $\\kappa_T$ and $65/32$ over fixed Sobol points by the
+smallest change of φ's weights. A numbered checkpoint is written atomically every `checkpoint_every`
+epochs (1000 in the full profile); a NaN rolls back to the last good checkpoint with half the learning
+rate, a lone loss spike (one heavy-tailed batch) skips its step and three in a row roll back; every event
+is recorded in the history. If rollbacks cannot stop a divergence, the cell shows which checkpoint to
+resume from and with which `LR_SCALE`."""),
     ("code", """from k7lib.train import evaluate
 result = session.train(S)
 print(result.summary())
 figures.history_figure(result.history, S.config)"""),
+    ("md", """*Training history.* Left: the total loss (log scale); it jumps at a phase boundary (dashed lines)
+because the weights $w_i$ change there, not because training diverged. Middle and right:
+$\\langle T\\rangle/\\kappa_T$ and $\\langle\\det g\\rangle/\\det g_*$ on the training batches; the dotted line at
+1 is the target. Look at where each curve ends, not at its noise."""),
     ("md", """### Resume from a numbered checkpoint
 Every checkpoint of this run is listed below. After a divergence or a dropped runtime, set
 `RESUME_FROM` to one of these numbers (or `"latest"`) and run this cell — or set `RESUME` in the
@@ -162,9 +187,11 @@ if RESUME_FROM is not None:
 display(pd.DataFrame([(n, p.name, p.stat().st_size) for n, p in list_checkpoints(result.run_dir)],
                      columns=["global_epoch", "file", "bytes"]))"""),
     ("md", """## 7. What the trained φ reaches
-Fresh uniform points, float64, g = g(φ) everywhere (no rescaling): ⟨T⟩ against κ_T = 1/61 and
-⟨det g⟩ against 65/32, the smallest eigenvalue of g, the number of points where φ is not positive, and
-the anti-flat measure (RMS ∂_λ g in the neck)."""),
+On `N_EVAL` fresh uniform points in float64, with $g = g(\\varphi)$ everywhere (no rescaling): the means
+$\\langle T\\rangle$ against $\\kappa_T = 1/61$ and $\\langle\\det g\\rangle$ against $65/32$, with relative errors
+$\\langle T\\rangle/\\kappa_T - 1$ and $\\langle\\det g\\rangle/\\det g_* - 1$. Beside them: the standard deviation of
+$\\det g$ (its standard error is $s/\\sqrt N$, in the report), the smallest eigenvalue of $g$, the number of
+points where $\\varphi$ is not positive, and the anti-flat measure, the RMS of $\\partial_\\lambda g$ in the neck."""),
     ("code", """model = result.model.double().eval()
 ev = evaluate(model, S.config.L, n_points=N_EVAL, seed=S.config.seed)
 display(pd.DataFrame({"measured": [ev["T_mean"], ev["det_mean"]],
@@ -173,19 +200,22 @@ display(pd.DataFrame({"measured": [ev["T_mean"], ev["det_mean"]],
                      index=["<T>", "<det g>"]))
 print({k: ev[k] for k in ("det_std", "eig_min", "nonpositive", "anti_flat")})"""),
     ("md", """## 8. Harmonic forms: b2 and b3
-Candidates: the 21 constant 2-forms dx^ij; the 35 constant 3-forms dx^ijk plus 42 TCS-adapted modes —
-smooth profiles of λ (localised in the neck, different in the left and right blocks) times forms of the
-block structure (dλ∧ω with fibre 2-forms, twisted fibre 3-forms). Gram matrices G_ab = ∫⟨ω_a,ω_b⟩ vol_g
-with the learned metric give b_eff (linear independence); the Dirichlet problem E v = μ G v with
-E_ab = ∫(⟨dω_a,dω_b⟩ + ⟨d*ω_a,d*ω_b⟩) vol_g gives b_harm (harmonic directions).
+Candidates: the 21 constant 2-forms $dx^{ij}$; the 35 constant 3-forms $dx^{ijk}$ plus 42 TCS-adapted
+modes — smooth profiles of $\\lambda$ (localised in the neck, different in the left and right blocks)
+times forms of the block structure ($d\\lambda\\wedge\\omega$ with fibre 2-forms, twisted fibre 3-forms).
+Gram matrices $G_{ab} = \\int\\langle\\omega_a,\\omega_b\\rangle_g\\,{\\rm vol}_g$ with the learned metric give
+$b_{\\rm eff}$ (linear independence); the Dirichlet problem $Ev = \\mu Gv$ with
+$E_{ab} = \\int(\\langle d\\omega_a,d\\omega_b\\rangle + \\langle d^*\\omega_a,d^*\\omega_b\\rangle)\\,{\\rm vol}_g$ gives
+$b_{\\rm harm}$ (harmonic directions).
 
-What to expect, honestly: λ is not periodic, so the chart [−L, L] × T⁶ has the cohomology of T⁶
-(b2 = 15, b3 = 20), and the number of harmonic fields among the candidates depends on the metric — all
+What to expect, honestly: $\\lambda$ is not periodic, so the chart $[-L, L]\\times T^6$ has the cohomology
+of $T^6$ ($b_2 = 15$, $b_3 = 20$), and the number of harmonic fields among the candidates depends on the metric — all
 35 constant 3-forms for a flat metric, the 20 fibre 3-forms when g varies with λ only, fewer when it
-also varies along the fibre. Independent candidates can always give b3_eff = 77; that is linear
-independence, not harmonicity. The pair (21, 77) belongs to a compact K7, and b2 + b3 = 98 is even,
-which an orthogonal twisted-connected-sum gluing cannot produce (Corti–Haskins–Nordström–Pacini,
-Thm 4.9). The topology table computes these reference numbers, with sources. When no μ sits at
+also varies along the fibre. Independent candidates can always give $b_3^{\\rm eff} = 77$; that is linear
+independence, not harmonicity. The pair $(21, 77)$ belongs to a compact $K_7$, and $b_2 + b_3 = 98$ is
+even, while every twisted connected sum of the Corti–Haskins–Nordström–Pacini construction has
+$b_2 + b_3$ odd (their Betti formula, arXiv:1207.4470 Thm 4.9; Crowley–Nordström's $\\nu = 24$,
+arXiv:1211.0269). The topology table computes these reference numbers, with sources. When no μ sits at
 round-off, the table also gives the size of the cluster of smallest μ below the largest gap between
 consecutive μ: a diagnostic of almost-harmonic directions, not a Betti number."""),
     ("code", """from k7lib import harmonic, topology, export
@@ -193,12 +223,18 @@ n_harm = N_HARMONIC or (20000 if S.config.profile == "full" else 2048)
 H = harmonic.extract(model, n_harm, S.config.L, seed=S.config.seed, progress=True)
 display(export.harmonic_table(H))
 harmonic.plot_spectra(H)"""),
+    ("md", """*Harmonic spectra.* Left: the normalised Gram eigenvalues of the candidates; every point above the
+noise floor (red) counts toward $b_{\\rm eff}$, which is linear independence only. Right: the eigenvalues
+that decide $b_{\\rm harm}$; harmonic directions are the ones below the threshold (green), separated from
+the rest by a gap. A spectrum without a visible gap means no direction is harmonic to the precision of
+the integrals."""),
     ("code", """display(topology.topology_report())"""),
     ("md", """## 9. The TauLayer and Yukawa-type couplings
-Couplings that do not vanish by degree: Y_ijk = ∫ ω_i∧ω_j∧Φ_k over harmonic 2-forms and 3-forms, and
-∂³V/∂t_i∂t_j∂t_k of Hitchin's volume functional V(φ) = ∫ vol_g(φ). The `TauLayer` holds τ = 3472/891
-and κ_T = 1/61 exactly and maps a normalised coupling to mass ratios with exponents that are integer
-expressions of the structural constants; the GIFT v2.2 integer formulas stand beside them as a
+Couplings that do not vanish by degree: $Y_{ijk} = \\int\\omega_i\\wedge\\omega_j\\wedge\\Phi_k$ over harmonic
+2-forms and 3-forms, and $\\partial^3V/\\partial t_i\\partial t_j\\partial t_k$ of Hitchin's volume functional
+$V(\\varphi) = \\int {\\rm vol}_{g(\\varphi)}$. The `TauLayer` holds $\\tau = 3472/891$ and $\\kappa_T = 1/61$
+exactly and maps a normalised coupling $\\varepsilon$ to mass ratios $\\varepsilon^{-\\tau n}$ with integer
+steps $n$ (expressions of the structural constants); the GIFT v2.2 integer formulas stand beside them as a
 diagnostic, never as a fit."""),
     ("code", """from k7lib import yukawa
 print(yukawa.TRIPLE_PRODUCT_VANISHES)
@@ -211,21 +247,26 @@ Y = pd.concat([yukawa.yukawa_table(W.couplings()), yukawa.yukawa_table(C.couplin
 display(Y)"""),
     ("md", """## 10. Export
 Six files in `outputs/`: `models_v1_4.pt` (state dict + config), `coords_v1_4.npy` and `metric_v1_4.npy`
-(float64, the metric at those coordinates), `history_v1_4.csv`, `metadata_v1_4.json` and
-`results_v1_4.tex` (a standalone LaTeX summary), plus the figures as PNG. Every file is written to a
-temporary name first and renamed only when all succeeded, so a failed export keeps the previous ones."""),
+(float64 points $x$ and $g(\\varphi(x))$ there), `history_v1_4.csv`, `metadata_v1_4.json` (every measured
+number, with the standard errors $s/\\sqrt N$ of $\\langle T\\rangle$ and $\\langle\\det g\\rangle$) and
+`results_v1_4.tex`, a short article built from that metadata alone, plus the figures as PNG (for this
+notebook) and PDF (for the article). Every file is written to a temporary name first and renamed only
+when all succeeded, so a failed export keeps the previous ones."""),
     ("code", """paths = export.write_outputs(S.out_dir, export.results_from_run(result, ev, H, Y, n_points=N_EVAL,
                              topology=topology.chart_support(), figures={"chart": figures.chart_figure(S.config.L), "spectra": harmonic.plot_spectra(H),
                                       "history": figures.history_figure(result.history, S.config)}))
 display(pd.Series({k: str(v) for k, v in paths.items()}, name="file").to_frame())"""),
     ("md", """## 11. Summary
-Targets against what this run reached; every number is read back from the exported files."""),
+Targets against what this run reached, read back from the exported files (not from memory), so the
+table shows exactly what the article and the metadata say: $\\kappa_T$, $\\det g$, and $b_2$, $b_3$ as Gram
+rank and harmonic count beside what the chart supports. The last column is reached/target − 1."""),
     ("code", """display(figures.summary_table(export.read_outputs(S.out_dir)))"""),
     ("md", """## 12. Explore and validate (optional)
-The learned metric itself: the first eigenvalue λ1 of its Laplace–Beltrami operator (Rayleigh–Ritz,
-λ1·H* against 13 as a diagnostic), Ricci curvature and its hotspots, geodesics with their energy drift,
-neck-versus-bulk statistics and refinement guidance; and the G2 identities on the learned forms.
-The same runs from the command line: `python -m k7lib explore` and `python -m k7lib validate`."""),
+The learned metric itself: the first eigenvalue $\\lambda_1$ of its Laplace–Beltrami operator $\\Delta_g$
+(Rayleigh–Ritz, with $\\lambda_1 H^*$ against 13 as a diagnostic), the Ricci curvature and its hotspots,
+geodesics with their energy drift, neck-versus-bulk statistics and refinement guidance; and the $G_2$
+identities on the learned forms. The same runs from the command line: `python -m k7lib explore` and
+`python -m k7lib validate`."""),
     ("code", """if EXPLORE:
     from k7lib import explore, validate
     from IPython.display import Image
@@ -238,18 +279,37 @@ The same runs from the command line: `python -m k7lib explore` and `python -m k7
     display(Image(ex["files"]["figure"]))
     va = validate.validate_run(model, S.config, out_dir=S.out_dir / "validation")
     display(pd.DataFrame(va["statistics"]).T.dropna(how="all", axis=1).head(12))"""),
+    ("md", """*Exploration figure* (when `EXPLORE` is on). Six panels of the learned metric: look for the
+spectral estimate $\\lambda_1$ settling as the basis grows, curvature hotspots sitting in the neck where the
+twist turns, and a small energy drift along the geodesics (the integrator is trustworthy there)."""),
     ("md", """## 13. A curved test: the link of the quintic (optional)
-On the 7-dimensional link of the Fermat quintic (a circle bundle over the Calabi–Yau threefold Q),
-φ = η∧ω + Re Ω and ψ = ½ω∧ω − η∧Im Ω satisfy dφ = ω∧ω and dψ = 0 analytically, so k7lib's exact
-derivatives must reproduce them to round-off on a chart that is not a torus. With Fubini–Study data
-|Ω| is not constant (r ≠ 1), so ψ = *φ and φ∧ψ = 7 vol hold only where r = 1; a learned Ricci-flat
-correction of ω (Monge–Ampère loss) makes r nearly constant, measured by cymetric's σ."""),
+On the 7-dimensional link of the Fermat quintic (a circle bundle over the Calabi–Yau threefold $Q$),
+$\\varphi = \\eta\\wedge\\omega + \\operatorname{Re}\\Omega$ and $\\psi = \\tfrac12\\omega\\wedge\\omega - \\eta\\wedge\\operatorname{Im}\\Omega$
+satisfy $d\\varphi = \\omega\\wedge\\omega$ and $d\\psi = 0$ analytically, so k7lib's exact derivatives must
+reproduce them to round-off on a chart that is not a torus. With Fubini–Study data $|\\Omega|$ is not
+constant ($r \\ne 1$), so $\\psi = \\star\\varphi$ and $\\varphi\\wedge\\psi = 7\\,{\\rm vol}$ hold only where $r = 1$; a
+learned Ricci-flat correction of $\\omega$ (Monge–Ampère loss) makes $r$ nearly constant, measured by
+cymetric's $\\sigma$."""),
     ("code", """if EXPLORE:
     from k7lib import links, ricci_flat
     checks = links.structure_checks(links.sample_chart(64, seed=0))
     display(pd.DataFrame({k: v.detach().numpy() for k, v in checks.items()}).describe().T[["mean", "max"]])
     potential, ricci_history, _ = ricci_flat.train(ricci_flat.RicciConfig(n_train=2000, epochs=10))
     display(ricci_flat.sigma_table(potential, 2000, seeds=(101, 102)))"""),
+    ("md", """## 14. The report
+`results_v1_4.tex` is the run written up as a short article (2–4 pages): setup and schedule, $\\kappa_T$ and
+$\\det g$ with standard errors $s/\\sqrt N$, the history and spectra figures, $b_2$, $b_3$ as Gram rank,
+harmonic count and chart topology, the compact Yukawa table, and what the numbers do and do not show.
+Every number in it is printed from the run's exported metadata and configuration through one macro `\\rv{key}{value}`, and a
+missing one reads *not computed*. Where `pdflatex` is installed this cell compiles it and shows the first
+page; otherwise it says why and shows the summary table instead."""),
+    ("code", """from k7lib import report
+from IPython.display import Image
+shown = report.preview(S.out_dir / export.FILES["tex"])
+print(shown["message"])
+display(Image(filename=str(shown["png"])) if shown["png"] else figures.summary_table(export.read_outputs(S.out_dir)))"""),
+    ("md", """*First page of `results_v1_4.pdf`* (or the summary table). Check the abstract's headline numbers
+against section 7 and the summary above: they are the same numbers, read from the same metadata."""),
 ]
 
 

@@ -28,7 +28,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -39,6 +38,7 @@ import pandas as pd
 import torch
 
 from . import runs
+from .report import render_tex, tex_problems
 from .constants import StructuralConstants, ZeroParamGeometry
 from .inputs import check_points
 
@@ -54,9 +54,6 @@ FILES = {
 REQUIRED_METADATA = ("p2", "N_gen", "b2_eff", "b3_eff", "b2_harm", "b3_harm", "kappa_T_target",
                      "kappa_T_measured", "det_g_target", "det_g_measured", "tau", "profile", "seed",
                      "versions")
-# Columns of the Yukawa table shown in the LaTeX summary (the JSON metadata keeps all of them).
-YUKAWA_TEX_COLUMNS = ("triplet", "Y", "Y_stderr", "epsilon", "quantity", "exponent", "mapped",
-                      "gift_formula", "gift_exact", "mapped/gift")
 _FIG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 STAGING = ".export-staging"         # + "-<pid>-<token>": a set being written
 COMMIT = ".export-commit"           # the committed set while it is being applied
@@ -201,165 +198,6 @@ def _validate(results: Results):
     return coords, metric
 
 
-# ---------------------------------------------------------------- LaTeX
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "<": r"\textless{}", ">": r"\textgreater{}"}
-
-
-def latex_escape(text) -> str:
-    """Text with LaTeX's special characters escaped (safe inside a tabular cell)."""
-    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "--"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        if not math.isfinite(v):
-            return "--" if math.isnan(v) else latex_escape(str(v))
-        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
-            m, e = f"{v:.4e}".split("e")
-            return f"${m}\\times 10^{{{int(e)}}}$"
-        return f"{v:.6g}"
-    return latex_escape(v)
-
-
-def _tabular(header, rows, caption) -> str:
-    cols = "l" * len(header)
-    size = (r"\small" if len(header) <= 6 else r"\footnotesize\setlength{\tabcolsep}{3pt}" if len(header) <= 8
-            else r"\scriptsize\setlength{\tabcolsep}{3pt}")
-    wide = len(header) > 8                      # shrink wide tables to the text width (graphicx)
-    lines = [r"\begin{table}[ht]", r"\centering", size] + ([r"\resizebox{\textwidth}{!}{%"] if wide else []) + [
-             f"\\begin{{tabular}}{{{cols}}}", r"\hline",
-             " & ".join(latex_escape(h) for h in header) + r" \\", r"\hline"]
-    lines += [" & ".join(_fmt(v) for v in r) + r" \\" for r in rows]
-    lines += [r"\hline", r"\end{tabular}"] + (["}"] if wide else []) + [
-              f"\\caption{{{latex_escape(caption)}}}", r"\end{table}", ""]
-    return "\n".join(lines)
-
-
-def _frame_table(df: pd.DataFrame, caption: str) -> str:
-    rows = [[None if (isinstance(v, float) and math.isnan(v)) else v for v in r]
-            for r in df.itertuples(index=False, name=None)]
-    return _tabular([str(c) for c in df.columns], rows, caption)
-
-
-def _rel(measured, target):
-    try:
-        return (float(measured) - float(target)) / float(target)
-    except (TypeError, ValueError):
-        return None
-
-
-def render_tex(results: Results) -> str:
-    """The standalone LaTeX summary (article class, amsmath and graphicx); every number from `results`."""
-    m = results.metadata
-    ex = m.get("exact", {})
-    parts = [r"\documentclass[11pt]{article}", r"\usepackage{amsmath}", r"\usepackage{graphicx}",
-             r"\setlength{\textwidth}{6.6in}", r"\setlength{\oddsidemargin}{-0.1in}",
-             r"\setlength{\textheight}{9in}", r"\setlength{\topmargin}{-0.5in}",
-             r"\begin{document}", r"\section*{K7 G2 structure on a TCS chart: results v1.4}",
-             "Profile " + latex_escape(m["profile"]) + ", seed " + latex_escape(m["seed"]) + ", "
-             + str(len(results.coords)) + " sample points, " + str(len(results.history))
-             + " history rows. Versions: " + latex_escape(", ".join(f"{k} {v}" for k, v in m["versions"].items()))
-             + ".", ""]
-    parts.append(_tabular(
-        ["quantity", "measured", "target", "exact target", "relative deviation"],
-        [["kappa_T (torsion magnitude)", m["kappa_T_measured"], m["kappa_T_target"], ex.get("kappa_T", "--"),
-          _rel(m["kappa_T_measured"], m["kappa_T_target"])]],
-        "Torsion magnitude kappa_T against 1/(b3 - dim G2 - p2)."))
-    det_rows = [["det g (mean)", m["det_g_measured"], m["det_g_target"], ex.get("det_g", "--"),
-                 _rel(m["det_g_measured"], m["det_g_target"])]]
-    if "det_g_std" in m:
-        det_rows.append(["det g (standard deviation)", m["det_g_std"], None, "--", None])
-    parts.append(_tabular(["quantity", "measured", "target", "exact target", "relative deviation"], det_rows,
-                          "Metric determinant det g(phi) against p2 + 1/(b2 + dim G2 - N_gen)."))
-    parts.append(_tabular(
-        ["Betti number", "target", "Gram rank (b_eff)", "harmonic count (b_harm)", "chart topology"],
-        [["b2", m.get("b2_target"), m["b2_eff"], m["b2_harm"], m.get("b2_topology")],
-         ["b3", m.get("b3_target"), m["b3_eff"], m["b3_harm"], m.get("b3_topology")]],
-        "b_eff: rank of the Gram matrix of the candidate forms (linear independence); b_harm: "
-        "eigenvalues of the Dirichlet problem below the spectral gap; chart topology: what the "
-        "chart's topology allows."))
-    if m.get("topology_note"):
-        parts += [latex_escape(m["topology_note"]), ""]
-    parts.append("Hierarchy parameter tau = " + _fmt(m["tau"]) + " (exact " + latex_escape(ex.get("tau", "--"))
-                 + "), p2 = " + _fmt(m["p2"]) + ", N\\_gen = " + _fmt(m["N_gen"]) + ".\n")
-    if results.yukawa is not None:
-        y = results.yukawa
-        kinds = ", ".join(sorted(map(str, y["kind"].unique()))) if "kind" in y else "given"
-        cols = [c for c in YUKAWA_TEX_COLUMNS if c in y.columns] or list(y.columns)
-        parts.append(_frame_table(y[cols], f"Yukawa-type couplings ({kinds}), mapped mass ratios and the "
-                                  "GIFT integer formulas (a diagnostic, not a fit)."))
-    for name, df in results.tables.items():
-        parts.append(_frame_table(df, name))
-    parts += [r"\end{document}", ""]
-    return "\n".join(parts)
-
-
-def tex_problems(text: str) -> list:
-    """Structural problems of a LaTeX document: unbalanced braces/environments, missing document body."""
-    problems = []
-    body = re.sub(r"(?<!\\)%.*", "", text)                       # comments
-    body = re.sub(r"\\[\\{}%&$#_]", "", body)                    # escaped characters
-    depth = 0
-    for ch in body:
-        depth += (ch == "{") - (ch == "}")
-        if depth < 0:
-            problems.append("a '}' closes no '{'")
-            depth = 0
-    if depth:
-        problems.append(f"{depth} unclosed '{{'")
-    stack = []
-    for kind, env in re.findall(r"\\(begin|end)\{([^}]*)\}", body):
-        if kind == "begin":
-            stack.append(env)
-        elif not stack or stack[-1] != env:
-            problems.append(f"\\end{{{env}}} does not match " + (f"\\begin{{{stack[-1]}}}" if stack else "any \\begin"))
-            if stack and env in stack:
-                while stack and stack.pop() != env:
-                    pass
-        else:
-            stack.pop()
-    problems += [f"\\begin{{{env}}} is never closed" for env in stack]
-    if not re.match(r"\s*\\documentclass", body):
-        problems.append("the document does not start with \\documentclass")
-    if "\\begin{document}" not in body or not body.rstrip().endswith("\\end{document}"):
-        problems.append("the document needs \\begin{document} and must end with \\end{document}")
-    return problems
-
-
-def tex_wellformed(path) -> bool:
-    """True when `tex_problems` finds nothing in the file at path."""
-    return not tex_problems(Path(path).read_text(encoding="utf-8"))
-
-
-def compile_tex(path, timeout: float = 120.0) -> Path | None:
-    """Run pdflatex on the file (auxiliary files in a temporary folder); PDF beside it, or None without pdflatex.
-
-    Raises RuntimeError with the end of the log when pdflatex fails.
-    """
-    exe = shutil.which("pdflatex")
-    if exe is None:
-        return None
-    path = Path(path).resolve()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", f"-output-directory={tmp}",
-                               str(path)], cwd=path.parent, capture_output=True, text=True, timeout=timeout)
-        pdf = Path(tmp) / (path.stem + ".pdf")
-        if proc.returncode != 0 or not pdf.exists():
-            raise RuntimeError(f"pdflatex failed on {path}:\n" + "\n".join(proc.stdout.splitlines()[-25:]))
-        out = path.with_suffix(".pdf")
-        shutil.copyfile(pdf, out)
-    return out
-
-
 # ---------------------------------------------------------------- write / read
 def _write_pt(f, results, coords, metric):
     state = {k: v.detach().cpu() for k, v in results.model_state.items()}
@@ -458,7 +296,8 @@ def write_outputs(out_dir, results: Results) -> dict:
         FILES["tex"]: _write_text(tex),
     }
     for name, fig in results.figures.items():
-        writers[f"fig_{name}.png"] = (lambda fg: lambda f, *_: fg.savefig(f, format="png", dpi=150))(fig)
+        for fmt in ("png", "pdf"):                     # PNG for the notebook, PDF (vector) for the .tex
+            writers[f"fig_{name}.{fmt}"] = (lambda fg, fm: lambda f, *_: fg.savefig(f, format=fm, dpi=150))(fig, fmt)
     try:
         _recover(out_dir)
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}-{os.getpid()}-", dir=out_dir))
@@ -574,6 +413,7 @@ def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | 
     with torch.no_grad():
         g = torch.cat([g2.metric_data_packed(model(x[i:i + 2048]), check=True).g for i in range(0, n_points, 2048)])
     extra = {"det_g_std": evaluation["det_std"], "T_mean": evaluation["T_mean"],
+             **standard_errors(evaluation, model, x, cfg.method),
              "eig_min": evaluation["eig_min"], "nonpositive_points": evaluation["nonpositive"],
              "anti_flat": evaluation["anti_flat"], "n_eval_points": evaluation["n_points"],
              "n_harmonic_points": harmonic.n_points, "run": result.run_dir.name,
@@ -592,6 +432,38 @@ def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | 
                    tables={"Harmonic extraction: normalised Gram spectra (b_eff) and Dirichlet eigenvalues mu "
                            "(b_harm) of the candidate forms": harmonic_table(harmonic)},
                    figures=dict(figures or {}))
+
+
+def standard_errors(evaluation: dict, model, x: torch.Tensor, method: str = "autograd") -> dict:
+    """Standard errors of <T> and <det g> over the fresh points of `train.evaluate`.
+
+    When the evaluation reports them (T_stderr, det_stderr: the spread of the means of independent
+    Sobol scrambles over sqrt(scrambles)), they are taken as they are. Otherwise s / sqrt(N):
+    N = n_points - nonpositive (the points the means are over). det g: s = evaluation["det_std"],
+    the same sample as the mean. T: s = evaluation["T_std"] when evaluate reports it; otherwise the
+    sample standard deviation of T at the exported points x (another fresh uniform draw), which
+    estimates the same spread. Returns {"T_stderr", "det_g_stderr", "stderr_points", "T_std_source"}.
+    """
+    from .torsion import torsion_packed
+
+    if "T_stderr" in evaluation and "det_stderr" in evaluation:      # randomised QMC (train.evaluate)
+        return {"T_stderr": evaluation["T_stderr"], "det_g_stderr": evaluation["det_stderr"],
+                "stderr_points": int(evaluation["n_points"]), "stderr_scrambles": int(evaluation["scrambles"]),
+                "T_std_source": f"spread of {int(evaluation['scrambles'])} independent Sobol scrambles"}
+    n = int(evaluation["n_points"]) - int(evaluation.get("nonpositive", 0))
+    out = {"stderr_points": n,
+           "det_g_stderr": evaluation["det_std"] / math.sqrt(n) if n > 0 else float("nan")}
+    if "T_std" in evaluation:
+        s, source = float(evaluation["T_std"]), "evaluation points"
+    else:
+        with torch.no_grad():
+            T = torch.cat([torsion_packed(model, x[i:i + 1024], method=method, check=False).T
+                           for i in range(0, x.shape[0], 1024)]).double()
+        T = T[torch.isfinite(T)]
+        s = float(T.std()) if T.numel() > 1 else float("nan")
+        source = f"{T.numel()} exported points"
+    out.update({"T_stderr": s / math.sqrt(n) if n > 0 else float("nan"), "T_std_source": source})
+    return out
 
 
 HARMONIC_ROWS = ("n_candidates", "n_points", "gram_min", "gram_max", "condition", "condition_eff", "noise_floor",

@@ -38,7 +38,7 @@ def chart_figure(L: float, n: int = 401) -> Figure:
 def history_figure(history: pd.DataFrame, config=None) -> Figure:
     """Loss, <T>/kappa_T and <det g>/(65/32) against the global epoch, phases shaded."""
     z = ZeroParamGeometry()
-    fig = Figure(figsize=(12, 3.6), layout="constrained")
+    fig = Figure(figsize=(9, 2.8), layout="constrained")         # sized to a page width (results_v1_4.tex)
     a, b, c = fig.subplots(1, 3)
     ep = history["global_epoch"]
     a.semilogy(ep, history["loss"])

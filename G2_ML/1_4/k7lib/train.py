@@ -587,6 +587,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs-scale", type=float, default=None, help="multiply every phase's epochs")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--device", default=None, help="auto | cpu | cuda")
+    ap.add_argument("--cpu-threads", type=int, default=None,
+                    help="torch threads while training on the CPU (1 is fastest on busy shared cores)")
     ap.add_argument("--warm-start", default=None, help="state dict to load compatible weights from")
     ap.add_argument("--lr-scale", type=float, default=1.0,
                     help="multiply every remaining phase's peak learning rate (e.g. 0.5 after a divergence)")
@@ -595,8 +597,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.eval_points < 1:              # checked before any training or writing
         raise ValueError(f"--eval-points must be a positive integer, got {args.eval_points}")
-    overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device), ("warm_start", args.warm_start))
-                 if v is not None}
+    overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device), ("warm_start", args.warm_start),
+                                   ("cpu_threads", args.cpu_threads)) if v is not None}
     lr_scale = check_lr_scale(args.lr_scale)             # before any work: nothing is written on bad input
     config = Config.from_profile(args.profile, **overrides)
     if args.epochs_scale is not None:

@@ -1,7 +1,6 @@
-"""Export round trip, atomic writes, unwritable folders and the LaTeX summary."""
+"""Export round trip, atomic writes and unwritable folders (the LaTeX article is tested in test_report.py)."""
 import json
 import os
-import shutil
 
 import matplotlib
 
@@ -12,7 +11,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from k7lib import export, yukawa  # noqa: E402
+from k7lib import export, report, yukawa  # noqa: E402
 from k7lib.constants import ZeroParamGeometry  # noqa: E402
 
 
@@ -51,7 +50,7 @@ def test_round_trip_all_six_files(tmp_path, figure):
     res = make_results(figures={"loss": figure})
     paths = export.write_outputs(tmp_path / "out", res)
     names = set(os.listdir(tmp_path / "out"))
-    assert names == set(export.FILES.values()) | {"fig_loss.png"} == {p.name for p in paths.values()}
+    assert names == set(export.FILES.values()) | {"fig_loss.png", "fig_loss.pdf"} == {p.name for p in paths.values()}
     back = export.read_outputs(tmp_path / "out")
     assert back["coords"].dtype == np.float64 and back["coords"].shape == (12, 7)
     assert np.array_equal(back["coords"], res.coords.numpy())
@@ -66,30 +65,9 @@ def test_round_trip_all_six_files(tmp_path, figure):
     sd = back["model"]["state_dict"]
     assert set(sd) == set(res.model_state) and torch.equal(sd["net.0.weight"], res.model_state["net.0.weight"])
     assert back["model"]["config"] == res.config
-    assert export.tex_wellformed(tmp_path / "out" / export.FILES["tex"])
+    assert report.tex_wellformed(tmp_path / "out" / export.FILES["tex"])
     assert back["figures"][0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_tex_holds_the_numbers_escaped(tmp_path):
-    res = make_results()
-    export.write_outputs(tmp_path, res)
-    tex = (tmp_path / export.FILES["tex"]).read_text()
-    assert "0.0171" in tex and "2.0301" in tex and "1/61" in tex and "65/32" in tex and "3472/891" in tex
-    assert "3477" in tex and "dim\\_K7 + 10*dim\\_E8" in tex          # GIFT formula text, escaped
-    assert "Region statistics" in tex and "T\\textasciicircum{}7 chart" in tex
-    assert not export.tex_problems(tex)
-    assert export.latex_escape("a_b & 50% {x} $y$ #1 ~ ^ \\") == \
-        r"a\_b \& 50\% \{x\} \$y\$ \#1 \textasciitilde{} \textasciicircum{} \textbackslash{}"
-
-
-def test_tex_problems_detects_malformed_documents():
-    good = "\\documentclass{article}\n\\begin{document}\n\\begin{table}x\\end{table}\n\\end{document}\n"
-    assert export.tex_problems(good) == []
-    assert export.tex_problems(good.replace("\\end{table}", ""))
-    assert export.tex_problems(good.replace("x", "{x"))
-    assert export.tex_problems(good.replace("\\end{document}", ""))
-    assert export.tex_problems(good.replace("\\end{table}", "\\end{tabular}"))
-    assert export.tex_problems(good.replace("x", "\\{x")) == []        # escaped brace is text
+    assert (tmp_path / "out" / "fig_loss.pdf").read_bytes()[:4] == b"%PDF"          # vector copy for the .tex
 
 
 class FailingFigure:
@@ -171,16 +149,3 @@ def test_read_outputs_checks_metadata_keys(tmp_path):
     (tmp_path / export.FILES["metadata"]).write_text(json.dumps({"p2": 2}))
     with pytest.raises(ValueError, match="lacks the keys.*N_gen"):
         export.read_outputs(tmp_path)
-
-
-def test_compile_tex_without_pdflatex_returns_none(tmp_path, monkeypatch):
-    export.write_outputs(tmp_path, make_results())
-    monkeypatch.setattr(export.shutil, "which", lambda name: None)
-    assert export.compile_tex(tmp_path / export.FILES["tex"]) is None
-
-
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
-def test_tex_compiles_with_pdflatex(tmp_path):
-    export.write_outputs(tmp_path, make_results())
-    pdf = export.compile_tex(tmp_path / export.FILES["tex"])
-    assert pdf is not None and pdf.exists() and pdf.read_bytes()[:4] == b"%PDF"

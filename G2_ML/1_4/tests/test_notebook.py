@@ -67,7 +67,7 @@ def test_notebook_runs_end_to_end_in_the_quick_profile(tmp_path):
     hist = pd.read_csv(out / "history_v1_4.csv")
     for col in ("phase", "epoch", "global_epoch", "loss", "T_mean", "det_mean", "det_std", "eig_min", "lr", "rollbacks"):
         assert col in hist.columns
-    from k7lib.export import tex_wellformed
+    from k7lib.report import tex_wellformed
     assert tex_wellformed(out / "results_v1_4.tex")
     summary = "".join(o.get("data", {}).get("text/plain", "") for c in nb.cells if c.cell_type == "code"
                       for o in c.get("outputs", []))
