@@ -93,6 +93,9 @@ class Config:
     polish_points: int = 0           # final Gauss-Newton polish of <T> and <det g> on this many Sobol points (0: off)
     polish_iters: int = 4            # at most this many polish steps (it stops earlier at polish_tol)
     polish_tol: float = 1e-6         # relative residual of both means on the polish points
+    early_stop_window: int = 0       # > 0: a phase ends once its batch means meet both targets over this many epochs
+    early_stop_T: float = 0.01       # |<T>/kappa_T - 1| at most this (window mean) for the early stop
+    early_stop_det: float = 2e-4     # |<det g>/(65/32) - 1| at most this (window mean) for the early stop
 
     def __post_init__(self):
         # Every Config (direct, replace(), from_dict) is checked when built: bad fields fail early.
@@ -208,6 +211,11 @@ class Config:
         need(is_int(self.polish_iters) and self.polish_iters >= 1, "polish_iters",
              f"must be an integer >= 1, got {self.polish_iters!r}")
         need(is_num(self.polish_tol) and self.polish_tol > 0, "polish_tol", f"must be > 0, got {self.polish_tol!r}")
+        need(is_int(self.early_stop_window) and self.early_stop_window >= 0, "early_stop_window",
+             f"must be an integer >= 0 (0: off), got {self.early_stop_window!r}")
+        need(is_num(self.early_stop_T) and self.early_stop_T > 0, "early_stop_T", f"must be > 0, got {self.early_stop_T!r}")
+        need(is_num(self.early_stop_det) and self.early_stop_det > 0, "early_stop_det",
+             f"must be > 0, got {self.early_stop_det!r}")
         return self
 
     # ------------------------------------------------------------------ plain-data round trip

@@ -205,6 +205,33 @@ def _new_run_dir(run, root: Path) -> Path:
     return path
 
 
+def _targets_held(history: dict, config: Config, phase: int, epoch: int) -> bool:
+    """True when the means of <T> and <det g> over the last early_stop_window epochs of this phase
+    are within early_stop_T of kappa_T and early_stop_det of 65/32 (relative)."""
+    w = config.early_stop_window
+    if epoch + 1 < w:
+        return False
+    kappa_T, det_t = targets()
+    T = sum(history["T_mean"][-w:]) / w
+    det = sum(history["det_mean"][-w:]) / w
+    return abs(T / kappa_T - 1) <= config.early_stop_T and abs(det / det_t - 1) <= config.early_stop_det
+
+
+def targets_met(history: pd.DataFrame, tol_T: float = 0.01, tol_det: float = 2e-4, window: int = 50) -> dict:
+    """First global epoch at which each target holds for the window mean of the training batches.
+
+    Returns {"kappa_T": epoch or None, "det_g": epoch or None, "both": epoch or None}: the epoch
+    ending the first window of `window` epochs whose mean <T>/kappa_T is within tol_T of 1 (and
+    likewise <det g>/(65/32) within tol_det). The polish row (if any) is left out.
+    """
+    kappa_T, det_t = targets()
+    h = history[history.phase_name != "polish"] if "phase_name" in history else history
+    rT = (h.T_mean.rolling(window).mean() / kappa_T - 1).abs() <= tol_T
+    rD = (h.det_mean.rolling(window).mean() / det_t - 1).abs() <= tol_det
+    first = lambda ok: int(h.global_epoch[ok].iloc[0]) if bool(ok.any()) else None
+    return {"kappa_T": first(rT), "det_g": first(rD), "both": first(rT & rD)}
+
+
 def _diverged(config: Config, run_dir: Path, root, epoch: int, reason: str, rollbacks: int,
               tried_scale: float) -> TrainingDiverged:
     """TrainingDiverged naming the newest readable checkpoint at or before `epoch` and the recipe.
@@ -389,6 +416,19 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
             recent.append(row["loss"])
             recent = recent[-config.spike_window:]
         ge += 1
+        met = _targets_held(history, config, phase, epoch) if config.early_stop_window else False
+        nxt = (config.phase_starts() + [total])[phase + 1]           # start of the next phase
+        if met and nxt > ge:
+            events.append({"global_epoch": ge, "reason": f"early stop: phase {phase + 1} ({spec.name}) met both "
+                           f"targets over its last {config.early_stop_window} epochs; skipping to epoch {nxt}",
+                           "restored_to": nxt, "lr_scale": scheduler.lr_scale, "rollback": rollbacks})
+            (tqdm.write if progress else (lambda m: None))(events[-1]["reason"])
+            ge = nxt
+            ck.save_checkpoint(run_dir, snapshot(ge))      # the jump is a state of its own: resumable
+            if bar is not None:
+                bar.close()
+            bar, bar_phase = None, None
+            continue
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3g}", T61=f"{row['T_mean'] / kappa_T:.3f}",

@@ -349,3 +349,26 @@ def test_evaluation_reports_standard_errors_from_independent_scrambles():
     assert abs(a["T_mean"] - b["T_mean"]) < 6 * math.hypot(a["T_stderr"], b["T_stderr"])
     with pytest.raises(ValueError, match="n_points"):
         evaluate(model, 2.0, n_points=0)
+
+
+def test_early_stop_ends_a_phase_once_both_targets_hold_and_is_off_by_default(tmp_path, monkeypatch):
+    import k7lib.train as T
+    assert Config.from_profile("full").early_stop_window == 0 and Config.from_profile("quick").early_stop_window == 0
+    cfg = tiny(epochs=6, every=100, early_stop_window=3)               # 24 epochs
+    first = T.train(cfg, root=tmp_path, run="far", progress=False)
+    assert len(first.history) == 24 and not [e for e in first.events if "early stop" in e["reason"]]
+    # with the targets moved onto what the tiny network has, every phase stops after its first window
+    kappa, det = T.targets()
+    h = first.history
+    monkeypatch.setattr(T, "targets", lambda: (float(h.T_mean.mean()), float(h.det_mean.mean())))
+    loose = replace(cfg, early_stop_T=0.5, early_stop_det=0.5)
+    res = T.train(loose, root=tmp_path, run="near", progress=False)
+    stops = [e for e in res.events if "early stop" in e["reason"]]
+    assert [e["global_epoch"] for e in stops] == [3, 9, 15, 21]
+    assert list(res.history.global_epoch) == [0, 1, 2, 6, 7, 8, 12, 13, 14, 18, 19, 20]
+    assert [n for n, _ in ck.list_checkpoints(res.run_dir)] == [0, 6, 12, 18, 24]
+    met = T.targets_met(res.history, tol_T=0.5, tol_det=0.5, window=3)
+    assert met == {"kappa_T": 2, "det_g": 2, "both": 2}
+    assert T.targets_met(first.history, tol_T=1e-12, tol_det=1e-12, window=3)["both"] is None
+    with pytest.raises(ValueError, match="early_stop_window"):
+        replace(cfg, early_stop_window=-1)
