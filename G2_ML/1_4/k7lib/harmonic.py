@@ -433,6 +433,7 @@ def _chunk_sums(basis: CandidateBasis, phi_field, x, r, dirichlet: bool, method:
             dstar = dstar.index_add(1, mq, dstar_q)
     else:
         w, phi = basis(x), phi_field(x)
+    _check_finite(phi, x)
     m = g2.metric_data_packed(phi.detach(), check=True)                    # non-positive phi: ValueError
     C = torch.linalg.cholesky(m.g)
     eye = torch.eye(F.DIM, dtype=C.dtype, device=C.device).expand_as(C)
@@ -970,10 +971,7 @@ def project(phi_field, L: float, n_points: int, seed: int = 0, settings: Project
         for s in starts:
             xc, wc = x[s: s + settings.chunk], wq[s: s + settings.chunk]
             phi = packed(xc.to(_field_dtype(phi_field, xc))).to(torch.float64)
-            bad = ~torch.isfinite(phi).all(-1)
-            if bool(bad.any()):
-                raise ValueError(f"phi_field returned non-finite values (NaN or inf) at {int(bad.sum())} of "
-                                 f"{phi.shape[0]} quadrature points (first at x = {xc[bad][0].tolist()})")
+            _check_finite(phi, xc)
             m = g2.metric_data_packed(phi, check=True)                   # non-positive phi: ValueError
             vol = (wc * m.det.sqrt())[:, None, None]
             _, D = sp(xc, float(L))
@@ -986,6 +984,13 @@ def project(phi_field, L: float, n_points: int, seed: int = 0, settings: Project
     for k, basis in candidates.items():
         out[k] = _finish(k, basis, [t.cpu() for t in acc[k]], settings, float(L), n_q, n_lambda, n_y)
     return out
+
+
+def _check_finite(phi: torch.Tensor, x: torch.Tensor) -> None:
+    bad = ~torch.isfinite(phi.detach()).all(-1)
+    if bool(bad.any()):
+        raise ValueError(f"phi_field returned non-finite values (NaN or inf) at {int(bad.sum())} of "
+                         f"{phi.shape[0]} points (first at x = {x[bad][0].tolist()}): no count is possible")
 
 
 def _field_dtype(phi_field, x):
@@ -1169,3 +1174,46 @@ def plot_spectra(result: HarmonicResult):
     fig.suptitle(f"Harmonic extraction: {result.n_points} points, L = {result.L:g}, basis P_{sp.legendre_degree} x "
                  f"Fourier {sp.fourier_degree}{' + pairs' if sp.mixed_pairs else ''}")
     return fig
+
+
+# ---------------------------------------------------------------- accuracy on an exact fixture
+def fixture_errors(proj: HodgeProjection, a: float) -> dict:
+    """Errors of one projection against `fixtures.conformal_fibre_field(a)`: the largest relative error of
+    ||h_I||^2 over the fibre classes with dy1 ('with_dy1') and without ('without_dy1'), and the largest
+    ||h_I||^2 / 2L of the exact dlambda-forms ('exact')."""
+    from .fixtures import conformal_fibre_norm2
+
+    n2 = torch.diagonal(proj.class_gram)
+    out = {"with_dy1": 0.0, "without_dy1": 0.0, "exact": 0.0}
+    for i, I in enumerate(F.combos(proj.degree)):
+        ref = conformal_fibre_norm2(I, a, proj.L)
+        key = "exact" if 0 in I else "with_dy1" if 1 in I else "without_dy1"
+        err = abs(float(n2[i])) / (2 * proj.L) if key == "exact" else abs(float(n2[i]) / ref - 1)
+        out[key] = max(out[key], err)
+    return out
+
+
+def convergence_table(settings=((1, 1, 512), (1, 2, 1024), (1, 3, 2048)), a: float = 0.2,
+                      L: float = 2.0, seed: int = 0):
+    """pandas.DataFrame: accuracy of the projection on the conformal fixture phi = e^{3 a sin(2 pi y1)} phi0
+    (exact ||h||^2 = 2L / I0((7-2k) a) with dy1, 2L I0((7-2k) a) without) for each (Legendre degree,
+    Fourier degree, points); relative errors of ||h||^2 for 2- and 3-form classes, the exact forms'
+    leftover ||h||^2 / 2L, the number of unknowns and the wall time."""
+    import time
+
+    import pandas as pd
+    from .fixtures import conformal_fibre_field
+
+    rows = []
+    for p, M, n in settings:
+        st = ProjectionSettings(SpectralBasis(p, M))
+        t0 = time.perf_counter()
+        out = project(conformal_fibre_field(a), L, n, seed, st, {2: constant_basis(2), 3: constant_basis(3)})
+        dt = time.perf_counter() - t0
+        e2, e3 = fixture_errors(out[2][0], a), fixture_errors(out[3][0], a)
+        rows.append({"Legendre degree": p, "Fourier degree": M, "points": out[3][0].n_points,
+                     "unknowns (3-forms)": out[3][0].n_unknowns,
+                     "2-forms: rel. error with dy1": e2["with_dy1"], "2-forms: without dy1": e2["without_dy1"],
+                     "3-forms: rel. error with dy1": e3["with_dy1"], "3-forms: without dy1": e3["without_dy1"],
+                     "exact forms: |h|^2 / 2L": max(e2["exact"], e3["exact"]), "seconds": dt})
+    return pd.DataFrame(rows)
