@@ -529,3 +529,20 @@ def yukawa_table(couplings: Couplings, triplets=None, layer: TauLayer | None = N
             })
     return pd.DataFrame(rows)
 
+
+
+def compact_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The long `yukawa_table` folded to one row per (kind, triplet): Y, its standard error and eps, then
+    for each quantity the mapped value followed by its GIFT integer formula ("formula = exact")."""
+    need = {"kind", "triplet", "Y", "Y_stderr", "epsilon", "quantity", "mapped", "gift_formula", "gift_exact"}
+    if not isinstance(table, pd.DataFrame) or not need <= set(table.columns):
+        raise ValueError(f"compact_table needs the long yukawa_table with columns {sorted(need)}")
+    rows = []
+    for _, grp in table.groupby(["kind", "triplet"], sort=False):
+        first = grp.iloc[0]
+        row = {k: first[k] for k in ("kind", "triplet", "Y", "Y_stderr", "epsilon")}
+        for r in grp.itertuples(index=False):
+            row[r.quantity] = r.mapped
+            row[f"{r.quantity} GIFT"] = f"{r.gift_formula} = {r.gift_exact}"
+        rows.append(row)
+    return pd.DataFrame(rows)
