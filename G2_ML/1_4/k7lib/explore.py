@@ -338,11 +338,11 @@ class _Quadrature:
     def __init__(self, metric_field, L, n_quad_lambda, n_points, degree, chunk, progress, dtype=torch.float64):
         self.L = L
         t, w = np.polynomial.legendre.leggauss(n_quad_lambda)
-        self.lam = torch.tensor(L * t, dtype=dtype)
-        self.w_lam = torch.tensor(L * w, dtype=dtype)
+        self.lam = torch.tensor(L * t, dtype=dtype, device="cpu")
+        self.w_lam = torch.tensor(L * w, dtype=dtype, device="cpu")
         z, self.degree = korobov_generator(n_points, degree)
-        j = torch.arange(n_points, dtype=torch.float64)[:, None]
-        self.y = torch.remainder(j * torch.tensor(z, dtype=torch.float64) / n_points, 1.0).to(dtype)
+        j = torch.arange(n_points, dtype=torch.float64, device="cpu")[:, None]
+        self.y = torch.remainder(j * torch.tensor(z, dtype=torch.float64, device="cpu") / n_points, 1.0).to(dtype)
         self.n_y = n_points
         lam_all = self.lam.repeat_interleave(n_points)
         x = torch.cat([lam_all[:, None], self.y.repeat(n_quad_lambda, 1)], 1)
@@ -365,13 +365,13 @@ class _Quadrature:
         """Values and derivatives of the factor bases on the lambda nodes and the lattice."""
         L, dtype = self.L, self.lam.dtype
         s = (self.lam + L) / (2 * L)
-        mm = torch.arange(n_lambda, dtype=dtype)
+        mm = torch.arange(n_lambda, dtype=dtype, device="cpu")
         c = torch.cos(math.pi * s[:, None] * mm)                          # (n_q, n_lambda)
         dc = -(math.pi * mm / (2 * L)) * torch.sin(math.pi * s[:, None] * mm)
-        K = torch.tensor(fourier_vectors(n_fourier), dtype=dtype).reshape(-1, DIM - 1)
+        K = torch.tensor(fourier_vectors(n_fourier), dtype=dtype, device="cpu").reshape(-1, DIM - 1)
         arg = 2 * math.pi * self.y @ K.T                                  # (n_y, n_k)
-        e = torch.cat([torch.ones(self.n_y, 1, dtype=dtype), torch.cos(arg), torch.sin(arg)], 1)
-        de = torch.cat([torch.zeros(self.n_y, 1, DIM - 1, dtype=dtype),
+        e = torch.cat([torch.ones(self.n_y, 1, dtype=dtype, device="cpu"), torch.cos(arg), torch.sin(arg)], 1)
+        de = torch.cat([torch.zeros(self.n_y, 1, DIM - 1, dtype=dtype, device="cpu"),
                         -torch.sin(arg)[..., None] * 2 * math.pi * K,
                         torch.cos(arg)[..., None] * 2 * math.pi * K], 1)   # (n_y, n_e, 6)
         return c, dc, e, de
@@ -381,8 +381,8 @@ class _Quadrature:
         c, dc, e, de = self.basis_on_nodes(n_lambda, n_fourier)
         n_e = e.shape[1]
         nb = n_lambda * n_e
-        K = torch.zeros(nb, nb, dtype=torch.float64)
-        M = torch.zeros(nb, nb, dtype=torch.float64)
+        K = torch.zeros(nb, nb, dtype=torch.float64, device="cpu")
+        M = torch.zeros(nb, nb, dtype=torch.float64, device="cpu")
         per_node = max(1, int(chunk) // self.n_y)
         for q0 in range(0, c.shape[0], per_node):
             q = slice(q0, min(q0 + per_node, c.shape[0]))
@@ -616,7 +616,7 @@ def geodesics(metric_field, x0: torch.Tensor, v0: torch.Tensor, t_max: float, n_
         vs.append(v)
     g_last = metric_field(x).detach()
     es.append(torch.einsum("zi,zij,zj->z", v, g_last, v))
-    return Geodesics(t=torch.linspace(0, float(t_max), n_steps + 1, dtype=x0.dtype), x=torch.stack(xs),
+    return Geodesics(t=torch.linspace(0, float(t_max), n_steps + 1, dtype=x0.dtype, device=x0.device), x=torch.stack(xs),
                      v=torch.stack(vs), energy=torch.stack(es),
                      flow="levi-civita" if torsion is None else "torsion-modified (GIFT S3)",
                      antisymmetric_force=None if torsion is None else anti_max[0])
@@ -665,7 +665,7 @@ def region_table(phi_field, x: torch.Tensor, L: float, background=None, region_w
                                               / F.inner_packed(pb, pb, 3, mb.g, mb.ginv, mb.det)).sqrt())
                 rows["metric_deviation"].append(_metric_deviation(m.g, mb.g))
     data = {k: torch.cat(v).cpu().numpy() for k, v in rows.items() if v}
-    labels = region_labels(torch.as_tensor(data["lam"]), L, region_weights).numpy()
+    labels = region_labels(torch.as_tensor(data["lam"], device="cpu"), L, region_weights).numpy()
     df = pd.DataFrame(data)
     df.insert(1, "region", pd.Categorical(np.array(REGIONS)[labels], categories=list(REGIONS)))
     return df
@@ -723,7 +723,7 @@ def refinement_guidance(lam: torch.Tensor, ricci_norm: torch.Tensor, torsion_den
         t = float(tor[mask].mean()) if mask.any() else 0.0
         return r, t, (r / r0 if r0 > 0 else 0.0) + (t / t0 if t0 > 0 else 0.0)
 
-    edges = torch.linspace(-L, L, n_bins + 1, dtype=torch.float64)
+    edges = torch.linspace(-L, L, n_bins + 1, dtype=torch.float64, device="cpu")
     idx = torch.bucketize(lam, edges[1:-1], right=True)
     bins = []
     for b in range(n_bins):
@@ -795,7 +795,7 @@ def _float_model(model):
 def _initial_velocities(metric_field, x0: torch.Tensor, seed: int) -> torch.Tensor:
     """Unit-speed (g(v, v) = 1) initial velocities: the first along d/d lambda, the others random."""
     gen = torch.Generator().manual_seed(seed)
-    v = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
+    v = torch.randn(x0.shape, generator=gen, dtype=x0.dtype, device="cpu").to(x0.device)
     v[0] = 0
     v[0, 0] = 1
     g = metric_field(x0).detach()

@@ -417,7 +417,8 @@ def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | 
              "eig_min": evaluation["eig_min"], "nonpositive_points": evaluation["nonpositive"],
              "anti_flat": evaluation["anti_flat"], "n_eval_points": evaluation["n_points"],
              "n_harmonic_points": harmonic.n_points, "run": result.run_dir.name,
-             "b2_near_harmonic": harmonic.two.near_harmonic[0], "b3_near_harmonic": harmonic.three.near_harmonic[0],
+             "harmonic_spectrum_2": harmonic.two.harmonic_eigenvalues, "harmonic_spectrum_3": harmonic.three.harmonic_eigenvalues,
+             "b2_harm_gap": harmonic.two.harmonic_gap, "b3_harm_gap": harmonic.three.harmonic_gap,
              "rollbacks": len(getattr(result, "events", []) or [])}
     if topology:
         extra.update({"b2_topology": topology.get("b2"), "b3_topology": topology.get("b3"),
@@ -429,8 +430,9 @@ def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | 
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     return Results(model_state=state, config=cfg.to_dict(), coords=x.double().cpu(), metric=g.double().cpu(),
                    history=result.history, metadata=metadata, yukawa=yukawa,
-                   tables={"Harmonic extraction: normalised Gram spectra (b_eff) and Dirichlet eigenvalues mu "
-                           "(b_harm) of the candidate forms": harmonic_table(harmonic)},
+                   tables={"Harmonic extraction: normalised Gram spectra of the candidates (b_eff) and of their "
+                           "harmonic parts after the Hodge projection with absolute boundary conditions (b_harm)":
+                           harmonic_table(harmonic)},
                    figures=dict(figures or {}))
 
 
@@ -467,16 +469,15 @@ def standard_errors(evaluation: dict, model, x: torch.Tensor, method: str = "aut
 
 
 HARMONIC_ROWS = ("n_candidates", "n_points", "gram_min", "gram_max", "condition", "condition_eff", "noise_floor",
-                 "gram_se_max", "mu_min", "mu_max", "mu_floor")
+                 "gram_se_max", "harmonic_max", "harmonic_last", "harmonic_floor", "b_classes", "class_gap_ratio",
+                 "projection_points", "projection_unknowns")
 
 
 def harmonic_table(harmonic) -> pd.DataFrame:
     """quantity | 2-forms | 3-forms: the counts and spectrum statistics of a harmonic.HarmonicResult."""
     two, three = harmonic.two.summary(), harmonic.three.summary()
-    rows = [("b_eff (Gram rank)", harmonic.b2_eff, harmonic.b3_eff),
-            ("b_harm (Dirichlet zero modes)", harmonic.b2_harm, harmonic.b3_harm),
-            ("near-harmonic cluster (smallest mu below the largest gap; not a Betti number)",
-             harmonic.two.near_harmonic[0], harmonic.three.near_harmonic[0]),
-            ("its gap ratio", harmonic.two.near_harmonic[1], harmonic.three.near_harmonic[1])]
+    rows = [("b_eff (Gram rank of the candidates)", harmonic.b2_eff, harmonic.b3_eff),
+            ("b_harm (rank of their harmonic parts, Hodge projection)", harmonic.b2_harm, harmonic.b3_harm),
+            ("gap ratio across b_harm", harmonic.two.harmonic_gap, harmonic.three.harmonic_gap)]
     rows += [(key, two.get(key), three.get(key)) for key in HARMONIC_ROWS]
     return pd.DataFrame(rows, columns=["quantity", "2-forms", "3-forms"], dtype=object)

@@ -68,13 +68,10 @@ def summary_table(outputs: dict) -> pd.DataFrame:
         ("kappa_T = <T>", md["kappa_T_target"], md["kappa_T_measured"], None),
         ("det g", md["det_g_target"], md["det_g_measured"], None),
         ("b2: Gram rank b2_eff", md["b2_target"], md["b2_eff"], top["b2"]),
-        ("b2: harmonic b2_harm", md["b2_target"], md["b2_harm"], top["b2"]),
+        ("b2: harmonic b2_harm (Hodge projection)", md["b2_target"], md["b2_harm"], top["b2"]),
         ("b3: Gram rank b3_eff", md["b3_target"], md["b3_eff"], top["b3"]),
-        ("b3: harmonic b3_harm", md["b3_target"], md["b3_harm"], top["b3"]),
+        ("b3: harmonic b3_harm (Hodge projection)", md["b3_target"], md["b3_harm"], top["b3"]),
     ]
-    for k in (2, 3):                     # the diagnostic of almost-harmonic directions, where exported
-        if f"b{k}_near_harmonic" in md:
-            rows.append((f"b{k}: near-harmonic cluster (diagnostic)", None, md[f"b{k}_near_harmonic"], top[f"b{k}"]))
     df = pd.DataFrame(rows, columns=["quantity", "target", "reached", "chart supports"]).set_index("quantity")
     df["relative"] = df["reached"] / df["target"].astype(float) - 1
     return df

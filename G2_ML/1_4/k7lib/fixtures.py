@@ -112,3 +112,29 @@ def fixture_report(n: int = 64, seed: int = 0) -> pd.DataFrame:
         rows.append((f"(b) fd, h = {h:g}: max |T_fd - T|", float((tf.T - tb.T).abs().max()), None))
     out = pd.DataFrame(rows, columns=["check", "value", "exact"]).set_index("check")
     return out
+
+
+def conformal_fibre_field(a: float = 0.2):
+    """phi = e^{3 f(y1)} phi0 with f = a sin(2 pi y1) (y1 = x[:, 1]): g = e^{2f} I (fixture (b)).
+
+    Harmonic fields on [-L, L] x T^6 (absolute boundary conditions), exact: a class dy1 ^ dy^K of degree
+    k has the representative c(y1) dy1 ^ dy^K with c = e^{-(7-2k) f} / I0((7-2k) a), and a fibre class
+    without dy1 is its constant form (closed, co-closed, no dlambda). See `conformal_fibre_norm2`.
+    """
+    def field(x):
+        f = a * torch.sin(2 * torch.pi * x[:, 1])
+        return torch.exp(3 * f)[:, None] * g2.phi0_packed(x.dtype, x.device)
+    return field
+
+
+def conformal_fibre_norm2(I: tuple, a: float, L: float) -> float:
+    """||h||^2_g of the harmonic field in the class of dx^I for `conformal_fibre_field(a)`:
+    0 when I contains 0 (dlambda ^ dy^J is exact), 2L / I0((7-2k) a) when I contains 1, else
+    2L I0((7-2k) a) (|dy^I|^2_g vol_g = e^{(7-2k) f}; the mean of e^{b sin} over a period is I0(b))."""
+    from scipy.special import i0
+
+    k = len(I)
+    b = (7 - 2 * k) * a
+    if 0 in I:
+        return 0.0
+    return 2 * L / float(i0(b)) if 1 in I else 2 * L * float(i0(b))

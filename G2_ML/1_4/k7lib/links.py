@@ -100,7 +100,7 @@ def _affine(x: torch.Tensor):
     dp4 = Qn.DEGREE * z4 ** (Qn.DEGREE - 1)
     slope = -(w / z4[:, None]) ** (Qn.DEGREE - 1)                    # dz4/dw_a = -(dp/dw_a)/(dp/dz4)
     base = torch.zeros(Qn.DIM_C, Qn.N_HOMOG, dtype=Z.dtype, device=Z.device)
-    base[torch.arange(Qn.DIM_C), torch.arange(1, Qn.DIM_C + 1)] = 1
+    base[torch.arange(Qn.DIM_C, device=Z.device), torch.arange(1, Qn.DIM_C + 1, device=Z.device)] = 1
     e4 = torch.zeros(Qn.N_HOMOG, dtype=Z.dtype, device=Z.device)
     e4[Qn.N_HOMOG - 1] = 1
     dZ = base + slope[..., None] * e4
@@ -179,7 +179,7 @@ def sample_chart(n: int, seed: int = 0) -> torch.Tensor:
     region (`fundamental_domain`) with a uniform fibre angle theta in [-pi, pi)."""
     qs = Qn.sample_lines(n, seed=seed)
     gen = torch.Generator().manual_seed(int(seed) + 1)
-    theta = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+    theta = (torch.rand(n, generator=gen, dtype=torch.float64, device="cpu") * 2 - 1) * math.pi
     return chart_from_sphere(fundamental_domain(qs.z, theta))
 
 
@@ -187,7 +187,7 @@ def sample_chart(n: int, seed: int = 0) -> torch.Tensor:
 @lru_cache(maxsize=None)
 def _dw_matrix(device: str) -> torch.Tensor:
     """P (3, 7) complex with dw_a = sum_mu P[a, mu] dx^mu."""
-    P = torch.zeros(Qn.DIM_C, F.DIM, dtype=torch.complex128)
+    P = torch.zeros(Qn.DIM_C, F.DIM, dtype=torch.complex128, device="cpu")
     for a in range(Qn.DIM_C):
         P[a, 1 + 2 * a], P[a, 2 + 2 * a] = 1, 1j
     return P.to(device)
@@ -350,7 +350,7 @@ def metric_to_vector(g: torch.Tensor) -> torch.Tensor:
 def vector_to_metric(v: torch.Tensor) -> torch.Tensor:
     """(batch, 28) -> symmetric (batch, 7, 7), inverse of metric_to_vector (a fixed 28 x 49 matrix)."""
     S = torch.zeros(len(_TRIU[0]), F.DIM * F.DIM, dtype=v.dtype, device=v.device)
-    rows = torch.arange(len(_TRIU[0]))
+    rows = torch.arange(len(_TRIU[0]), device=v.device)
     S[rows, _TRIU[0] * F.DIM + _TRIU[1]] = 1
     S[rows, _TRIU[1] * F.DIM + _TRIU[0]] = 1
     return (v @ S).reshape(-1, F.DIM, F.DIM)
@@ -437,7 +437,7 @@ def train(config: TrainConfig, root: str | Path = DEFAULT_RUNS, progress: bool =
     root.mkdir(parents=True, exist_ok=True)
     data = training_data(config)
     gen = torch.Generator().manual_seed(config.seed)
-    perm = torch.randperm(config.n_points, generator=gen)
+    perm = torch.randperm(config.n_points, generator=gen, device="cpu")
     n_val = int(config.n_points * config.val_fraction)
     val, tr = perm[:n_val], perm[n_val:]
     x = data["x"].float()
@@ -445,14 +445,15 @@ def train(config: TrainConfig, root: str | Path = DEFAULT_RUNS, progress: bool =
     for task in config.tasks:
         torch.manual_seed(config.seed)
         y = data[task].float()
-        model = LinkMLP(TASKS[task], config.width, config.depth)
+        with torch.device(x.device):             # the network where its training data live
+            model = LinkMLP(TASKS[task], config.width, config.depth)
         model.y_mean.copy_(y[tr].mean(0))
         model.y_std.copy_(y[tr].std(0).clamp_min(1e-6))
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
         scale = model.y_std
         for epoch in tqdm(range(config.epochs), desc=f"links {task}", disable=not progress):
-            order = tr[torch.randperm(len(tr), generator=gen)]
+            order = tr[torch.randperm(len(tr), generator=gen, device="cpu").to(tr.device)]
             total = 0.0
             for i in range(0, len(order), config.batch_size):
                 idx = order[i: i + config.batch_size]
@@ -493,7 +494,8 @@ def load_run(run=None, root: str | Path = DEFAULT_RUNS) -> tuple[Path, TrainConf
         file = path / f"{task}.pt"
         if not file.is_file():
             raise ValueError(f"run {path.name} lacks the {task} model ({file.name})")
-        model = LinkMLP(TASKS[task], config.width, config.depth)
+        with torch.device("cpu"):                # loaded with map_location="cpu" below
+            model = LinkMLP(TASKS[task], config.width, config.depth)
         try:
             model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
         except (RuntimeError, EOFError, OSError) as err:

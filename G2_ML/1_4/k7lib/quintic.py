@@ -81,11 +81,11 @@ def check_points(z: torch.Tensor, tol: float = ON_Q_TOL) -> None:
 @lru_cache(maxsize=None)
 def _coords_table(device: str) -> torch.Tensor:
     """(5, 5, 3): the three indices left when scale s and eliminated e are removed (s != e)."""
-    t = torch.zeros(N_HOMOG, N_HOMOG, DIM_C, dtype=torch.long)
+    t = torch.zeros(N_HOMOG, N_HOMOG, DIM_C, dtype=torch.long, device="cpu")
     for s in range(N_HOMOG):
         for e in range(N_HOMOG):
             if s != e:
-                t[s, e] = torch.tensor([i for i in range(N_HOMOG) if i not in (s, e)])
+                t[s, e] = torch.tensor([i for i in range(N_HOMOG) if i not in (s, e)], device="cpu")
     return t.to(device)
 
 
@@ -196,8 +196,8 @@ def _check_n(n) -> int:
 
 
 def _gauss_c(gen, *shape, dtype=torch.float64):
-    return torch.complex(torch.randn(*shape, generator=gen, dtype=dtype),
-                         torch.randn(*shape, generator=gen, dtype=dtype))
+    return torch.complex(torch.randn(*shape, generator=gen, dtype=dtype, device="cpu"),
+                         torch.randn(*shape, generator=gen, dtype=dtype, device="cpu"))
 
 
 def line_roots(p: torch.Tensor, q: torch.Tensor, newton: int = 2) -> torch.Tensor:
@@ -231,9 +231,9 @@ def sample_lines(n: int, seed: int = 0, dtype=torch.float64) -> QuinticSample:
     t = line_roots(p, q)
     z = (p[:, None, :] + t[..., None] * q[:, None, :]).reshape(-1, N_HOMOG)
     z = z / z.abs().pow(2).sum(-1, keepdim=True).sqrt()
-    group = torch.arange(m).repeat_interleave(DEGREE)
-    keep = torch.randperm(m * DEGREE, generator=gen)[:n]
-    w = torch.full((n,), fs_volume_quintic() / n, dtype=dtype)
+    group = torch.arange(m, device="cpu").repeat_interleave(DEGREE)
+    keep = torch.randperm(m * DEGREE, generator=gen, device="cpu")[:n]
+    w = torch.full((n,), fs_volume_quintic() / n, dtype=dtype, device="cpu")
     return QuinticSample(z=z[keep], weights=w, group=group[keep], method="lines")
 
 
@@ -241,12 +241,12 @@ def sample_projections(n: int, seed: int = 0, dtype=torch.float64) -> QuinticSam
     """5 n points of Q from n random projections (module docstring) with explicit weights 1/(n rho)."""
     n = _check_n(n)
     gen = torch.Generator().manual_seed(int(seed))
-    j = torch.randint(0, N_HOMOG, (n,), generator=gen)
+    j = torch.randint(0, N_HOMOG, (n,), generator=gen, device="cpu")
     u = _gauss_c(gen, n, N_HOMOG, dtype=dtype)
     u = u * (1 - torch.nn.functional.one_hot(j, N_HOMOG)).to(u.dtype)      # z_j to be solved
     s = -polynomial(u)
     root = torch.polar(s.abs() ** (1 / DEGREE), torch.angle(s) / DEGREE)
-    k = torch.arange(DEGREE, dtype=dtype)
+    k = torch.arange(DEGREE, dtype=dtype, device="cpu")
     roots = root[:, None] * torch.polar(torch.ones_like(k), 2 * math.pi * k / DEGREE)   # (n, 5)
     z = u[:, None, :] + roots[..., None] * torch.nn.functional.one_hot(j, N_HOMOG).to(u.dtype)[:, None, :]
     z = z.reshape(-1, N_HOMOG)
@@ -254,7 +254,7 @@ def sample_projections(n: int, seed: int = 0, dtype=torch.float64) -> QuinticSam
     scale, elim = choose_patch(z)
     Z, dZ, _ = affine_frame(z, scale, elim)
     rho = projection_ratios(Z, dZ).sum(-1) / (N_HOMOG * fs_volume_projective(DIM_C))
-    return QuinticSample(z=z, weights=1 / (n * rho), group=torch.arange(n).repeat_interleave(DEGREE),
+    return QuinticSample(z=z, weights=1 / (n * rho), group=torch.arange(n, device="cpu").repeat_interleave(DEGREE),
                          method="projections")
 
 
@@ -274,7 +274,7 @@ def sigma_measure(sample: QuinticSample, volume_ratio: torch.Tensor | None = Non
         v_k, _ = sample.integral()
         v_o, _ = sample.integral(r2)
         return sample.integral((r2 - v_o / v_k).abs())[0] / v_o
-    v = torch.as_tensor(volume_ratio)
+    v = torch.as_tensor(volume_ratio, device=r2.device)
     if v.shape != r2.shape or torch.is_complex(v):
         raise ValueError(f"volume_ratio must be real of shape {tuple(r2.shape)} (one value per sample point), "
                          f"got {v.dtype} {tuple(v.shape)}")

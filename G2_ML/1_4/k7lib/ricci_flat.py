@@ -280,7 +280,7 @@ def _training_points(config: RicciConfig, dtype=torch.float32) -> dict:
     r2 = 1 / de.abs().pow(2) / torch.linalg.det(h_fs).real
     ratio = s.integral(r2)[0] / s.integral()[0]                               # V_Omega / V_K
     L = torch.linalg.cholesky(h_fs)
-    Li = torch.linalg.solve_triangular(L, torch.eye(Qn.DIM_C, dtype=L.dtype).expand_as(L), upper=False)
+    Li = torch.linalg.solve_triangular(L, torch.eye(Qn.DIM_C, dtype=L.dtype, device=L.device).expand_as(L), upper=False)
     cdt = torch.complex64 if dtype == torch.float32 else torch.complex128
     return {"Z": Z.to(cdt), "dZ": dZ.to(cdt), "Li": Li.to(cdt), "r2": r2.to(dtype),
             "w": (s.weights / s.weights.sum()).to(dtype), "ratio": float(ratio)}
@@ -312,7 +312,8 @@ def train(config: RicciConfig, progress: bool = False):
 
     data = _training_points(config)
     torch.manual_seed(config.seed)
-    model = KahlerPotential(config.width, config.depth, config.powers).float()
+    with torch.device(data["Z"].device):         # the network where its training points live
+        model = KahlerPotential(config.width, config.depth, config.powers).float()
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
     gen = torch.Generator().manual_seed(config.seed + 1)
@@ -320,7 +321,7 @@ def train(config: RicciConfig, progress: bool = False):
     start = time.perf_counter()
     epoch = -1
     for epoch in tqdm(range(config.epochs), desc="ricci-flat", disable=not progress):
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(n, generator=gen, device="cpu")
         tot = ma_sum = pos_sum = 0.0
         for i in range(0, n, config.batch_size):
             idx = order[i: i + config.batch_size]

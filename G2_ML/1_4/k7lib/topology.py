@@ -319,9 +319,9 @@ def topology_report():
                 + ("allowed" if gift_ok else "not reachable") + " by an orthogonal TCS gluing",
          "source": "seed 000 (targets); parity from CHNP Thm 4.9"},
         {"space": "chart [-L,L] x T^6", "b2": t6[2], "b3": t6[3], "betti": t6,
-         "how": "lambda is not periodic, so the chart retracts onto T^6; harmonic fields among the "
-                f"candidates depend on the metric: all {t7[3]} constant 3-forms when g is flat, the "
-                f"{t6[3]} fibre 3-forms when g varies with lambda only",
+         "how": "lambda is not periodic, so the chart retracts onto T^6 and dlambda ^ dy^J = d(lambda dy^J) "
+                f"is exact: {t6[2]} / {t6[3]} harmonic fields (absolute boundary conditions) for every metric; "
+                f"{t7[2]} / {t7[3]} hold for a periodic T^7 only",
          "source": "this module (torus_betti); harmonic.extract"},
     ]
     return pd.DataFrame(rows)

@@ -266,7 +266,7 @@ def _check_triplets(triplets, sizes, name="triplets"):
 def _wedge22_table(device: str, dtype: torch.dtype) -> torch.Tensor:
     """T[a, b, L] = sign(a, b) when 2-forms a, b are disjoint with a u b = L (packed 4-form index)."""
     c2, c4 = F.combos(2), F.combo_index(4)
-    T = torch.zeros(len(c2), len(c2), len(c4), dtype=dtype)
+    T = torch.zeros(len(c2), len(c2), len(c4), dtype=dtype, device="cpu")
     for a, I in enumerate(c2):
         for b, J in enumerate(c2):
             s = F.perm_sign(I + J)
@@ -304,7 +304,7 @@ class WedgeCouplings:
         if triplets is None:
             triplets = [(i, j, k) for i in range(n2) for j in range(i, n2) for k in range(n3)]
         triplets = _check_triplets(triplets, (n2, n2, n3))
-        idx = torch.tensor(triplets, dtype=torch.long).T
+        idx = torch.tensor(triplets, dtype=torch.long, device="cpu").T
         vals, se, sc = self.Y[tuple(idx)], self.stderr[tuple(idx)], self.scale[tuple(idx)]
         return Couplings("wedge", triplets, vals, se, vals.abs() / sc)
 
@@ -428,7 +428,7 @@ class HitchinCubic:
 
     @property
     def normalised(self) -> torch.Tensor:
-        t = torch.tensor(self.triplets, dtype=torch.long)
+        t = torch.tensor(self.triplets, dtype=torch.long, device="cpu")
         unit = (7 * self.V / self.norms2).sqrt()
         return self.values.abs() / (float(HITCHIN_CUBIC_FACTOR) * self.V) * unit[t].prod(-1)
 
@@ -534,3 +534,20 @@ def yukawa_table(couplings: Couplings, triplets=None, layer: TauLayer | None = N
             })
     return pd.DataFrame(rows)
 
+
+
+def compact_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The long `yukawa_table` folded to one row per (kind, triplet): Y, its standard error and eps, then
+    for each quantity the mapped value followed by its GIFT integer formula ("formula = exact")."""
+    need = {"kind", "triplet", "Y", "Y_stderr", "epsilon", "quantity", "mapped", "gift_formula", "gift_exact"}
+    if not isinstance(table, pd.DataFrame) or not need <= set(table.columns):
+        raise ValueError(f"compact_table needs the long yukawa_table with columns {sorted(need)}")
+    rows = []
+    for _, grp in table.groupby(["kind", "triplet"], sort=False):
+        first = grp.iloc[0]
+        row = {k: first[k] for k in ("kind", "triplet", "Y", "Y_stderr", "epsilon")}
+        for r in grp.itertuples(index=False):
+            row[r.quantity] = r.mapped
+            row[f"{r.quantity} GIFT"] = f"{r.gift_formula} = {r.gift_exact}"
+        rows.append(row)
+    return pd.DataFrame(rows)

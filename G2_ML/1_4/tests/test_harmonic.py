@@ -7,14 +7,17 @@ import numpy as np
 import pytest
 import torch
 from scipy.integrate import quad
+from scipy.special import i0
 
 from k7lib import forms as F
 from k7lib import g2
-from k7lib.fixtures import lambda_frame_field
+from k7lib.fixtures import conformal_fibre_field, generic_field, lambda_frame_field
 from k7lib import harmonic as H
 from k7lib.derivatives import value_and_jacobian
 
 L = 2.0
+A_CONF = 0.2
+LIGHT = H.ProjectionSettings(H.SpectralBasis(1, 1))      # small basis: counts only (accuracy is tested at the defaults)
 
 
 def flat_phi(x):
@@ -30,7 +33,7 @@ def conformal_phi(f):
 def flat_result():
     with warnings.catch_warnings():
         warnings.simplefilter("error", H.RankDeficiencyWarning)
-        return H.extract(flat_phi, 1200, L, seed=1)
+        return H.extract(flat_phi, 1200, L, seed=1, settings=LIGHT)
 
 
 def test_exterior_power_is_transform(f64):
@@ -99,30 +102,51 @@ def test_profile_dirichlet_matches_quadrature(f64):
 
 
 def test_flat_phi0_counts(flat_result):
+    """The chart [-L, L] x T^6 has the cohomology of T^6: dlambda ^ dy^J = d(lambda dy^J) is exact, so
+    even the flat metric has 15 harmonic 2-forms and 20 harmonic 3-forms (21 and 35 hold for a periodic
+    T^7 only), while the candidates stay linearly independent (b_eff = 21, 77)."""
     r = flat_result
-    assert (r.b2_eff, r.b2_harm) == (21, 21)
-    assert r.b3_eff == 77                     # 77 independent candidates: independence, not harmonicity
-    assert r.b3_harm == 35
-    mu = r.three.mu
-    assert float(mu[:35].abs().max()) < 1e-10
-    assert float(mu[35]) > 1e-3 and float(mu[35]) / max(float(mu[:35].abs().max()), 1e-300) > 1e6
+    assert (r.b2_eff, r.b2_harm) == (21, 15)
+    assert (r.b3_eff, r.b3_harm) == (77, 20)
+    hv = r.three.harmonic_eigenvalues
+    assert float(hv[19]) > 0.5 and float(hv[20:].abs().max()) < 1e-12
+    assert r.three.harmonic_gap > 1e10 and r.two.harmonic_gap > 1e10
+    G = r.three.harmonic_gram
+    assert G.dtype == torch.float64 and G.shape == (77, 77) and len(r.three.names) == 77
+    assert torch.allclose(G, G.T, atol=1e-12)
     s = r.summary()
-    assert s["b3_harm"] == 35 and s["three.mu_gap_ratio"] > 1e6
-    assert all(isinstance(v, (int, float, str)) for v in s.values())
+    assert s["b3_harm"] == 20 and s["three.harmonic_gap_ratio"] > 1e10
+    assert all(isinstance(v, (int, float, str, bool)) for v in s.values())
 
 
-def test_harmonic_representatives_are_the_constants(flat_result, f64):
+def test_flat_dlambda_forms_project_to_zero(flat_result):
+    for spec in (flat_result.two, flat_result.three):
+        p = spec.projection
+        n2 = torch.diagonal(p.class_gram)
+        with_l = torch.tensor([0 in I for I in F.combos(spec.degree)])
+        assert float(n2[with_l].abs().max()) < 1e-12 * 2 * L            # exact: projected to zero
+        assert torch.allclose(n2[~with_l], torch.full_like(n2[~with_l], 2 * L), rtol=1e-12)
+        assert p.b_classes == int((~with_l).sum())
+
+
+def test_harmonic_representatives_are_orthonormal_constants(flat_result, f64):
     t = flat_result.three
-    V, G = t.vectors, t.integrals.gram
-    assert torch.allclose(V.T @ G @ V, torch.eye(V.shape[1], dtype=V.dtype), atol=1e-8)
-    assert float(t.harmonic_vectors[35:].abs().max()) < 1e-8     # no weight on the 42 TCS modes
-    x = H.sample_chart(5, L, seed=9)
-    assert t.forms(x).shape == (5, 35, 35)
+    rep = t.representatives()
+    x, w, _ = H.chart_quadrature(4096, L, 8, seed=11)                   # independent of the projection's points
+    h = rep(x)                                                           # (N, 20, 35), flat metric
+    gram = torch.einsum("x,xrc,xsc->rs", w, h, h)
+    assert h.shape[1:] == (20, 35) and torch.allclose(gram, torch.eye(20, dtype=torch.float64), atol=1e-10)
+    fibre = [i for i, I in enumerate(F.combos(3)) if 0 not in I]
+    ref = torch.eye(35, dtype=torch.float64)[fibre] / math.sqrt(2 * L)   # dy^I / sqrt(2L)
+    assert torch.allclose(h[:3], ref.expand(3, -1, -1), atol=1e-10)
+    assert t.representatives(3)(x[:5]).shape == (5, 3, 35)
+    with pytest.raises(ValueError, match="representatives"):
+        t.representatives(21)
 
 
 def test_constant_3forms_alone(f64):
-    r = H.extract(flat_phi, 400, L, basis3=H.constant_basis(3))
-    assert (r.b3_eff, r.b3_harm) == (35, 35)
+    r = H.extract(flat_phi, 400, L, basis3=H.constant_basis(3), settings=LIGHT)
+    assert (r.b3_eff, r.b3_harm) == (35, 20)
     assert float(r.three.gram_se.max()) < 1e-12                  # constant integrand: no sampling noise
 
 
@@ -139,17 +163,87 @@ def test_tcs_modes_are_not_constant_combinations(flat_result, f64):
 
 
 def test_nontrivial_frame_counts_stable_when_points_double(f64):
-    a = H.extract(lambda_frame_field, 800, L, seed=3)
-    b = H.extract(lambda_frame_field, 1600, L, seed=4)
+    a = H.extract(lambda_frame_field, 800, L, seed=3, settings=LIGHT)
+    b = H.extract(lambda_frame_field, 1600, L, seed=4, settings=LIGHT)
     for r in (a, b):
         s = r.summary()
-        assert all(np.isfinite(s[k]) for k in ("three.condition", "three.mu_max", "two.mu_max"))
+        assert all(np.isfinite(s[k]) for k in ("three.condition", "three.harmonic_max", "two.harmonic_max"))
     assert (a.b2_eff, a.b3_eff, a.b2_harm, a.b3_harm) == (b.b2_eff, b.b3_eff, b.b2_harm, b.b3_harm)
     assert a.b2_eff == 21 and a.b3_eff == 77
-    # a metric that depends on lambda only: fibre forms dy^I stay closed and co-closed (*dy^I is
-    # dlambda ^ (function of lambda) x constant), forms with dlambda do not -> the T^6 counts (15, 20)
     assert (a.b2_harm, a.b3_harm) == (15, 20)
-    assert float(b.two.mu.max()) > 1e-6
+
+
+def test_lambda_only_metric_projection_is_identity_on_fibre_forms(f64):
+    """g = A(lambda)^T A(lambda) with no lambda-y mixing: every dy^I is closed, co-closed and has no
+    normal part, so h = dy^I: nothing is subtracted (to round-off)."""
+    out = H.project(lambda_frame_field, L, 1024, seed=2, settings=LIGHT,
+                    candidates={2: H.constant_basis(2), 3: H.constant_basis(3)})
+    for k in (2, 3):
+        p, _, _ = out[k]
+        fibre = torch.tensor([0 not in I for I in F.combos(k)])
+        n2 = torch.diagonal(p.class_gram)[fibre]
+        assert torch.allclose(n2, p.class_norms2[fibre], rtol=1e-11)
+        assert float(p.coefficients[:, :, fibre].abs().max()) < 1e-9
+        x = H.sample_chart(7, L, seed=5)
+        assert torch.allclose(p.forms(x)[:, fibre], torch.eye(F.n_components(k), dtype=torch.float64)[fibre].expand(7, -1, -1),
+                              atol=1e-9)
+        assert float(torch.diagonal(p.class_gram)[~fibre].abs().max()) < 1e-11   # dlambda-forms: exact
+
+
+@pytest.fixture(scope="module")
+def conformal_result():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", H.RankDeficiencyWarning)
+        return H.extract(conformal_fibre_field(A_CONF), 2048, L, seed=0)
+
+
+def test_conformal_fixture_norms_within_one_percent(conformal_result, f64):
+    """phi = e^{3 a sin(2 pi y1)} phi0: ||h||^2 = 2L / I0((7-2k)a) for classes with dy1 and 2L I0((7-2k)a)
+    without (default settings), and the representative of dy1 ^ dy^K is proportional to e^{-(7-2k) f}."""
+    assert (conformal_result.b2_harm, conformal_result.b3_harm) == (15, 20)
+    for spec in (conformal_result.two, conformal_result.three):
+        p = spec.projection
+        e = H.fixture_errors(p, A_CONF)
+        assert e["with_dy1"] < 1e-2 and e["without_dy1"] < 1e-2 and e["exact"] < 1e-12
+        k = spec.degree
+        x = H.sample_chart(200, L, seed=8)
+        f = A_CONF * torch.sin(2 * math.pi * x[:, 1])
+        c = torch.exp(-(7 - 2 * k) * f) / float(i0((7 - 2 * k) * A_CONF))
+        i = F.combos(k).index((1, 2) if k == 2 else (1, 2, 3))
+        h = p.forms(x)[:, i]
+        rel = h[:, i] / c - 1
+        assert float(rel.pow(2).mean().sqrt()) < 1e-2 and float(rel.abs().max()) < 3e-2   # RMS and worst point
+        others = torch.ones(F.n_components(k), dtype=torch.bool)
+        others[i] = False
+        assert float(h[:, others].abs().max()) < 1e-2
+
+
+def test_conformal_error_falls_with_basis_and_points(f64):
+    coarse = H.convergence_table(settings=((1, 1, 512),), a=A_CONF).iloc[0]
+    fine = H.convergence_table(settings=((1, 3, 4096),), a=A_CONF).iloc[0]
+    for col in ("2-forms: rel. error with dy1", "2-forms: without dy1", "3-forms: rel. error with dy1",
+                "3-forms: without dy1"):
+        assert fine[col] < 0.2 * coarse[col]
+
+
+def test_every_metric_gives_the_chart_classes(f64):
+    """Flat (above), conformal (above), lambda-warped frame and a network phi: b_harm = (15, 20)."""
+    from k7lib.chart import phi_background
+    from k7lib.config import Config
+    from k7lib.model import K7PhiModel
+
+    torch.manual_seed(0)
+    model = K7PhiModel(Config.from_profile("quick")).double()
+    with torch.no_grad():
+        for q in model.parameters():
+            q.add_(0.05 * torch.randn_like(q))                         # a small non-zero correction
+    fields = {"background": lambda x: phi_background(x, L), "network": model, "frame": lambda_frame_field,
+              "generic": lambda x: generic_field(x / 4)}
+    for name, fld in fields.items():
+        r = H.extract(fld, 1024, L, seed=1, settings=LIGHT)
+        assert (r.b2_harm, r.b3_harm) == (15, 20), name
+        assert (r.b2_eff, r.b3_eff) == (21, 77), name
+        assert r.three.harmonic_gap > 1e6 and r.three.projection.class_gap > 1e6, name
 
 
 def test_dependent_set_loses_rank_and_names_it(f64):
@@ -165,18 +259,35 @@ def test_bad_input(f64):
         H.CandidateBasis(3, ("a",), H._ones, torch.zeros(1, 1, 21))
     bad_shape = H.CandidateBasis(2, ("a", "b"), lambda x: x[:, :1], torch.zeros(2, 2, 21))
     with pytest.raises(ValueError, match="profiles returned"):
-        H.extract(flat_phi, 400, L, basis2=bad_shape, basis3=H.constant_basis(3))
+        H.extract(flat_phi, 400, L, basis2=bad_shape, basis3=H.constant_basis(3), settings=LIGHT)
     with pytest.raises(ValueError, match="expected 2-forms"):
-        H.extract(flat_phi, 400, L, basis2=H.constant_basis(3))
+        H.extract(flat_phi, 400, L, basis2=H.constant_basis(3), settings=LIGHT)
+    with pytest.raises(ValueError, match="wrong degree"):
+        H.extract(flat_phi, 400, L, basis3=H.constant_basis(2), settings=LIGHT)
     with pytest.raises(ValueError, match="too few points"):
         H.extract(flat_phi, 100, L)
-    with pytest.raises(ValueError, match="unknown derivative method"):
-        H.extract(flat_phi, 1000, L, method="spectral")
     with pytest.raises(ValueError, match="L must be"):
         H.extract(flat_phi, 1000, -1.0)
     degenerate = lambda x: H.basis_form((0, 1, 2)).expand(x.shape[0], 35) + 0 * x[:, :1]
     with pytest.raises(ValueError, match="not positive"):
         H.integrate(H.constant_basis(2), degenerate, H.sample_chart(300, L), 2 * L)
+    with pytest.raises(ValueError, match="not positive"):
+        H.project(degenerate, L, 512, settings=LIGHT)
+
+    def nan_phi(x):
+        out = flat_phi(x).clone()
+        out[x[:, 1] < 0.1] = float("nan")
+        return out
+    with pytest.raises(ValueError, match="non-finite"):
+        H.extract(nan_phi, 1000, L, settings=LIGHT)
+    with pytest.raises(ValueError, match="more unknowns|cannot be solved.*unknowns"):
+        H.project(flat_phi, L, 64, settings=H.ProjectionSettings(H.SpectralBasis(3, 30)))
+    with pytest.raises(ValueError, match="cannot be solved.*Fourier degree 5 is aliased"):
+        H.project(flat_phi, L, 128, settings=H.ProjectionSettings(H.SpectralBasis(1, 5), n_lambda=16))
+    with pytest.raises(ValueError, match="cannot be solved.*Legendre degree 9"):
+        H.project(flat_phi, L, 4096, settings=H.ProjectionSettings(H.SpectralBasis(9, 1), n_lambda=8))
+    with pytest.raises(ValueError, match="legendre_degree"):
+        H.SpectralBasis(0, 1)
 
 
 def test_plot_spectra(flat_result):
@@ -188,13 +299,26 @@ def test_plot_spectra(flat_result):
     assert axes[1].get_yscale() == "log" and axes[2].get_yscale() == "log"
 
 
-def test_near_harmonic_cluster_is_a_labelled_diagnostic(flat_result):
-    """With exact zero modes the cluster is b_harm; the export table shows both numbers side by side."""
+def test_harmonic_table_shows_both_counts_and_the_gap(flat_result):
     from k7lib.export import harmonic_table
-    assert flat_result.three.near_harmonic[0] == flat_result.b3_harm
-    assert flat_result.three.near_harmonic[1] > 1e6
     table = harmonic_table(flat_result)
-    assert list(table["3-forms"][:3]) == [flat_result.b3_eff, flat_result.b3_harm, flat_result.b3_harm]
+    assert list(table["3-forms"][:2]) == [flat_result.b3_eff, flat_result.b3_harm]
+    assert list(table["2-forms"][:2]) == [21, 15]
+    assert not any("near-harmonic" in q for q in table["quantity"])
+    assert any("gap" in q for q in table["quantity"])
+
+
+def test_spectral_basis_derivatives_are_exact(f64):
+    sb = H.SpectralBasis(3, 2, mixed_pairs=True)
+    x = H.sample_chart(16, L, seed=3)
+    s, D = sb(x, L)
+    assert s.shape == (16, sb.n_profiles) and D.shape == (16, sb.n_profiles, 7)
+    _, J = value_and_jacobian(lambda y: sb(y, L)[0], x)
+    assert torch.allclose(J, D, atol=1e-10)
+    for i, S in enumerate(sb.support):                              # derivatives vanish off the support
+        off = torch.ones(sb.n_profiles, dtype=torch.bool)
+        off[S] = False
+        assert not off.any() or float(D[:, off, i].abs().max()) == 0
 
 
 def test_twist_candidates_follow_the_chart_twist():

@@ -228,3 +228,39 @@ def test_yukawa_table_columns_and_values(f64):
     zero = yukawa.Couplings("wedge", ((0, 0, 0),), torch.zeros(1), torch.zeros(1), torch.zeros(1))
     with pytest.raises(ValueError, match="standard errors"):
         yukawa.yukawa_table(zero)
+
+
+def test_compact_table_one_row_per_triplet(f64):
+    x = chart_points(32)
+    om = basis_field(2, [(0, 1), (2, 3), (0, 2), (1, 3)],
+                     coef=[lambda x: torch.ones_like(x[:, 0]), lambda x: 1 + 0 * x[:, 0],
+                           lambda x: 0.5 + 0 * x[:, 0], lambda x: 0.4 + 0 * x[:, 0]])
+    ph = basis_field(3, [(4, 5, 6)])
+    long = yukawa.yukawa_table(yukawa.wedge_couplings(om, ph, x, volume=2.0).couplings(), n=2)
+    df = yukawa.compact_table(long)
+    assert len(df) == 2 and list(df.columns[:5]) == ["kind", "triplet", "Y", "Y_stderr", "epsilon"]
+    cols = list(df.columns)
+    for q in ("m_s/m_d", "m_tau/m_e", "m_tau/m_mu", "Q_Koide"):
+        assert cols.index(f"{q} GIFT") == cols.index(q) + 1                   # each beside its formula
+    assert df["m_tau/m_e GIFT"].iloc[0] == "dim_K7 + 10*dim_E8 + 10*H* = 3477"
+    row = long[(long.triplet == df.triplet.iloc[0]) & (long.quantity == "m_s/m_d")].iloc[0]
+    assert df["m_s/m_d"].iloc[0] == row.mapped
+    with pytest.raises(ValueError, match="long yukawa_table"):
+        yukawa.compact_table(df)
+
+
+def test_couplings_on_orthonormal_harmonic_forms(f64):
+    """Flat phi0: the harmonic forms are the fibre forms dy^I / sqrt(2L), L2_g-orthonormal. A 7-form needs
+    dlambda, so every wedge coupling of fibre forms vanishes; Hitchin's cubic sees unit norms."""
+    from k7lib import harmonic as H
+    L = 1.0
+    flat = lambda x: g2.phi0_packed(x.dtype).expand(x.shape[0], 35) + 0 * x[:, :1]
+    r = H.extract(flat, 1024, L, settings=H.ProjectionSettings(H.SpectralBasis(1, 1)))
+    om, ph = r.two.representatives(), r.three.representatives()
+    x = chart_points(64, L=L)
+    assert om(x).shape == (64, 15, 21) and ph(x).shape == (64, 20, 35)
+    w = yukawa.wedge_couplings(om, ph, x, volume=2 * L)
+    assert float(w.Y.abs().max()) < 1e-12
+    h = yukawa.hitchin_cubic(flat, r.three.representatives(3), x[:16], volume=2 * L)
+    assert bool(torch.isfinite(h.values).all())
+    assert torch.allclose(h.norms2, torch.ones(3, dtype=torch.float64), atol=1e-10)   # orthonormal directions
