@@ -193,7 +193,8 @@ $\\langle T\\rangle$ against $\\kappa_T = 1/61$ and $\\langle\\det g\\rangle$ ag
 $\\langle T\\rangle/\\kappa_T - 1$ and $\\langle\\det g\\rangle/\\det g_* - 1$. Beside them: the standard deviation of
 $\\det g$ (its standard error is $s/\\sqrt N$, in the report), the smallest eigenvalue of $g$, the number of
 points where $\\varphi$ is not positive, and the anti-flat measure, the RMS of $\\partial_\\lambda g$ in the neck."""),
-    ("code", """model = result.model.double().eval()
+    ("code", """import copy
+model = copy.deepcopy(result.model).double().eval()      # float64 analyses; the trained model stays as it is
 ev = evaluate(model, S.config.L, n_points=N_EVAL, seed=S.config.seed)
 display(pd.DataFrame({"measured": [ev["T_mean"], ev["det_mean"]],
                       "target": [float(zp.kappa_T), float(zp.det_g_target)],

@@ -170,7 +170,8 @@ def sample(n: int, L: float, generator: torch.Generator | None = None, neck_weig
 def sobol(n: int, L: float, seed: int = 0, dtype=torch.float64, device=None) -> torch.Tensor:
     """n scrambled Sobol points of the chart, (n, 7): lambda uniform on [-L, L], y on [0, 1)^6.
 
-    Randomised quasi-Monte Carlo (Owen scrambling, torch.quasirandom.SobolEngine): each seed is an
+    Randomised quasi-Monte Carlo (torch.quasirandom.SobolEngine: a random linear matrix scramble and a
+    digital shift): each seed is an
     independent scramble, so the spread of a mean over a few seeds is its standard error, while each
     mean converges faster than with uniform points for smooth integrands. Drawn on the CPU in
     float64 (the same points on every device), then moved.

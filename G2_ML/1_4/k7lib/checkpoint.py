@@ -196,6 +196,9 @@ def checkpoint_problem(state: dict, name: str | None = None, expect: str | None 
         return "events is not a list of dicts"
     if not (isinstance(state["recent_losses"], list) and all(map(_is_number, state["recent_losses"]))):
         return "recent_losses is not a list of numbers"
+    streak = state.get("spike_streak", 0)             # absent in checkpoints written before it existed
+    if not (isinstance(streak, int) and not isinstance(streak, bool) and streak >= 0):
+        return f"spike_streak is not a non-negative integer ({streak!r})"
     problem = _rng_problem(state["rng"])
     if problem:
         return problem

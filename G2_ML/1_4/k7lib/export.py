@@ -213,8 +213,10 @@ def _write_text(text):
 
 
 def _is_set_file(name: str) -> bool:
-    """True for the names an export writes at the top of out_dir (FILES and fig_<name>.png)."""
-    return name in FILES.values() or (name.startswith("fig_") and name.endswith(".png"))
+    """True for the names an export writes at the top of out_dir (FILES, fig_<name>.png and .pdf), and
+    for the report's PDF compiled from a previous set (it belongs to that set's .tex)."""
+    return (name in FILES.values() or name == Path(FILES["tex"]).with_suffix(".pdf").name
+            or (name.startswith("fig_") and name.endswith((".png", ".pdf"))))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -390,7 +392,7 @@ def _read_set(out_dir: Path, paths: dict) -> dict:
     if problems:
         raise ValueError(f"{FILES['tex']} is malformed: {problems}")
     return {"model": model, "coords": coords, "metric": metric, "history": history, "metadata": metadata,
-            "tex": tex, "figures": sorted(p for n, p in paths.items() if n.startswith("fig_"))}
+            "tex": tex, "figures": sorted(p for n, p in paths.items() if n.startswith("fig_") and n.endswith(".png"))}
 
 
 def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | None = None, *,
@@ -419,7 +421,8 @@ def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | 
              "n_harmonic_points": harmonic.n_points, "run": result.run_dir.name,
              "harmonic_spectrum_2": harmonic.two.harmonic_eigenvalues, "harmonic_spectrum_3": harmonic.three.harmonic_eigenvalues,
              "b2_harm_gap": harmonic.two.harmonic_gap, "b3_harm_gap": harmonic.three.harmonic_gap,
-             "rollbacks": len(getattr(result, "events", []) or [])}
+             # rollbacks only (the events also hold the polish, early stops and learning-rate changes)
+             "rollbacks": int(result.history["rollbacks"].max()) if "rollbacks" in result.history and len(result.history) else 0}
     if topology:
         extra.update({"b2_topology": topology.get("b2"), "b3_topology": topology.get("b3"),
                       "topology_note": topology.get("note", "")})

@@ -952,6 +952,8 @@ def project(phi_field, L: float, n_points: int, seed: int = 0, settings: Project
     settings = ProjectionSettings() if settings is None else settings
     candidates = {2: candidates_2forms(), 3: candidates_3forms(L)} if candidates is None else candidates
     n_lambda = settings.nodes()
+    if device is None and isinstance(phi_field, torch.nn.Module):
+        device = next((q.device for q in phi_field.parameters()), None)   # points where the model lives
     x, wq, n_y = chart_quadrature(n_points, float(L), n_lambda, seed, device)
     n_q = x.shape[0]
     _check_solvable(settings, n_q, n_y, candidates)

@@ -487,9 +487,13 @@ def render(results) -> tuple:
     P += [r"\subsection{Harmonic forms}",
           r"$\beff k$ is the rank of the Gram matrix $G_{ab}=\int\langle\omega_a,\omega_b\rangle_g\,"
           r"\mathrm{vol}_g$ of the candidate $k$-forms with the learned metric: it measures linear "
-          r"independence. $\bharm k$ counts the harmonic directions among them, the eigenvalues below the "
-          r"spectral gap of Figure~\ref{fig:spectra}. Integrals are Monte Carlo sums over "
-          + v.tex("n_harmonic_points") + r" points (Table~\ref{tab:betti}).", ""]
+          r"independence. $\bharm k$ is the rank of the Gram matrix of their harmonic parts: each closed "
+          r"form $w$ is projected to $h=w-d\alpha$ with $\alpha$ minimising $\|w-d\alpha\|_g$ (the Hodge "
+          r"projection with absolute boundary conditions, a Galerkin least-squares problem on a "
+          r"Gauss--Legendre $\times$ Sobol rule), and the harmonic classes are the $O(1)$ eigenvalues "
+          r"above the spectral gap of Figure~\ref{fig:spectra}, the exact directions the ones at round-off "
+          r"below it. The Gram rank uses " + v.tex("n_harmonic_points") + r" Monte Carlo points "
+          r"(Table~\ref{tab:betti}).", ""]
     P += _table(
         ["", "GIFT", r"$\beff k$ (Gram rank)", r"$\bharm k$", "gap", "spectrum", "chart"],
         [f"$b_{k}$ & " + v.tex(f"b{k}_target") + " & " + v.tex(f"b{k}_eff") + " & " + v.tex(f"b{k}_harm")
@@ -502,8 +506,8 @@ def render(results) -> tuple:
           r"\figurefile{fig_spectra.pdf}{0.8\linewidth}" if "spectra" in figures
           else r"\figurefile{fig_spectra_not_exported.pdf}{\linewidth}",
           r"\caption{Spectra of the harmonic extraction for 2-forms (top) and 3-forms (bottom): the "
-          r"horizontal lines mark the thresholds behind $\beff k$ and $\bharm k$; harmonic directions sit "
-          r"below the gap.}", r"\label{fig:spectra}", r"\end{figure}", ""]
+          r"horizontal lines mark the thresholds behind $\beff k$ and $\bharm k$; harmonic classes are the "
+          r"eigenvalues above the gap, exact directions sit at round-off below it.}", r"\label{fig:spectra}", r"\end{figure}", ""]
 
     P += _yukawa_section(v, records)
 

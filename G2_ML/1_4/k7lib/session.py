@@ -34,7 +34,7 @@ class Session:
     resume: str | int | None   # None, "latest" or a checkpoint's global epoch
     out_dir: Path              # exported results
     device: str
-    lr_scale: float = 1.0      # multiplies every remaining phase's peak learning rate (train's lr_scale)
+    lr_scale: float | None = None   # the user's factor on every remaining phase's peak rate (None: keep the run's)
 
     def describe(self) -> str:
         c = self.config
@@ -42,7 +42,7 @@ class Session:
                 f"{'/'.join(str(p.epochs) for p in c.phases)} epochs, batch {c.batch}, network "
                 f"{c.depth} x {c.width}, checkpoint every {c.checkpoint_every} epochs under {self.root}"
                 + (f", resuming {self.run or 'the latest run'} from {self.resume}" if self.resume is not None else "")
-                + (f", learning rate x{self.lr_scale:g}" if self.lr_scale != 1.0 else ""))
+                + (f", learning rate x{self.lr_scale:g}" if self.lr_scale is not None else ""))
 
 
 def _writable(path: Path, field: str) -> Path:
@@ -76,13 +76,14 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
     resume: "auto" (default) continues the latest run when it was started with this same
     configuration and otherwise starts a new numbered run; None always starts a new run;
     "latest" or a checkpoint number continues `run` (default: the latest run) from there.
-    lr_scale: None or a number > 0 multiplying every remaining phase's peak learning rate
-    (the recipe after a divergence: resume from checkpoint N with LR_SCALE = 0.5).
+    lr_scale: None (keep the run's own factor) or a number > 0: the factor on every remaining
+    phase's peak learning rate (the recipe after a divergence: resume from checkpoint N with
+    LR_SCALE = 0.5); the same value again on a re-run gives the same rate, it does not compound.
     """
     from .train import check_lr_scale
 
     try:
-        lr_scale = 1.0 if lr_scale is None else check_lr_scale(lr_scale)
+        lr_scale = None if lr_scale is None else check_lr_scale(lr_scale)
         config = Config.from_profile(profile, **overrides)
         if epochs_scale is not None:
             config = config.scaled(epochs_scale)

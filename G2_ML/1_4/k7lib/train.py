@@ -6,9 +6,10 @@ is drawn by a generator seeded with (seed << 32) + n, so sampling is a function 
 The learning rate of epoch e of a phase with E epochs and peak lr is
   lr = lr_scale * peak * (e + 1) / n_warm                                   for e < n_warm,
   lr = lr_scale * peak * (f + (1 - f) (1 + cos(pi (e - n_warm) / (E - n_warm))) / 2)   after,
-with n_warm = floor(warmup_frac * E) and f = lr_floor; lr_scale starts at the user's scale
-(`train(..., lr_scale=X)`, 1 by default; on a resume it multiplies the checkpoint's own scale)
-and halves at each rollback. Gradients are clipped to grad_clip (global norm).
+with n_warm = floor(warmup_frac * E) and f = lr_floor; lr_scale = user_scale x rollback_scale:
+user_scale is the user's factor (`train(..., lr_scale=X)`: X itself, not X times what a checkpoint
+had, so running the same resume twice gives the same rate; None keeps the checkpoint's), and
+rollback_scale halves at each rollback. Gradients are clipped to grad_clip (global norm).
 
 Divergence: a NaN/Inf loss or gradient rolls the run back to its last good checkpoint with
 lr_scale halved and records the event. A finite loss above spike_factor x the median of the
@@ -23,6 +24,7 @@ TrainingDiverged, whose message is the recipe to continue (resume_command).
 from __future__ import annotations
 
 import argparse
+import shlex
 import bisect
 import math
 import os
@@ -91,8 +93,11 @@ def check_lr_scale(lr_scale) -> float:
 
 
 def resume_command(config: Config, run: str, root: str | Path, epoch: int, lr_scale: float = 0.5) -> str:
-    """The `python -m k7lib train` line that continues `run` from checkpoint `epoch` with `lr_scale`:
-    every option the configuration needs (profile, seed, device, epochs scale, root) is spelled out."""
+    """The `python -m k7lib train` line that continues `run` from checkpoint `epoch` with `lr_scale`.
+
+    It spells out what the command line can set (profile, seed, device, epochs scale, root); other
+    fields a notebook or script changed are not options of the command line, and a resume checks
+    only the architecture against the checkpoint."""
     parts = ["python -m k7lib train", f"--profile {config.profile}"]
     base = Config.from_profile(config.profile)
     if config.seed != base.seed:
@@ -102,7 +107,7 @@ def resume_command(config: Config, run: str, root: str | Path, epoch: int, lr_sc
     if [p.epochs for p in config.phases] != [p.epochs for p in base.phases]:
         parts.append(f"--epochs-scale {config.phases[0].epochs / base.phases[0].epochs:g}")
     if Path(root).resolve() != Path(runs.DEFAULT_ROOT).resolve():
-        parts.append(f"--root {root}")
+        parts.append(f"--root {shlex.quote(str(root))}")
     parts += [f"--run {run}", f"--resume {epoch}", f"--lr-scale {lr_scale:g}"]
     return " ".join(parts)
 
@@ -122,7 +127,7 @@ class TrainResult:
             return f"{self.run_dir.name}: no epochs trained"
         kappa, det_t = targets()
         polished = "phase_name" in self.history and last.phase_name == "polish"
-        epochs = int((self.history.phase_name != "polish").sum()) if polished else int(last.global_epoch) + 1
+        epochs = int((self.history.phase_name != "polish").sum()) if "phase_name" in self.history else len(self.history)
         return (f"{self.run_dir.name}: {epochs} epochs{' + polish' if polished else ''}, loss {last.loss:.4g}, "
                 f"<T>/kappa_T {last.T_mean / kappa:.4f}, <det g> {last.det_mean:.5f} (target {det_t:.5f}), "
                 f"rollbacks {int(last.rollbacks)}")
@@ -133,7 +138,12 @@ class PhaseScheduler:
 
     def __init__(self, config: Config):
         self.config = config
-        self.lr_scale = 1.0
+        self.user_scale = 1.0          # the user's --lr-scale / LR_SCALE in force
+        self.rollback_scale = 1.0      # halved by each rollback
+
+    @property
+    def lr_scale(self) -> float:
+        return self.user_scale * self.rollback_scale
 
     def lr(self, phase: int, epoch: int) -> float:
         p = self.config.phases[phase]
@@ -147,10 +157,13 @@ class PhaseScheduler:
         return self.lr_scale * p.lr * shape
 
     def state_dict(self) -> dict:
-        return {"lr_scale": float(self.lr_scale)}
+        return {"lr_scale": float(self.lr_scale), "user_scale": float(self.user_scale),
+                "rollback_scale": float(self.rollback_scale)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.lr_scale = float(state["lr_scale"])
+        # checkpoints before the split hold the product only: it was all rollback halvings
+        self.user_scale = float(state.get("user_scale", 1.0))
+        self.rollback_scale = float(state.get("rollback_scale", float(state["lr_scale"]) / self.user_scale))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -205,6 +218,17 @@ def _new_run_dir(run, root: Path) -> Path:
     return path
 
 
+def _append_row(history: dict, row: dict) -> None:
+    """Append one row to the column lists: a column new to the history (a run resumed from an older
+    checkpoint) is back-filled, a column the row lacks gets NaN, so every column keeps one value per row."""
+    n = len(next(iter(history.values()), []))
+    for k in row:
+        if k not in history:
+            history[k] = [0 if k == "skipped" else math.nan] * n
+    for k, col in history.items():
+        col.append(row.get(k, math.nan))
+
+
 def _targets_held(history: dict, config: Config, phase: int, epoch: int) -> bool:
     """True when the means of <T> and <det g> over the last early_stop_window epochs of this phase
     are within early_stop_T of kappa_T and early_stop_det of 65/32 (relative)."""
@@ -236,16 +260,18 @@ def _diverged(config: Config, run_dir: Path, root, epoch: int, reason: str, roll
               tried_scale: float) -> TrainingDiverged:
     """TrainingDiverged naming the newest readable checkpoint at or before `epoch` and the recipe.
 
-    The suggested lr_scale is half the smallest scale the rollbacks tried, relative to that
-    checkpoint's own scale (a resume with a scale already tried would replay the same divergence:
-    the batches are a function of (seed, epoch))."""
+    The suggested lr_scale (the user factor of the resume) halves the smallest rate the rollbacks
+    tried, given that checkpoint's own rollback scale (a resume at a rate already tried would replay
+    the same divergence: the batches are a function of (seed, epoch))."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            state = ck.load_checkpoint(run_dir, epoch, exact=False)
-            good, stored = int(state["global_epoch"]), float(state["scheduler"]["lr_scale"])
+            state = ck.load_checkpoint(run_dir, epoch, exact=False, expect="resume")
+            sched = PhaseScheduler(config)
+            sched.load_state_dict(state["scheduler"])
+            good, stored = int(state["global_epoch"]), sched.rollback_scale
         except (ValueError, KeyError, TypeError):
             good, stored = None, 1.0
     scale = float(f"{min(0.5, 0.5 * tried_scale / stored):.3g}")
@@ -267,7 +293,7 @@ def _check_compatible(config: Config, stored: Config) -> None:
 
 def train(config: Config, run: int | str | None = None, root: str | Path = runs.DEFAULT_ROOT,
           resume: str | int | None = None, progress: bool = True, step_hook=None,
-          lr_scale: float = 1.0) -> TrainResult:
+          lr_scale: float | None = None) -> TrainResult:
     """Train (or resume) a run through all phases of `config`; returns a TrainResult.
 
     run: None -> a new numbered run (runs.new_run); a name or number -> that folder.
@@ -275,10 +301,11 @@ def train(config: Config, run: int | str | None = None, root: str | Path = runs.
       of `run` (None = the latest run); the configuration's architecture must match.
     step_hook(global_epoch, loss) -> loss is applied to each step's loss before the divergence
       check and backward (used to test rollback).
-    lr_scale: multiplies the peak learning rate of every remaining phase (on a resume, on top of
-      the checkpoint's own scale, which rollbacks have halved); the change is recorded in the
-      events and shows in the history's lr column. It is not part of the configuration, so a
-      run can be resumed with a lower rate after a divergence.
+    lr_scale: None keeps the checkpoint's factor (1 for a new run); a number X > 0 sets the user's
+      factor on the peak learning rate of every remaining phase to X (on top of the rollbacks'
+      halvings); a change is recorded in the events and shows in the history's lr column. It is
+      not part of the configuration, so a run can be resumed with a lower rate after a divergence,
+      and resuming twice with the same X gives the same rate.
     Raises ValueError (before any file is written) for a bad configuration or lr_scale, a
     warm-start file that matches nothing, an unwritable or already used run folder; raises
     TrainingDiverged with the recipe to continue when rollbacks cannot stop a divergence.
@@ -286,7 +313,7 @@ def train(config: Config, run: int | str | None = None, root: str | Path = runs.
     if not isinstance(config, Config):
         raise ValueError(f"config: expected a Config, got {type(config).__name__}")
     config.validate()
-    lr_scale = check_lr_scale(lr_scale)
+    lr_scale = None if lr_scale is None else check_lr_scale(lr_scale)
     threads = torch.get_num_threads()
     if config.cpu_threads and resolve_device(config.device).type == "cpu":
         # Small batches: one thread avoids intra-op synchronisation that costs more than it gains.
@@ -328,8 +355,8 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
         history, events = state["history"], list(state["events"])
         rollbacks, recent, start = int(state["rollbacks"]), list(state["recent_losses"]), int(state["global_epoch"])
         streak = int(state.get("spike_streak", 0))
-    if lr_scale != 1.0:
-        scheduler.lr_scale *= lr_scale
+    if lr_scale is not None and lr_scale != scheduler.user_scale:
+        scheduler.user_scale = lr_scale
         events.append({"global_epoch": start, "reason": f"learning rate scaled by {lr_scale:g} by the user"
                        + (f" on resuming from checkpoint {start}" if state is not None else ""),
                        "restored_to": start, "lr_scale": scheduler.lr_scale, "rollback": rollbacks})
@@ -354,6 +381,11 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
         spec = config.phases[phase]
         if epoch == 0:
             recent = []
+            if phase > 0:
+                # a new phase is a new objective: Adam's moment estimates belong to the old weights, and
+                # carried over they make the first steps of a re-weighted loss up to w_new / w_old times
+                # too long (the full profile's kappa weight goes 0.01 -> 1 at phase 2)
+                optimizer.state.clear()
         if progress and bar_phase != phase:
             if bar is not None:
                 bar.close()
@@ -388,10 +420,12 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
             back = ck.load_checkpoint(run_dir, ge, exact=False, expect="resume")
             model.load_state_dict(back["model"])
             optimizer.load_state_dict(back["optimizer"])
-            in_force = scheduler.lr_scale
+            in_force, user = scheduler.rollback_scale, scheduler.user_scale
             scheduler.load_state_dict(back["scheduler"])
-            # half the rate in force, not the checkpoint's: repeated rollbacks to one checkpoint compound
-            scheduler.lr_scale = 0.5 * min(in_force, scheduler.lr_scale)
+            # half the rate in force, not the checkpoint's: repeated rollbacks to one checkpoint compound;
+            # the user's factor in force stays (the checkpoint may predate the resume that set it)
+            scheduler.rollback_scale = 0.5 * min(in_force, scheduler.rollback_scale)
+            scheduler.user_scale = user
             ck.set_rng_state(back["rng"], sampler)
             history, recent = back["history"], list(back["recent_losses"])
             streak = int(back.get("spike_streak", 0))
@@ -408,8 +442,7 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
         row = {"phase": phase + 1, "phase_name": spec.name, "epoch": epoch, "global_epoch": ge}
         row.update(terms.row())
         row.update({"lr": lr, "rollbacks": rollbacks, "skipped": int(skip)})
-        for k, v in row.items():
-            history.setdefault(k, []).append(v)
+        _append_row(history, row)
         if skip:               # a heavy-tailed batch: no update, and kept out of the spike median
             (tqdm.write if progress else (lambda m: None))(f"epoch {ge}: {reason}; step skipped")
         else:
@@ -442,19 +475,18 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
         # from `total` repeats it and a resume from the latest file finds the run complete
         info = polish(model, config)
         row = {"phase": len(config.phases) + 1, "phase_name": "polish", "epoch": 0, "global_epoch": total}
-        row.update({k: math.nan for k in history if k not in row})
         kappa_T, det_t = targets()
         row.update({"T_mean": kappa_T * (1 + info["after"][0]), "det_mean": det_t * (1 + info["after"][1]),
                     "eig_min": info["eig_min"], "lr": 0.0, "rollbacks": rollbacks, "skipped": 0,
                     # the polish's own objective: the squared relative residuals on its points
                     "loss": info["after"][0] ** 2 + info["after"][1] ** 2,
                     "loss_kappa": info["after"][0] ** 2, "loss_det": info["after"][1] ** 2})
-        for k, v in row.items():
-            history.setdefault(k, []).append(v)
+        _append_row(history, row)
         events.append({"global_epoch": total, "reason": (
             f"polish: {info['iters']} Gauss-Newton step(s) on {info['n_points']} Sobol points, <T>/kappa_T - 1 "
             f"{info['before'][0]:+.2e} -> {info['after'][0]:+.2e}, <det g>/(65/32) - 1 {info['before'][1]:+.2e} -> "
-            f"{info['after'][1]:+.2e}" + ("" if info["accepted"] else "; refused (phi would lose positivity)")),
+            f"{info['after'][1]:+.2e}" + (f"; {info['note']}" if info["note"] else "" if info["accepted"]
+                                          else "; refused (phi would lose positivity)")),
             "restored_to": total, "lr_scale": scheduler.lr_scale, "rollback": rollbacks})
         (tqdm.write if progress else (lambda m: None))(events[-1]["reason"])
         ge = total + 1
@@ -524,16 +556,17 @@ def polish(model, config: Config, chunk: int = 1024) -> dict:
     saved = [p.detach().clone() for p in model.parameters()]
     r, J, eig_min, bad = residual_and_jacobian(True)
     before, iters = r.tolist(), 0
-    while iters < config.polish_iters and float(r.abs().max()) >= config.polish_tol:
-        if bad or not bool(torch.isfinite(J).all() and torch.isfinite(r).all()):
-            break
+    note = ""
+    if bad or eig_min < config.eig_margin or not bool(torch.isfinite(J).all() and torch.isfinite(r).all()):
+        note = "not attempted: phi is below the eigenvalue margin (or not positive) before the polish"
+    while not note and iters < config.polish_iters and float(r.abs().max()) >= config.polish_tol:
         step = -J.T @ (torch.linalg.pinv(J @ J.T) @ r)
         # backtracking: a full step, then halves, until the residual falls (far from the targets the
         # linearisation can overshoot)
         for scale in (1.0, 0.5, 0.25, 0.125):
             shift(step, scale)
             r_new, _, eig_new, bad_new = residual_and_jacobian(False)
-            if float(r_new.abs().max()) < float(r.abs().max()) and bad_new == 0:
+            if float(r_new.abs().max()) < float(r.abs().max()) and bad_new == 0 and eig_new >= config.eig_margin:
                 break
             shift(step, -scale)
         else:
@@ -542,7 +575,7 @@ def polish(model, config: Config, chunk: int = 1024) -> dict:
         r, eig_min, bad = r_new, eig_new, bad_new
         if iters < config.polish_iters and float(r.abs().max()) >= config.polish_tol:
             r, J, eig_min, bad = residual_and_jacobian(True)
-    accepted = not (bad or eig_min < config.eig_margin or not bool(torch.isfinite(r).all()))
+    accepted = not note and not (bad or eig_min < config.eig_margin or not bool(torch.isfinite(r).all()))
     if not accepted:
         with torch.no_grad():
             for p, q in zip(model.parameters(), saved):
@@ -550,7 +583,7 @@ def polish(model, config: Config, chunk: int = 1024) -> dict:
         r = torch.tensor(before, dtype=torch.float64)
     model.to(dtype0)
     return {"iters": iters, "before": before, "after": r.tolist(), "accepted": accepted, "n_points": n,
-            "eig_min": eig_min, "nonpositive": bad}
+            "eig_min": eig_min, "nonpositive": bad, "note": note}
 
 
 def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.dtype = torch.float64,
@@ -630,7 +663,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu-threads", type=int, default=None,
                     help="torch threads while training on the CPU (1 is fastest on busy shared cores)")
     ap.add_argument("--warm-start", default=None, help="state dict to load compatible weights from")
-    ap.add_argument("--lr-scale", type=float, default=1.0,
+    ap.add_argument("--lr-scale", type=float, default=None,
                     help="multiply every remaining phase's peak learning rate (e.g. 0.5 after a divergence)")
     ap.add_argument("--eval-points", type=int, default=4096, help="fresh points for the final float64 numbers")
     ap.add_argument("--no-progress", action="store_true")
@@ -639,7 +672,8 @@ def main(argv=None) -> int:
         raise ValueError(f"--eval-points must be a positive integer, got {args.eval_points}")
     overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device), ("warm_start", args.warm_start),
                                    ("cpu_threads", args.cpu_threads)) if v is not None}
-    lr_scale = check_lr_scale(args.lr_scale)             # before any work: nothing is written on bad input
+    # before any work: nothing is written on bad input
+    lr_scale = None if args.lr_scale is None else check_lr_scale(args.lr_scale)
     config = Config.from_profile(args.profile, **overrides)
     if args.epochs_scale is not None:
         config = config.scaled(args.epochs_scale)
