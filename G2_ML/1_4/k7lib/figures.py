@@ -36,21 +36,31 @@ def chart_figure(L: float, n: int = 401) -> Figure:
 
 
 def history_figure(history: pd.DataFrame, config=None) -> Figure:
-    """Loss, <T>/kappa_T and <det g>/(65/32) against the global epoch, phases shaded."""
+    """Loss, <T>/kappa_T and <det g>/(65/32) against the global epoch, phase boundaries dashed.
+
+    The final polish (history row with phase_name "polish": its means on the polish points) is a
+    marker at the last epoch on the two target panels; its loss is not a training loss and is left out.
+    """
     z = ZeroParamGeometry()
     fig = Figure(figsize=(9, 2.8), layout="constrained")         # sized to a page width (results_v1_4.tex)
     a, b, c = fig.subplots(1, 3)
-    ep = history["global_epoch"]
-    a.semilogy(ep, history["loss"])
+    polished = history["phase_name"] == "polish" if "phase_name" in history else pd.Series(False, index=history.index)
+    h, pol = history[~polished], history[polished]
+    ep = h["global_epoch"]
+    a.semilogy(ep, h["loss"])
     a.set(xlabel="epoch", ylabel="loss", title="total loss")
-    b.plot(ep, history["T_mean"] / float(z.kappa_T))
+    b.plot(ep, h["T_mean"] / float(z.kappa_T))
     b.axhline(1, color="k", ls=":")
     b.set(xlabel="epoch", ylabel="<T> / κ_T", title="torsion vs 1/61")
-    c.plot(ep, history["det_mean"] / float(z.det_g_target))
+    c.plot(ep, h["det_mean"] / float(z.det_g_target))
     c.axhline(1, color="k", ls=":")
     c.set(xlabel="epoch", ylabel="<det g> / (65/32)", title="det g vs 65/32")
-    if "phase" in history:
-        starts = history.groupby("phase")["global_epoch"].min()
+    if len(pol):
+        b.plot(pol["global_epoch"], pol["T_mean"] / float(z.kappa_T), "r*", ms=9, label="after the polish")
+        c.plot(pol["global_epoch"], pol["det_mean"] / float(z.det_g_target), "r*", ms=9, label="after the polish")
+        b.legend(fontsize=7, loc="upper right")
+    if "phase" in h:
+        starts = h.groupby("phase")["global_epoch"].min()
         for ax in (a, b, c):
             for s in starts.iloc[1:]:
                 ax.axvline(s, color="grey", lw=0.6, ls="--")

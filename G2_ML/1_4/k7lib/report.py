@@ -324,8 +324,13 @@ def _pm(v: _Values, key: str, se_key: str) -> str:
     return f"{v.tex(key)} \\pm {v.tex(se_key)}"
 
 
+_IN_BETTI_TABLE = ("b_eff", "b_harm", "gap ratio across b_harm")     # rows of further tables shown in tab:betti
+
+
 def _spectrum_summary(v: _Values, k: int) -> str:
     spec = v.raw(f"harmonic_spectrum_{k}")
+    if hasattr(spec, "tolist") and not isinstance(spec, (list, tuple)):     # a tensor or array (in-memory run)
+        spec = spec.tolist()
     if not isinstance(spec, (list, tuple)) or not spec:
         return NOT_COMPUTED
     vals = [as_number(s) for s in spec]
@@ -441,9 +446,12 @@ def render(results) -> tuple:
           r"\end{align*}",
           r"where $L_{+}$ keeps $g$ positive definite and well conditioned and $V$ is the RMS of "
           r"$\partial_\lambda g$ in the neck (the anti-flat measure); the weights $w_i$ of each phase are "
-          r"in Table~\ref{tab:schedule}. Adam with warm-up and cosine decay and gradient clipping; a NaN "
-          r"or a loss spike rolls back to the last checkpoint at half the learning rate ("
-          + v.tex("rollbacks") + " rollbacks in this run).",
+          r"in Table~\ref{tab:schedule}. Adam with warm-up and cosine decay and gradient clipping, its "
+          r"state reset at each phase; a NaN, or a run of loss spikes, rolls back to the last checkpoint at "
+          r"half the learning rate (a lone spike only skips its step; " + v.tex("rollbacks")
+          + r" rollbacks in this run). After the last phase a Gauss--Newton polish makes the smallest change "
+          r"of the network's weights that puts $\langle T\rangle$ and $\langle\det g\rangle$ on their targets "
+          r"over " + v.tex("config.polish_points") + r" fixed Sobol points; $g=g(\varphi)$ throughout.",
           ""]
     sched = _schedule(v)
     if sched is None:
@@ -503,7 +511,7 @@ def render(results) -> tuple:
         r"spectral gap and the spectrum of the harmonic extraction where exported, and the Betti numbers "
         r"of the chart $[-L,L]\times T^6$.", "tab:betti", "lcccccc")
     P += [r"\begin{figure}[ht]", r"\centering",
-          r"\figurefile{fig_spectra.pdf}{0.8\linewidth}" if "spectra" in figures
+          r"\figurefile{fig_spectra.pdf}{0.72\linewidth}" if "spectra" in figures
           else r"\figurefile{fig_spectra_not_exported.pdf}{\linewidth}",
           r"\caption{Spectra of the harmonic extraction for 2-forms (top) and 3-forms (bottom): the "
           r"horizontal lines mark the thresholds behind $\beff k$ and $\bharm k$; harmonic classes are the "
@@ -562,6 +570,8 @@ def render(results) -> tuple:
             cols = list(map(str, df.columns))
             rows = []
             for r in range(len(df)):
+                if str(df.iat[r, 0]).startswith(_IN_BETTI_TABLE):       # already in the Betti table
+                    continue
                 cells = []
                 for c in range(len(cols)):
                     x = df.iat[r, c]
@@ -569,7 +579,7 @@ def render(results) -> tuple:
                 rows.append(" & ".join(cells) + r" \\")
             P += _table([latex_escape(c) for c in cols], rows, latex_escape(name), f"tab:extra{t}",
                         "p{0.5\\linewidth}" + "c" * (len(cols) - 1) if len(cols) <= 4 else "l" * len(cols),
-                        r"\footnotesize", fit=True, float_=False)
+                        r"\scriptsize", fit=True, float_=False)
 
     P += [r"\end{document}", ""]
     return "\n".join(P), dict(v.used)
