@@ -76,27 +76,13 @@ def save_checkpoint(run_dir: str | Path, state: dict) -> Path:
             tmp.unlink()
         except OSError:
             pass
-    _fsync_dir(final.parent)
+    runs.fsync_dir(final.parent)
     return final
 
 
 def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     """Remove `.ckpt_*.tmp` files left by writers that are no longer running; returns them."""
     return runs.remove_stale(run_dir, TEMPORARIES)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the rename durable where the platform allows opening a directory."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _is_int(v) -> bool:

@@ -219,19 +219,6 @@ def _is_set_file(name: str) -> bool:
             or (name.startswith("fig_") and name.endswith((".png", ".pdf"))))
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _rotate_previous(out_dir: Path) -> None:
     """Make .export-previous (the set just replaced) the new out_dir/previous; idempotent after a kill."""
     nxt, prev, discard = out_dir / _NEXT_PREVIOUS, out_dir / PREVIOUS, out_dir / _DISCARD
@@ -260,7 +247,7 @@ def _apply(out_dir: Path) -> None:
         for name in names:
             if (commit / name).exists():
                 os.replace(commit / name, out_dir / name)
-        _fsync_dir(out_dir)
+        runs.fsync_dir(out_dir)
     if commit.exists():
         shutil.rmtree(commit)                       # the switch is complete
     _rotate_previous(out_dir)
@@ -316,10 +303,10 @@ def write_outputs(out_dir, results: Results) -> dict:
         torch.load(staging / target, weights_only=True)     # the .pt must load as plain data
         target = MANIFEST
         (staging / MANIFEST).write_text(json.dumps(sorted(writers)), encoding="utf-8")
-        _fsync_dir(staging)
+        runs.fsync_dir(staging)
         target = None
         os.rename(staging, out_dir / COMMIT)                 # the commit: one rename
-        _fsync_dir(out_dir)
+        runs.fsync_dir(out_dir)
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(err, (OSError, RuntimeError)):

@@ -148,3 +148,17 @@ def writable_folder(path: str | Path, field: str = "folder") -> Path:
     except OSError as err:
         raise ValueError(f"{field}: folder {str(path)!r} is not writable ({err.strerror or err})") from None
     return path
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make renames in a folder durable where the platform allows opening a directory."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
