@@ -62,6 +62,10 @@ def test_notebook_runs_end_to_end_in_the_quick_profile(tmp_path):
                 "det_g_target", "det_g_measured", "tau", "profile", "seed", "versions"):
         assert key in md
     assert md["profile"] == "quick"
+    assert (md["b2_eff"], md["b3_eff"], md["b2_harm"], md["b3_harm"]) == (21, 77, 15, 20)   # T^6's cohomology
+    # the quick profile's targets, reached through phi (g = g(phi), no rescaling)
+    assert abs(md["kappa_T_measured"] / md["kappa_T_target"] - 1) <= 0.01
+    assert abs(md["det_g_measured"] / md["det_g_target"] - 1) <= 2e-4
     coords, metric = np.load(out / "coords_v1_4.npy"), np.load(out / "metric_v1_4.npy")
     assert coords.shape[0] == metric.shape[0] and metric.shape[1:] == (7, 7) and metric.dtype == np.float64
     hist = pd.read_csv(out / "history_v1_4.csv")
