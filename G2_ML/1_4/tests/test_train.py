@@ -401,3 +401,11 @@ def test_a_checkpoint_from_before_the_skipped_column_resumes_into_a_consistent_h
     res = train(cfg, run="run_1", root=tmp_path, resume=4, progress=False)
     assert list(res.history.skipped) == [0] * 12 and len(res.history) == 12
     assert ck.load_checkpoint(res.run_dir, 12, expect="resume")["global_epoch"] == 12
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_cuda_requested_without_a_gpu_is_one_line_and_writes_nothing(tmp_path, capsys):
+    rc = cli(["train", "--profile", "quick", "--device", "cuda", "--root", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["error: device: 'cuda' requested but CUDA is not available"]
+    assert files_under(tmp_path) == []
