@@ -261,13 +261,8 @@ xy = harmonic.sample_chart(1024 if S.config.profile == "quick" else 8192, S.conf
 metric = lambda x: g2.metric_data_packed(model(x)).g
 W = yukawa.wedge_couplings(omega2, Phi3, xy, volume=chart.chart_volume(S.config.L), metric=metric)
 C = yukawa.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=chart.chart_volume(S.config.L))
-tables = []
-for cp in (W.couplings(), C.couplings()):
-    try:                                   # a kind with no coupling above 2 standard errors is said, not mapped
-        tables.append(yukawa.yukawa_table(cp))
-    except ValueError as err:
-        print(f"{cp.kind}: {err}")
-Y = pd.concat(tables, ignore_index=True) if tables else None
+Y, notes = yukawa.coupling_tables(W.couplings(), C.couplings())
+print(*notes, sep="\n")
 if Y is not None:
     display(yukawa.compact_table(Y))"""),
     ("md", """## 10. Export

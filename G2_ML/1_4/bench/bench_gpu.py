@@ -29,7 +29,6 @@ import tempfile
 import time
 from dataclasses import replace
 
-import pandas as pd
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -152,13 +151,8 @@ def main(argv=None) -> int:
         W = yukawa.wedge_couplings(H.two.representatives(), H.three.representatives(), xy,
                                    volume=chart.chart_volume(cfg.L), metric=metric)
         C = yukawa.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=chart.chart_volume(cfg.L))
-        tables = []
-        for cp in (W.couplings(), C.couplings()):
-            try:
-                tables.append(yukawa.yukawa_table(cp))
-            except ValueError as err:                  # no coupling above its noise: said, not mapped
-                print(f"{cp.kind}: {err}")
-        table = pd.concat(tables, ignore_index=True) if tables else None
+        table, notes = yukawa.coupling_tables(W.couplings(), C.couplings())
+        print(*notes, sep="\n")
         _sync(device)
         print(f"Yukawa couplings on {args.yukawa_points} points: {time.perf_counter() - t0:.1f} s "
               f"(Hitchin cubic on 256 points)")

@@ -536,6 +536,20 @@ def yukawa_table(couplings: Couplings, triplets=None, layer: TauLayer | None = N
 
 
 
+def coupling_tables(*couplings, layer: TauLayer | None = None) -> tuple:
+    """(table, notes): the long yukawa_table of every Couplings given, concatenated (None when none has
+    a coupling above its noise), and one note per kind left out, saying why (no triplet to map)."""
+    import pandas as pd
+
+    tables, notes = [], []
+    for cp in couplings:
+        try:
+            tables.append(yukawa_table(cp, layer=layer))
+        except ValueError as err:            # a kind with no coupling above 2 standard errors is said, not mapped
+            notes.append(f"{cp.kind}: {err}")
+    return (pd.concat(tables, ignore_index=True) if tables else None), notes
+
+
 def compact_table(table: pd.DataFrame) -> pd.DataFrame:
     """The long `yukawa_table` folded to one row per (kind, triplet): Y, its standard error and eps, then
     for each quantity the mapped value followed by its GIFT integer formula ("formula = exact")."""

@@ -5,7 +5,6 @@ the same stray tensor would land on the CPU beside CUDA data, which this catches
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
@@ -31,13 +30,7 @@ def test_the_pipeline_creates_no_tensor_on_the_default_device(tmp_path):
         W = yukawa.wedge_couplings(H.two.representatives(), H.three.representatives(), xy,
                                    volume=chart.chart_volume(cfg.L), metric=metric)
         C = yukawa.hitchin_cubic(model, H.three.representatives(3), xy[:32], volume=chart.chart_volume(cfg.L))
-        tables = []
-        for cp in (W.couplings(), C.couplings()):
-            try:
-                tables.append(yukawa.yukawa_table(cp))
-            except ValueError:
-                pass
-        Y = pd.concat(tables, ignore_index=True) if tables else None
+        Y, _ = yukawa.coupling_tables(W.couplings(), C.couplings())
         res = export.results_from_run(result, ev, H, Y, n_points=64, topology=topology.chart_support())
         export.write_outputs(tmp_path / "out", res)
     assert (H.b2_harm, H.b3_harm) == (15, 20) and (tmp_path / "out" / export.FILES["metadata"]).is_file()
