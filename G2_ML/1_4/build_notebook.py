@@ -262,7 +262,7 @@ metric = lambda x: g2.metric_data_packed(model(x)).g
 W = yukawa.wedge_couplings(omega2, Phi3, xy, volume=chart.chart_volume(S.config.L), metric=metric)
 C = yukawa.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=chart.chart_volume(S.config.L))
 Y, notes = yukawa.coupling_tables(W.couplings(), C.couplings())
-print(*notes, sep="\n")
+print(*notes, sep="\\n")
 if Y is not None:
     display(yukawa.compact_table(Y))"""),
     ("md", """## 10. Export
