@@ -90,6 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=10, help="steps per timing of the breakdown")
     ap.add_argument("--harmonic-points", type=int, default=100_000)
     ap.add_argument("--yukawa-points", type=int, default=8192)
+    ap.add_argument("--polish-points", type=int, default=None, help="default: the full profile's")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: no CUDA device is available here; run with --device cpu for a smoke test")
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
             print(f"peak GPU memory, training: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 
         t0 = time.perf_counter()
-        info = polish(result.model, replace(cfg, polish_points=full.polish_points))
+        info = polish(result.model, replace(cfg, polish_points=args.polish_points or full.polish_points))
         _sync(device)
         print(f"polish on {info['n_points']} Sobol points: {time.perf_counter() - t0:.1f} s, {info['iters']} step(s), "
               f"residuals {info['before'][0]:+.1e}, {info['before'][1]:+.1e} -> {info['after'][0]:+.1e}, "

@@ -58,6 +58,6 @@ def test_gpu_bench_runs_as_a_cpu_smoke_test_and_refuses_cuda_without_a_gpu(capsy
         assert bench_gpu.main(["--device", "cuda"]) == 2
         assert capsys.readouterr().out.strip().startswith("error: --device cuda: no CUDA device")
     assert bench_gpu.main(["--device", "cpu", "--epochs", "4", "--steps", "1", "--harmonic-points", "1024",
-                           "--yukawa-points", "128"]) == 0
+                           "--yukawa-points", "128", "--polish-points", "256"]) == 0
     out = capsys.readouterr().out
     assert "epochs/s" in out and "ratio" in out and "b_harm = (15, 20)" in out
