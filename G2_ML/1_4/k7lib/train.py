@@ -52,7 +52,7 @@ class TrainingDiverged(RuntimeError):
 
     Attributes: epoch (global epoch of the divergence), reason, run (run folder name),
     checkpoint (global epoch of the last good checkpoint at or before `epoch`, or None),
-    command (the command line that resumes from it with half the learning rate),
+    command (the command line that resumes from it at half the lowest rate the rollbacks tried),
     settings (the notebook parameters that do the same). str(err) is the whole recipe;
     `markdown()` is the same as Markdown for a notebook.
     """
@@ -68,16 +68,17 @@ class TrainingDiverged(RuntimeError):
         if self.checkpoint is None:
             return head + "; no good checkpoint to resume from: start a new run with a smaller learning rate"
         notebook = ", ".join(f"{k} = {v!r}" for k, v in self.settings.items())
-        return (f"{head}. Last good checkpoint: {self.checkpoint} in {self.run}. Continue from it with half "
-                f"the learning rate:\n  command line: {self.command}\n  notebook: set {notebook} and run all cells")
+        return (f"{head}. Last good checkpoint: {self.checkpoint} in {self.run}. Continue from it at half the "
+                f"lowest rate the rollbacks tried:\n  command line: {self.command}\n  notebook: set {notebook} "
+                "and run all cells")
 
     def markdown(self) -> str:
         head = f"**Training diverged** at epoch {self.epoch} ({self.reason}) after {self.rollbacks} rollbacks."
         if self.checkpoint is None:
             return head + " No good checkpoint exists: start a new run with a smaller learning rate."
         notebook = ", ".join(f"`{k} = {v!r}`" for k, v in self.settings.items())
-        return (f"{head}\n\nLast good checkpoint: **{self.checkpoint}** of `{self.run}`. Continue from it with "
-                f"half the learning rate:\n\n- notebook: set {notebook} in the parameters cell and run all cells;"
+        return (f"{head}\n\nLast good checkpoint: **{self.checkpoint}** of `{self.run}`. Continue from it at "
+                f"half the lowest rate the rollbacks tried:\n\n- notebook: set {notebook} in the parameters cell and run all cells;"
                 f"\n- command line: `{self.command}`")
 
     def _render_traceback_(self):           # IPython: the recipe instead of a traceback
