@@ -120,7 +120,7 @@ standard 3-form back by a frame with $\\det A = 1$: a warp that stretches a diff
 each block, and a hyper-Kähler rotation of fibre planes whose angle $\\theta(\\lambda)$ rises from $0$ to
 $\\pi/2$ across the neck. So $\\det g(\\varphi_{\\rm bg}) = s^{14} = 65/32$ exactly while the metric varies
 with $\\lambda$; the learned network adds a correction that is zero at initialisation."""),
-    ("code", """from k7lib import chart, figures
+    ("code", """from k7lib import chart, figures, sampling
 figures.chart_figure(S.config.L)"""),
     ("md", """*The chart.* Left: the three region weights sum to one at every $\\lambda$. Middle: the twist angle
 $\\theta(\\lambda)$ turns from $0$ to $\\pi/2$ inside the neck only. Right: the eigenvalues of $g(\\varphi_{\\rm bg})$
@@ -131,7 +131,7 @@ $g = (\\det B)^{-1/9} B$, so $g(\\varphi_0) = I$ and $g(A^*\\varphi_0) = A^{\\ma
 background points, that $\\det g = 65/32$ to round-off and that the $G_2$ identities $|\\varphi|_g^2 = 7$,
 $\\varphi\\wedge\\psi = 7\\,{\\rm vol}_g$ and $\\psi = \\star\\varphi$ hold pointwise."""),
     ("code", """from k7lib import g2
-x = chart.sample(512, S.config.L, torch.Generator().manual_seed(1), dtype=torch.float64)[0]
+x = sampling.uniform(512, S.config.L, torch.Generator().manual_seed(1), dtype=torch.float64)[0]
 m = g2.metric_data_packed(chart.phi_background(x, S.config.L))
 ids = g2.g2_identities(k7lib.forms.unpack(chart.phi_background(x, S.config.L), 3))
 print(f"max |det g - 65/32| on the background: {float((m.det - float(zp.det_g_target)).abs().max()):.2e}")
@@ -155,7 +155,7 @@ with the weights $w_i$ of phase 1."""),
     ("code", """from k7lib.model import K7PhiModel
 from k7lib.losses import compute_losses
 torch.manual_seed(S.config.seed)
-x0, w0 = chart.sample(S.config.batch, S.config.L, torch.Generator().manual_seed(0))
+x0, w0 = sampling.uniform(S.config.batch, S.config.L, torch.Generator().manual_seed(0))
 terms = compute_losses(K7PhiModel(S.config), x0, w0, S.config.phases[0].weights, S.config.method, L=S.config.L)
 display(pd.Series(terms.row(), name="untrained").to_frame().T)"""),
     ("md", """## 6. Training
@@ -257,7 +257,8 @@ never as a fit."""),
     ("code", """from k7lib import yukawa
 print(yukawa.TRIPLE_PRODUCT_VANISHES)
 omega2, Phi3 = H.two.representatives(), H.three.representatives()      # L2_g-orthonormal harmonic forms
-xy = harmonic.sample_chart(1024 if S.config.profile == "quick" else 8192, S.config.L, seed=S.config.seed + 1, device=S.device)
+xy = sampling.chart_points(1024 if S.config.profile == "quick" else 8192, S.config.L, seed=S.config.seed + 1,
+                           method="uniform", device=S.device)
 metric = lambda x: g2.metric_data_packed(model(x)).g
 W = yukawa.wedge_couplings(omega2, Phi3, xy, volume=chart.chart_volume(S.config.L), metric=metric)
 C = yukawa.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=chart.chart_volume(S.config.L))
@@ -311,8 +312,8 @@ constant ($r \\ne 1$), so $\\psi = \\star\\varphi$ and $\\varphi\\wedge\\psi = 7
 learned Ricci-flat correction of $\\omega$ (Monge–Ampère loss) makes $r$ nearly constant, measured by
 cymetric's $\\sigma$."""),
     ("code", """if EXPLORE:
-    from k7lib import links, ricci_flat
-    checks = links.structure_checks(links.sample_chart(64, seed=0))
+    from k7lib.calabi_yau import link as links, ricci_flat
+    checks = links.structure_checks(sampling.link_points(64, seed=0))
     display(pd.DataFrame({k: v.detach().numpy() for k, v in checks.items()}).describe().T[["mean", "max"]])
     potential, ricci_history, _ = ricci_flat.train(ricci_flat.RicciConfig(n_train=2000, epochs=10))
     display(ricci_flat.sigma_table(potential, 2000, seeds=(101, 102)))"""),

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from k7lib import chart, export, g2, harmonic, topology, yukawa   # noqa: E402
+from k7lib import chart, export, g2, harmonic, sampling, topology, yukawa   # noqa: E402
 from k7lib.config import Config                                # noqa: E402
 from k7lib.derivatives import value_and_jacobian               # noqa: E402
 from k7lib.losses import compute_losses                        # noqa: E402
@@ -67,7 +67,7 @@ def step_breakdown(config: Config, device, dtype, steps: int) -> tuple[float, fl
     weights = config.phases[-1].weights
 
     def step():
-        x, w = chart.sample(config.batch, config.L, gen, config.neck_weighted, dtype=dtype, device=device)
+        x, w = sampling.uniform(config.batch, config.L, gen, config.neck_weighted, dtype=dtype, device=device)
         out = compute_losses(model, x, w, weights, config.method, L=config.L, eig_margin=config.eig_margin,
                              cond_cap=config.cond_cap, anti_flat_margin=config.anti_flat_margin)
         opt.zero_grad(set_to_none=True)
@@ -75,7 +75,7 @@ def step_breakdown(config: Config, device, dtype, steps: int) -> tuple[float, fl
         opt.step()
 
     def network():
-        x, _ = chart.sample(config.batch, config.L, gen, dtype=dtype, device=device)
+        x, _ = sampling.uniform(config.batch, config.L, gen, dtype=dtype, device=device)
         model.zero_grad(set_to_none=True)
         value, jac = value_and_jacobian(model, x)
         (value.square().sum() + jac.square().sum()).backward()
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
               + (f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device.type == "cuda" else ""))
 
         t0 = time.perf_counter()
-        xy = harmonic.sample_chart(args.yukawa_points, cfg.L, seed=cfg.seed + 1, device=device)
+        xy = sampling.chart_points(args.yukawa_points, cfg.L, seed=cfg.seed + 1, method="uniform", device=device)
         metric = lambda x: g2.metric_data_packed(model(x)).g
         W = yukawa.wedge_couplings(H.two.representatives(), H.three.representatives(), xy,
                                    volume=chart.chart_volume(cfg.L), metric=metric)

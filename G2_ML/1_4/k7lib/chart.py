@@ -1,4 +1,6 @@
-"""The twisted-connected-sum chart of K7: neck coordinate, regions, sampler and background 3-form.
+"""The twisted-connected-sum chart of K7: neck coordinate, regions and background 3-form.
+
+Its points are drawn by `k7lib.sampling`.
 
 Points are x (batch, 7): x[:, 0] = lambda in [-L, L] (the neck coordinate, not periodic;
 lambda = -L lies deep in the left block, +L deep in the right one) and x[:, 1:] = y in
@@ -29,7 +31,6 @@ The integers (2, 1/5, 3/4, 1/4) and pi/2 are architecture; nothing is fitted.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from fractions import Fraction
 
@@ -38,6 +39,7 @@ import torch
 from . import forms as F
 from . import g2
 from .constants import ZeroParamGeometry
+from .inputs import check_length
 
 DIM = F.DIM
 # Neck core |t| <= 1/4, pure blocks |t| >= 3/4 (t = lambda / L).
@@ -51,16 +53,9 @@ TWIST_TOTAL = math.pi / 2
 TWIST_PLANES = ((3, 6), (4, 5))
 
 
-def _check_L(L: float) -> float:
-    L = float(L)
-    if not (L > 0 and math.isfinite(L)):
-        raise ValueError(f"chart half-length L must be a positive finite number, got {L}")
-    return L
-
-
 def chart_volume(L: float) -> float:
     """Coordinate volume of [-L, L] x [0, 1)^6, i.e. 2L."""
-    return 2 * _check_L(L)
+    return 2 * check_length(L)
 
 
 def scale_s() -> float:
@@ -79,7 +74,7 @@ def smooth_step(t: torch.Tensor) -> torch.Tensor:
 
 def region_weights(lam: torch.Tensor, L: float) -> torch.Tensor:
     """(batch,) lambda -> (batch, 3) weights (left, neck, right), smooth, non-negative, summing to 1."""
-    L = _check_L(L)
+    L = check_length(L)
     t = lam / L
     width = float(BLOCK_START - NECK_CORE)
     left = 1 - smooth_step((t + float(BLOCK_START)) / width)
@@ -89,7 +84,7 @@ def region_weights(lam: torch.Tensor, L: float) -> torch.Tensor:
 
 def twist_angle(lam: torch.Tensor, L: float) -> torch.Tensor:
     """theta(lambda) = (pi/2) smooth_step((t + 3/4) * 2/3), t = lambda/L: 0 in the left block, pi/2 in the right."""
-    L = _check_L(L)
+    L = check_length(L)
     span = 2 * float(BLOCK_START)
     return TWIST_TOTAL * smooth_step((lam / L + float(BLOCK_START)) / span)
 
@@ -136,52 +131,3 @@ def phi_background(x: torch.Tensor, L: float) -> torch.Tensor:
     A = frame(x[:, 0], L)
     phi0 = g2.phi0_packed(x.dtype, x.device).expand(x.shape[0], -1)
     return scale_s() ** 3 * F.transform_packed(phi0, 3, A.transpose(-1, -2))
-
-
-def sample(n: int, L: float, generator: torch.Generator | None = None, neck_weighted: bool = False,
-           dtype=torch.float32, device=None):
-    """n points of the chart and importance weights: (x (n, 7), w (n,)).
-
-    lambda has density p(lambda); w = (1/(2L)) / p(lambda), so mean(w f(x)) is an unbiased
-    estimate of the chart average and mean(w f(x)) * chart_volume(L) of the integral of f.
-    neck_weighted=False: p uniform on [-L, L] (w = 1). neck_weighted=True: the mixture
-    p = 1/2 U[-L, L] + 1/2 U[-L/2, L/2], i.e. three times the density on |lambda| < L/2
-    (where the twist turns) as outside.
-    y is uniform on [0, 1)^6 in both cases.
-    """
-    L = _check_L(L)
-    if int(n) != n or n < 1:
-        raise ValueError(f"number of points n must be a positive integer, got {n}")
-    n = int(n)
-    # drawn where the generator lives (the CPU by default), so a seed gives the same points on every device
-    at = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(n, DIM, generator=generator, dtype=torch.float64, device=at)
-    lam = (2 * u[:, 0] - 1) * L
-    w = torch.ones(n, dtype=torch.float64, device=at)
-    if neck_weighted:
-        pick = torch.rand(n, generator=generator, dtype=torch.float64, device=at) < 0.5
-        lam = torch.where(pick, lam / 2, lam)
-        density = 0.5 / (2 * L) + 0.5 * (lam.abs() < L / 2).double() / L
-        w = (1 / (2 * L)) / density
-    x = torch.cat([lam[:, None], u[:, 1:]], dim=1)
-    return x.to(dtype=dtype, device=device), w.to(dtype=dtype, device=device)
-
-
-def sobol(n: int, L: float, seed: int = 0, dtype=torch.float64, device=None) -> torch.Tensor:
-    """n scrambled Sobol points of the chart, (n, 7): lambda uniform on [-L, L], y on [0, 1)^6.
-
-    Randomised quasi-Monte Carlo (torch.quasirandom.SobolEngine: a random linear matrix scramble and a
-    digital shift): each seed is an
-    independent scramble, so the spread of a mean over a few seeds is its standard error, while each
-    mean converges faster than with uniform points for smooth integrands. Drawn on the CPU in
-    float64 (the same points on every device), then moved.
-    """
-    L = _check_L(L)
-    if int(n) != n or n < 1:
-        raise ValueError(f"number of points n must be a positive integer, got {n}")
-    # the engine keeps 32 bits of its seed: hash the whole integer so (seed, stream) pairs stay distinct
-    seed32 = int.from_bytes(hashlib.blake2b(str(int(seed)).encode(), digest_size=4).digest(), "little")
-    with torch.device("cpu"):             # SobolEngine builds its tables on the default device
-        u = torch.quasirandom.SobolEngine(DIM, scramble=True, seed=seed32).draw(int(n), dtype=torch.float64)
-    x = torch.cat([(2 * u[:, :1] - 1) * L, u[:, 1:]], dim=1)
-    return x.to(dtype=dtype, device=device)

@@ -324,23 +324,3 @@ def load_trained(run: int | str | None = None, root: str | Path = runs.DEFAULT_R
     model = K7PhiModel(config)
     model.load_state_dict(state["model"])
     return model.to(device=device, dtype=dtype).eval(), config
-
-
-def add_run_arguments(parser) -> None:
-    """--run, --root, --which and --threads: the options of every command that reads a trained run."""
-    parser.add_argument("--run", default=None, help="run number or name (default: the latest run)")
-    parser.add_argument("--root", default=str(runs.DEFAULT_ROOT), help="folder holding run_N folders")
-    parser.add_argument("--which", default="latest", help="checkpoint of the run to load (default: latest)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's own; 1 is fastest on busy shared cores)")
-
-
-def load_from_args(args):
-    """(model, config) of the run named by add_run_arguments' options; ValueError naming what is missing."""
-    runs.resolve_run(args.run, args.root)          # a missing run is a clear error before any loading
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    which = int(args.which) if str(args.which).isdigit() else args.which
-    return load_trained(run=args.run, root=args.root, which=which)

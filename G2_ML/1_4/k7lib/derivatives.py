@@ -65,7 +65,7 @@ def value_and_jacobian(field, x: torch.Tensor, method: str = "autograd", h: floa
 
 def d_packed(field, x: torch.Tensor, k: int, method: str = "autograd", h: float | None = None):
     """(omega, d omega) for a packed k-form field: (batch, C(7,k)) -> packed (batch, C(7,k+1))."""
-    F._check_degree(k)
+    F.check_degree(k)
     value, jac = value_and_jacobian(field, x, method, h)
     if value.shape != (x.shape[0], F.n_components(k)):
         raise ValueError(f"field should return a packed {k}-form of shape ({x.shape[0]}, "

@@ -391,14 +391,14 @@ def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | 
     coords are n_points fresh uniform chart points and metric = g(phi(coords)) in float64.
     topology: optional {"b2": .., "b3": .., "note": ..} of what the chart supports.
     """
-    from . import chart, g2
+    from . import g2, sampling
 
     cfg = result.config
     seed = cfg.seed if seed is None else seed
     import copy
     model = copy.deepcopy(result.model).double().eval()      # float64 evaluation, caller's model untouched
     p = next(model.parameters())
-    x, _ = chart.sample(n_points, cfg.L, torch.Generator().manual_seed(seed + 7919), dtype=torch.float64, device=p.device)
+    x, _ = sampling.uniform(n_points, cfg.L, torch.Generator().manual_seed(seed + 7919), dtype=torch.float64, device=p.device)
     with torch.no_grad():
         g = torch.cat([g2.metric_data_packed(model(x[i:i + 2048]), check=True).g for i in range(0, n_points, 2048)])
     extra = {"det_g_std": evaluation["det_std"], "T_mean": evaluation["T_mean"],

@@ -1,14 +1,21 @@
-"""Figures and tables the notebook shows: the chart, the training history, the summary.
+"""Every figure of k7lib: the chart, the training history, the summary, an exploration's six panels,
+the G2 identity histograms and the link's residuals.
 
-Each function returns a matplotlib Figure (no pyplot state) or a pandas DataFrame.
+Each function returns a matplotlib Figure (no pyplot state) or a pandas DataFrame, or saves a
+Figure to the path it is given and returns the path; no other module imports matplotlib.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
 from . import chart, g2
+from .regions import REGIONS
+from .spectrum import SEED_GAP_PRODUCT
 from .constants import ZeroParamGeometry
 
 
@@ -85,3 +92,127 @@ def summary_table(outputs: dict) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["quantity", "target", "reached", "chart supports"]).set_index("quantity")
     df["relative"] = df["reached"] / df["target"].astype(float) - 1
     return df
+
+
+def hist_range(values, rel: float = 1e-9):
+    """Histogram range of values, widened when they (nearly) coincide so the bins stay finite."""
+    v = np.asarray(values, dtype=float)
+    lo, hi = float(v.min()), float(v.max())
+    pad = rel * max(abs(lo), abs(hi), 1e-300) if hi - lo <= rel * max(abs(lo), abs(hi)) else 0.0
+    return lo - pad if pad else lo, hi + pad if pad else hi
+
+
+def six_panel_figure(path, table, x, ricci_norm, hot_mask, sg, geo, geo_t,
+                     T: torch.Tensor, kappa_T: float) -> Path:
+    """Six panels of an exploration, saved to path: det g, anisotropy, |Ric| with hotspots, spectral
+    convergence (sg: spectrum.SpectralGap), geodesic energy drift (geo, geo_t: geodesics.Geodesics), torsion vs lambda."""
+    target = float(ZeroParamGeometry().det_g_target)
+    lam = x[:, 0].double().numpy()
+    fig = Figure(figsize=(15, 9))
+    ax = fig.subplots(2, 3)
+    a = ax[0, 0]
+    a.hist(table["det_g"], bins=40, range=hist_range(table["det_g"]), color="steelblue")
+    a.axvline(target, color="r", ls="--", label="65/32")
+    a.set(xlabel="det g", ylabel="points", title="det g distribution")
+    a.legend()
+    a = ax[0, 1]
+    for name, colour in zip(REGIONS, ("tab:blue", "tab:orange", "tab:green")):
+        sub = table[table["region"] == name]
+        a.scatter(sub["lam"], sub["anisotropy"], s=4, color=colour, label=name)
+    a.set(xlabel="lambda", ylabel="eig max / eig min of g", title="anisotropy vs lambda")
+    a.legend()
+    a = ax[0, 2]
+    ric = ricci_norm.double().numpy()
+    hm = hot_mask.numpy()
+    a.scatter(lam[~hm], ric[~hm], s=4, color="gray", label="points")
+    a.scatter(lam[hm], ric[hm], s=10, color="r", label="top |Ric| (hotspots)")
+    a.set(xlabel="lambda", ylabel="|Ric|_g", title="Ricci curvature vs lambda")
+    a.legend()
+    a = ax[1, 0]
+    conv = sg.convergence
+    for f, sub in conv.groupby("n_fourier"):
+        a.plot(sub["n_basis"], sub["lambda1_H_star"], "o-", label=f"|k|_1 <= {f}")
+    a.axhline(SEED_GAP_PRODUCT, color="r", ls="--", label="13 (seed 001, diagnostic)")
+    a.set(xlabel="basis size", ylabel="lambda1 * H*", title="spectral gap (Rayleigh-Ritz)")
+    a.legend()
+    a = ax[1, 1]
+    tt = geo.t.numpy()
+    for G, style, name in ((geo, "-", "Levi-Civita"), (geo_t, "--", "torsion flow (S3)")):
+        rel = ((G.energy - G.energy[0]).abs() / G.energy[0]).amax(1).numpy()
+        a.semilogy(tt[1:], np.maximum(rel[1:], 1e-18), style, label=name)
+    a.set(xlabel="t", ylabel="max over geodesics |E(t) - E(0)| / E(0)", title="geodesic energy drift (RK4)")
+    a.legend()
+    a = ax[1, 2]
+    a.scatter(lam, T.double().numpy(), s=4)
+    a.axhline(kappa_T, color="r", ls="--", label="kappa_T = 1/61")
+    a.set(xlabel="lambda", ylabel="T = sqrt(|dphi|^2 + |dpsi|^2)", title="torsion density vs lambda")
+    a.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def identity_histograms(table: pd.DataFrame, folder, exact: dict, descriptions: dict, prefix: str = "g2_validation",
+                        bins: int = 40) -> list[Path]:
+    """One histogram per column (except lambda) into folder/<prefix>_<column>.png; returns the paths.
+
+    exact: {column: exact value}; descriptions: {column: title} (`validate.EXACT`, `validate.DESCRIPTION`).
+
+    Quantities with an exact value are plotted as deviations from it (on a symmetric-log x axis
+    when they span many decades), with the exact value marked.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"plot folder {folder} cannot be created: {err}") from None
+    paths = []
+    zp = ZeroParamGeometry()
+    for col in table.columns:
+        if col == "lam":
+            continue
+        v = table[col].to_numpy()
+        fig = Figure(figsize=(5, 3.4))
+        ax = fig.subplots()
+        if col in exact:
+            dev = v - exact[col]
+            ax.hist(dev, bins=bins, range=hist_range(dev), color="steelblue")
+            ax.axvline(0.0, color="r", ls="--", label=f"exact {exact[col]:g}")
+            ax.set_xlabel(f"{col} - {exact[col]:g}")
+        else:
+            ax.hist(v, bins=bins, range=hist_range(v), color="steelblue")
+            if col == "T":
+                ax.axvline(float(zp.kappa_T), color="r", ls="--", label="kappa_T = 1/61")
+            if col == "det_g":
+                ax.axvline(float(zp.det_g_target), color="r", ls="--", label="65/32")
+            ax.set_xlabel(col)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.set_ylabel("points")
+        ax.set_title(descriptions.get(col, col), fontsize=8)
+        fig.tight_layout()
+        path = folder / f"{prefix}_{col}.png"
+        fig.savefig(path, dpi=100)
+        paths.append(path)
+    return paths
+
+
+def link_residuals_figure(residuals: dict, path: str | Path) -> Path:
+    """Histograms of log10 pointwise errors (|phi^psi/vol - 7|, max |d psi_I|, max |(d phi - omega^2)_I|)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checks = ("phi_wedge_psi", "d_psi", "d_phi_minus_omega2")
+    fig = Figure(figsize=(4.2 * len(checks), 3.4))
+    axes = fig.subplots(1, len(checks))
+    for ax, check in zip(axes, checks):
+        for name, res in residuals.items():
+            e = res[check].detach().abs()
+            e = e if e.ndim == 1 else e.amax(-1)
+            ax.hist(torch.log10(e.clamp_min(1e-18)).numpy(), bins=40, alpha=0.55, label=name)
+        ax.set_title(check)
+        ax.set_xlabel("log10 |error| per point")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path

@@ -25,11 +25,11 @@ _LETTERS = "abcdefg"
 
 def n_components(k: int) -> int:
     """C(7, k), the number of packed components of a k-form."""
-    _check_degree(k)
+    check_degree(k)
     return math.comb(DIM, k)
 
 
-def _check_degree(k: int) -> None:
+def check_degree(k: int) -> None:
     if not isinstance(k, int) or not 0 <= k <= DIM:
         raise ValueError(f"form degree must be an integer in 0..7, got {k!r}")
 
@@ -55,7 +55,8 @@ def combo_index(k: int) -> dict:
 
 
 # ---------------------------------------------------------------- tables (cached per device)
-def _dev(device) -> str:
+def device_key(device) -> str:
+    """The cache key of a device for the index tables: "cpu", "cuda:0", ..."""
     return str(torch.device(device)) if device is not None else "cpu"
 
 
@@ -142,13 +143,13 @@ def _d_table(k: int, device: str, dtype: torch.dtype):
 # ---------------------------------------------------------------- packed <-> dense
 def pack(dense: torch.Tensor, k: int, check: bool = False) -> torch.Tensor:
     """Dense (*batch, 7^k) antisymmetric tensor -> packed (*batch, C(7,k))."""
-    _check_degree(k)
+    check_degree(k)
     if k and tuple(dense.shape[dense.ndim - k:]) != (DIM,) * k:
         raise ValueError(f"a dense {k}-form needs {k} trailing dimensions of size 7, got shape {tuple(dense.shape)}")
     if k == 0:
         return dense.unsqueeze(-1)
     batch = dense.shape[: dense.ndim - k]
-    packed = dense.reshape(*batch, DIM**k)[..., _pack_table(k, _dev(dense.device))]
+    packed = dense.reshape(*batch, DIM**k)[..., _pack_table(k, device_key(dense.device))]
     if check:
         _check_antisymmetric(dense, packed, k)
     return packed
@@ -156,22 +157,22 @@ def pack(dense: torch.Tensor, k: int, check: bool = False) -> torch.Tensor:
 
 def unpack(packed: torch.Tensor, k: int) -> torch.Tensor:
     """Packed (*batch, C(7,k)) -> dense antisymmetric (*batch, 7, ..., 7)."""
-    _check_degree(k)
+    check_degree(k)
     if packed.shape[-1] != n_components(k):
         raise ValueError(f"a packed {k}-form has {n_components(k)} components, got shape {tuple(packed.shape)}")
     if k == 0:
         return packed[..., 0]
-    U = _unpack_matrix(k, _dev(packed.device), packed.dtype)
+    U = _unpack_matrix(k, device_key(packed.device), packed.dtype)
     return (packed @ U).reshape(*packed.shape[:-1], *(DIM,) * k)
 
 
-def _is_traced(t: torch.Tensor) -> bool:
+def is_traced(t: torch.Tensor) -> bool:
     f = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
     return bool(f(t)) if f is not None else False
 
 
 def _check_antisymmetric(dense: torch.Tensor, packed: torch.Tensor, k: int) -> None:
-    if k < 2 or _is_traced(dense):
+    if k < 2 or is_traced(dense):
         return
     err = (unpack(packed, k) - dense).abs().amax()
     scale = dense.abs().amax().clamp_min(1.0)
@@ -207,7 +208,7 @@ def wedge_packed(a: torch.Tensor, b: torch.Tensor, p: int, q: int) -> torch.Tens
     """(a ^ b)_L = sum_{I u J = L} sign(I, J) a_I b_J; packed (*batch, C(7,p)), (*batch, C(7,q))."""
     if p + q > DIM:
         return torch.zeros(*torch.broadcast_shapes(a.shape[:-1], b.shape[:-1]), 0, dtype=a.dtype, device=a.device)
-    Ii, Jj, S = _wedge_table(p, q, _dev(a.device), a.dtype)
+    Ii, Jj, S = _wedge_table(p, q, device_key(a.device), a.dtype)
     return (a[..., Ii] * b[..., Jj]) @ S
 
 
@@ -215,7 +216,7 @@ def interior_basis_packed(w: torch.Tensor, k: int) -> torch.Tensor:
     """iota_{e_i} w for all seven basis vectors: packed k-form -> (*batch, 7, C(7,k-1))."""
     if k == 0:
         raise ValueError("interior product of a 0-form is not defined")
-    idx, sgn = _interior_table(k, _dev(w.device), w.dtype)
+    idx, sgn = _interior_table(k, device_key(w.device), w.dtype)
     return w[..., idx] * sgn
 
 
@@ -226,7 +227,7 @@ def interior_packed(v: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
 
 def star0_packed(w: torch.Tensor, k: int) -> torch.Tensor:
     """Euclidean Hodge star (g = I, eps^{0..6} = +1): packed k-form -> packed (7-k)-form."""
-    idx, sgn = _star0_table(k, _dev(w.device), w.dtype)
+    idx, sgn = _star0_table(k, device_key(w.device), w.dtype)
     return w[..., idx] * sgn
 
 
@@ -251,14 +252,14 @@ def exterior_power(M: torch.Tensor, k: int) -> torch.Tensor:
     of M with a column of Lambda^{k-1}(M) (packed tables, k products per entry; no dense tensors).
     Lambda^k is multiplicative: Lambda^k(AB) = Lambda^k(A) Lambda^k(B), Lambda^k(M^T) = Lambda^k(M)^T.
     """
-    _check_degree(k)
+    check_degree(k)
     if M.shape[-2:] != (DIM, DIM):
         raise ValueError(f"exterior_power needs matrices (*batch, 7, 7), got {tuple(M.shape)}")
     if k == 0:
         return M.new_ones(*M.shape[:-2], 1, 1)
     P = M
     for j in range(2, k + 1):
-        first, rest, m_idx, r_idx = _power_table(j, _dev(M.device))
+        first, rest, m_idx, r_idx = _power_table(j, device_key(M.device))
         a = M.index_select(-1, first)            # (*batch, 7, C_j): the new 1-form of each column
         alpha = P.index_select(-1, rest)         # (*batch, C_{j-1}, C_j)
         terms = [a.index_select(-2, m_idx[:, p]) * alpha.index_select(-2, r_idx[:, p]) for p in range(j)]
@@ -307,7 +308,7 @@ def metric_data(g: torch.Tensor):
     tests/test_forms.py guards against.
     """
     L, info = torch.linalg.cholesky_ex(g)
-    if _is_traced(g) or not bool(info.any()):
+    if is_traced(g) or not bool(info.any()):
         eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device).expand_as(g)
         return torch.cholesky_solve(eye, L), torch.diagonal(L, dim1=-2, dim2=-1).prod(-1) ** 2
     return torch.linalg.inv(g), det(g)
@@ -353,7 +354,7 @@ def d_from_jacobian(jac: torch.Tensor, k: int) -> torch.Tensor:
     """
     if k == DIM:
         return jac.new_zeros(*jac.shape[:-2], 0)
-    idx, sgn = _d_table(k, _dev(jac.device), jac.dtype)
+    idx, sgn = _d_table(k, device_key(jac.device), jac.dtype)
     flat = jac.reshape(*jac.shape[:-2], -1)
     return (flat[..., idx] * sgn).sum(-1)
 

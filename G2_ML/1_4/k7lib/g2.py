@@ -62,7 +62,7 @@ def _triple_table(device: str, dtype: torch.dtype):
 def bilinear_B_packed(phi: torch.Tensor) -> torch.Tensor:
     """B_ij = (1/6) (iota_i phi ^ iota_j phi ^ phi) / vol_0 for packed phi (*batch, 35) -> (*batch, 7, 7)."""
     a = F.interior_basis_packed(phi, 3)                         # (*batch, 7, 21)
-    T = (phi @ _triple_table(F._dev(phi.device), phi.dtype)).reshape(*phi.shape[:-1], 21, 21)
+    T = (phi @ _triple_table(F.device_key(phi.device), phi.dtype)).reshape(*phi.shape[:-1], 21, 21)
     return torch.einsum("...iI,...IJ,...jJ->...ij", a, T, a) / 6
 
 
@@ -89,7 +89,7 @@ def metric_data_packed(phi: torch.Tensor, check: bool = True) -> PhiMetric:
     s = torch.where(B[..., 0, 0] < 0, -1.0, 1.0).to(B.dtype)
     sB = B * s[..., None, None]
     L, info = torch.linalg.cholesky_ex(sB)
-    if check and not F._is_traced(phi):
+    if check and not F.is_traced(phi):
         bad = (info != 0) | ~torch.isfinite(B).flatten(-2).all(-1)
         if bool(bad.any()):
             raise ValueError(f"3-form is not positive (B not definite) at {int(bad.sum())} of "
@@ -179,3 +179,26 @@ def g2_identities(phi: torch.Tensor, psi: torch.Tensor | None = None) -> G2Ident
         psi_error=(F.inner_packed(diff, diff, 4, m.g, m.ginv, m.det)
                    / F.inner_packed(star_phi, star_phi, 4, m.g, m.ginv, m.det)).sqrt(),
     )
+
+
+# ---------------------------------------------------------------- fields of 3-forms
+def as_packed_field(phi_field):
+    """Wrap a field returning dense (batch, 7, 7, 7) or packed (batch, 35) 3-forms into a packed one."""
+    def packed(x):
+        out = phi_field(x)
+        if out.ndim == 2 and out.shape[-1] == 35:
+            return out
+        if out.ndim == 4 and tuple(out.shape[1:]) == (7, 7, 7):
+            return F.pack(out, 3)
+        raise ValueError(f"phi field must return (batch, 35) or (batch, 7, 7, 7), got {tuple(out.shape)}")
+    return packed
+
+
+def metric_field_from_phi(phi_field):
+    """Metric field x (batch, 7) -> g(phi(x)) (batch, 7, 7) of a 3-form field (Bryant/Hitchin, DESIGN §3).
+
+    phi_field returns packed (batch, 35) or dense (batch, 7, 7, 7) 3-forms. Positivity is
+    not re-checked here (it is checked once on the sample points by the callers).
+    """
+    field_ = as_packed_field(phi_field)
+    return lambda x: metric_data_packed(field_(x), check=False).g

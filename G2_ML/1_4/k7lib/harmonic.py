@@ -25,7 +25,7 @@ are accumulated in float64 chunks (`_accumulate`); M has a kernel (closed combin
 so c = M^+ b on the eigenvalues of the Jacobi-scaled M above RCOND = 1e-10 times the largest. Then
     <h_I, h_J> = <w_I, w_J> - b_I^T c_J,   <h_I, v> = <w_I, v> - c_I^T <d beta, v>,
 and h_I(x) = w_I - sum c d beta(x) can be evaluated anywhere (`HodgeProjection.forms`).
-Quadrature (`chart_quadrature`): Gauss-Legendre in lambda times Sobol points in y with one random shift,
+Quadrature (`sampling.gauss_sobol`): Gauss-Legendre in lambda times Sobol points in y with one random shift,
 whose one-dimensional projections are equispaced grids (fibre modes along one axis integrate exactly);
 inner products <a, b>_g vol_g = a^T Lambda^k(g^{-1}) b sqrt(det g) with g = g(phi(x)) evaluated once per
 point. Errors: the basis truncation enters ||h||^2 quadratically, ||h_M||^2 = ||h||^2 + ||d(alpha - alpha_M)||^2.
@@ -77,10 +77,10 @@ import numpy as np
 import torch
 
 from . import forms as F
-from . import g2
+from . import g2, sampling
 from .derivatives import METHODS, value_and_jacobian
 from .inputs import check_sampling
-from .torsion import as_packed_field
+from .g2 import as_packed_field
 
 
 NOISE_Z = 3.0      # an eigenvalue is resolved when it exceeds NOISE_Z times its own sampling noise
@@ -131,12 +131,12 @@ def hodge_matrix_and_d(g: torch.Tensor, dg: torch.Tensor, orientation: torch.Ten
     ginv, det = F.metric_data(g)
     S = hodge_matrix(ginv, det, orientation, k)
     X = -torch.einsum("bxyi,byz->bixz", dg, ginv)                          # (batch, 7 directions, 7, 7)
-    T = _derivation_table(k, F._dev(g.device), g.dtype)
+    T = _derivation_table(k, F.device_key(g.device), g.dtype)
     n = F.n_components(k)
     D = (X.reshape(-1, F.DIM * F.DIM) @ T.reshape(F.DIM * F.DIM, -1)).reshape(g.shape[0], F.DIM, n, n)
     tr = torch.diagonal(X, dim1=-2, dim2=-1).sum(-1)                         # (batch, 7)
     dS = torch.matmul(S[:, None], D) - 0.5 * tr[:, :, None, None] * S[:, None]   # (batch, 7, C', C) = d_i S
-    W = _dx_wedge_table(F.DIM - k, F._dev(g.device), g.dtype)
+    W = _dx_wedge_table(F.DIM - k, F.device_key(g.device), g.dtype)
     K = torch.matmul(W, dS.reshape(g.shape[0], -1, n))                       # sum_i dx^i ^ d_i S
     return S, K
 
@@ -204,7 +204,7 @@ class CandidateBasis:
     description: str = ""
 
     def __post_init__(self):
-        F._check_degree(self.degree)
+        F.check_degree(self.degree)
         if not 1 <= self.degree <= 6:
             raise ValueError(f"candidate degree must be in 1..6 (d and d* both defined), got {self.degree}")
         if len(self.names) == 0:
@@ -272,7 +272,7 @@ def constant_basis(k: int) -> CandidateBasis:
 
     On the flat torus these are exactly the harmonic k-forms (one per de Rham class).
     """
-    F._check_degree(k)
+    F.check_degree(k)
     n = F.n_components(k)
     coef = torch.eye(n, dtype=torch.float64, device="cpu")[None]
     return CandidateBasis(k, tuple(_name(I) for I in F.combos(k)), _ones, coef, f"constant {k}-forms")
@@ -347,15 +347,6 @@ def candidates_3forms(L: float) -> CandidateBasis:
     return constant_basis(3) + tcs_modes(L)
 
 
-# ---------------------------------------------------------------- points
-def sample_chart(n: int, L: float, seed: int = 0, dtype=torch.float64, device=None) -> torch.Tensor:
-    """n uniform points (n, 7) on the chart: lambda ~ U[-L, L], y ~ U[0, 1)^6 (volume 2L)."""
-    from .chart import sample
-    if not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n_points must be a positive integer, got {n!r}")
-    return sample(n, L, torch.Generator().manual_seed(int(seed)), dtype=dtype, device=device)[0]
-
-
 # ---------------------------------------------------------------- integrals
 @dataclass
 class Integrals:
@@ -427,7 +418,7 @@ def _chunk_sums(basis: CandidateBasis, phi_field, x, r, dirichlet: bool, method:
             jq, cq, mq = jq[:, live], forms_q[live].to(x.dtype), midx[live]
             dw_q = torch.matmul(jq.transpose(0, 1), dx_wedge[live].to(x.dtype)).transpose(0, 1)   # df ^ c_q
             Z = torch.matmul(S, cq.T).transpose(1, 2)                       # (batch, q, C') = S c_q
-            W = _dx_wedge_table(F.DIM - k, F._dev(x.device), x.dtype)
+            W = _dx_wedge_table(F.DIM - k, F.device_key(x.device), x.dtype)
             outer = (jq[..., :, None] * Z[..., None, :]).reshape(*Z.shape[:2], -1)
             dstar_q = torch.matmul(outer, W.T)                              # df ^ (S c_q)
             dw = dw.index_add(1, mq, dw_q)
@@ -588,29 +579,6 @@ class SpectralBasis:
         D = torch.cat([(dP[:, :, None] * Fv[:, None, :])[..., None],
                        P[:, :, None, None] * dF[:, None, :, :]], dim=-1).flatten(1, 2)[:, 1:]
         return val, D
-
-
-def chart_quadrature(n_points: int, L: float, n_lambda: int, seed: int = 0, device=None):
-    """Tensor rule on [-L, L] x T^6: (x (N, 7), weights (N,), n_y) with N = n_lambda n_y, sum(weights) = 2L.
-
-    lambda: n_lambda Gauss-Legendre nodes (exact for polynomials of degree < 2 n_lambda);
-    y: the first n_y = 2^floor(log2(n_points / n_lambda)) unscrambled Sobol points (torch SobolEngine)
-    plus one random shift modulo 1 (seeded). Each one-dimensional projection of these points is the
-    equispaced grid {(j + shift_a) / n_y}, so fibre modes along one axis of degree below n_y integrate
-    exactly (periodic trapezoid rule), while the 6-d set keeps the low discrepancy of a Sobol net.
-    """
-    if not isinstance(n_lambda, int) or n_lambda < 2:
-        raise ValueError(f"n_lambda must be an integer >= 2, got {n_lambda!r}")
-    if not isinstance(n_points, int) or n_points < 2 * n_lambda:
-        raise ValueError(f"too few points: n_points = {n_points!r} for {n_lambda} Gauss nodes in lambda "
-                         f"(need at least {2 * n_lambda})")
-    n_y = 1 << int(math.floor(math.log2(n_points / n_lambda)))
-    nodes, w = np.polynomial.legendre.leggauss(n_lambda)
-    lam, wl = torch.tensor(nodes * L, dtype=torch.float64, device="cpu"), torch.tensor(w * L, dtype=torch.float64, device="cpu")
-    shift = torch.rand(6, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64, device="cpu")
-    y = (torch.quasirandom.SobolEngine(6, scramble=False).draw(n_y, dtype=torch.float64) + shift) % 1.0
-    x = torch.cat([lam.repeat_interleave(n_y)[:, None], y.repeat(n_lambda, 1)], dim=1)
-    return x.to(device), (wl.repeat_interleave(n_y) / n_y).to(device), n_y
 
 
 @lru_cache(maxsize=None)
@@ -954,7 +922,7 @@ def project(phi_field, L: float, n_points: int, seed: int = 0, settings: Project
     n_lambda = settings.nodes()
     if device is None and isinstance(phi_field, torch.nn.Module):
         device = next((q.device for q in phi_field.parameters()), None)   # points where the model lives
-    x, wq, n_y = chart_quadrature(n_points, float(L), n_lambda, seed, device)
+    x, wq, n_y = sampling.gauss_sobol(n_points, float(L), n_lambda, seed, device)
     n_q = x.shape[0]
     _check_solvable(settings, n_q, n_y, candidates)
     sp = settings.spectral
@@ -1104,7 +1072,7 @@ def extract(phi_field, n_points: int, L: float, seed: int = 0, chunk: int = 512,
 
     phi_field: x (batch, 7) -> packed (batch, 35) (or dense) 3-forms. b_eff: n_points uniform points on
     [-L, L] x T^6 from `seed`, evaluated in `dtype` (Gram integrals, chunks of `chunk`). b_harm: the
-    Hodge projection on the tensor quadrature of about n_points points (`chart_quadrature`), with
+    Hodge projection on the tensor quadrature of about n_points points (`sampling.gauss_sobol`), with
     `settings` (ProjectionSettings). Candidates default to `candidates_2forms()` and
     `candidates_3forms(L)`; rules for the counts in the module docstring.
     """
@@ -1119,7 +1087,7 @@ def extract(phi_field, n_points: int, L: float, seed: int = 0, chunk: int = 512,
     settings = ProjectionSettings() if settings is None else settings
     if device is None and isinstance(phi_field, torch.nn.Module):
         device = next((q.device for q in phi_field.parameters()), None)   # points where the model lives
-    x = sample_chart(n_points, L, seed, dtype, device)
+    x = sampling.chart_points(n_points, L, seed, "uniform", dtype, device)
     volume = 2.0 * float(L)
     eps = float(torch.finfo(dtype).eps)
     spectra = []

@@ -26,6 +26,17 @@ def _shape(v) -> str:
     return f"a {type(v).__name__}"
 
 
+def check_length(L) -> float:
+    """The chart's half-length L as a float, if it is positive and finite; ValueError otherwise."""
+    try:
+        L = float(L)
+    except (TypeError, ValueError):
+        raise ValueError(f"chart half-length L must be a positive finite number, got {L!r}") from None
+    if not (L > 0 and math.isfinite(L)):
+        raise ValueError(f"chart half-length L must be a positive finite number, got {L}")
+    return L
+
+
 def check_dtype(dtype, name: str = "dtype") -> torch.dtype:
     """dtype itself, if it is torch.float32 or torch.float64; ValueError naming `name` otherwise."""
     if dtype not in DTYPES:

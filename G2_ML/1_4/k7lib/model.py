@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import copy
+
 import torch
 from torch import nn
 
@@ -138,3 +140,11 @@ class LoadReport:
         lines += [f"  loaded  {n}" for n in self.loaded]
         lines += [f"  skipped {n}: {why}" for n, why in self.skipped]
         return "\n".join(lines)
+
+
+def float64_copy(model):
+    """A float64 CPU copy of a model for evaluation beside CPU sample points (the caller's model,
+    possibly on a GPU, is left untouched); a plain callable is returned as it is."""
+    if isinstance(model, torch.nn.Module):
+        return copy.deepcopy(model).double().cpu().eval()
+    return model

@@ -138,6 +138,16 @@ def resolve_run(run: int | str | None = None, root: str | Path = DEFAULT_ROOT) -
     return path
 
 
+def output_folder(out_dir=None) -> Path:
+    """The output folder (default OUTPUTS) with its plots/ subfolder, created; ValueError if it cannot be."""
+    out = Path(OUTPUTS if out_dir is None else out_dir)
+    try:
+        (out / "plots").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"output folder {out} cannot be created: {err}") from None
+    return out
+
+
 def writable_folder(path: str | Path, field: str = "folder") -> Path:
     """Create `path` if needed and prove it writable with a probe file; ValueError naming `field` if not."""
     path = Path(path)

@@ -14,7 +14,9 @@ import torch
 
 from . import forms as F
 from . import g2
+from .curvature import christoffel
 from .derivatives import METHODS, value_and_jacobian
+from .g2 import as_packed_field
 from .inputs import check_points
 
 
@@ -33,18 +35,6 @@ class TorsionPacked:
     @property
     def T(self) -> torch.Tensor:
         return (self.norm2_dphi + self.norm2_dpsi).sqrt()
-
-
-def as_packed_field(phi_field):
-    """Wrap a field returning dense (batch, 7, 7, 7) or packed (batch, 35) 3-forms into a packed one."""
-    def packed(x):
-        out = phi_field(x)
-        if out.ndim == 2 and out.shape[-1] == 35:
-            return out
-        if out.ndim == 4 and tuple(out.shape[1:]) == (7, 7, 7):
-            return F.pack(out, 3)
-        raise ValueError(f"phi field must return (batch, 35) or (batch, 7, 7, 7), got {tuple(out.shape)}")
-    return packed
 
 
 def torsion_packed(phi_field, x: torch.Tensor, method: str = "autograd", h: float | None = None,
@@ -142,3 +132,86 @@ def torsion(phi_field, x: torch.Tensor, method: str = "autograd", h: float | Non
         norm2_dphi=t.norm2_dphi, norm2_dpsi=t.norm2_dpsi, T=t.T,
         tau0=c.tau0, tau1=c.tau1, tau2=F.unpack(c.tau2, 2), tau3=F.unpack(c.tau3, 3),
     )
+
+
+# ---------------------------------------------------------------- the full torsion tensor
+def _raise_all(t: torch.Tensor, g_inv: torch.Tensor) -> torch.Tensor:
+    """Raise every non-batch index of t (z, 7, ..., 7) with g^{-1} (z, 7, 7), one contraction at a time."""
+    for j in range(1, t.ndim):
+        t = torch.movedim(torch.einsum("zij,z...j->z...i", g_inv, torch.movedim(t, j, -1)), -1, j)
+    return t
+
+
+@dataclass(frozen=True)
+class FullTorsion:
+    """Full torsion tensor of a G2 structure, nabla_l phi_abc = T_l^m psi_mabc (all (batch, ...)).
+
+    T[z, l, m] = T_lm; nabla_phi[z, l, a, b, c] = nabla_l phi_abc (Levi-Civita of g(phi));
+    residual = |nabla phi - T.psi|_g / |nabla phi|_g: round-off for any G2 structure, because
+    nabla_l phi always lies in the 7-dimensional space {v ⌟ psi}; a larger value means wrong
+    Christoffel symbols or derivatives.
+    """
+    T: torch.Tensor
+    nabla_phi: torch.Tensor
+    residual: torch.Tensor
+    phi: torch.Tensor          # dense (batch, 7, 7, 7)
+    g: torch.Tensor            # (batch, 7, 7)
+    g_inv: torch.Tensor        # (batch, 7, 7)
+
+    @property
+    def norm(self) -> torch.Tensor:
+        """|T|_g = sqrt(T_lm T^lm), (batch,)."""
+        return (self.T * _raise_all(self.T, self.g_inv)).sum((-1, -2)).clamp_min(0).sqrt()
+
+
+def full_torsion(phi_field, x: torch.Tensor) -> FullTorsion:
+    """T_lm = (1/24) nabla_l phi_abc psi_m^{abc} at points x (batch, 7).
+
+    Uses psi_mabc psi_n^{abc} = 24 g_mn (|psi|^2 = 7). nabla_l phi_abc = d_l phi_abc
+    - Gamma^m_la phi_mbc - Gamma^m_lb phi_amc - Gamma^m_lc phi_abm with g = g(phi); first
+    derivatives of phi and g by forward-mode jvp. T = 0 iff phi is torsion-free.
+    Source: S. Karigiannis, "Flows of G2-structures, I", Q. J. Math. 60 (2009) 487-522, §2.2
+    (full torsion tensor T defined by nabla phi = T . psi).
+    """
+    check_points(x)
+    field_ = as_packed_field(phi_field)
+
+    def phi_and_g(y):
+        p = field_(y)
+        return p, g2.metric_data_packed(p, check=False).g
+
+    (p, g), (dp, dg) = value_and_jacobian(phi_and_g, x)
+    p, g, dp, dg = p.detach(), g.detach(), dp.detach(), dg.detach()
+    m = g2.metric_data_packed(p, check=True)
+    phi = F.unpack(p, 3)
+    dphi = F.unpack(torch.movedim(dp, -1, 1), 3)                  # (z, l, a, b, c) = d_l phi_abc
+    g_inv = torch.linalg.inv(g)
+    gam = christoffel(g_inv, dg)                                          # gam[z, m, l, a] = Gamma^m_la
+    nabla = (dphi
+             - torch.einsum("zmla,zmjk->zlajk", gam, phi)
+             - torch.einsum("zmlj,zamk->zlajk", gam, phi)
+             - torch.einsum("zmlk,zajm->zlajk", gam, phi))
+    psi = F.unpack(g2.psi_packed(p, m, check=False), 4)
+    psi_up = _raise_all(psi, g_inv)
+    T_mixed = torch.einsum("zlabc,zmabc->zlm", nabla, psi_up) / 24     # T_l^m
+    T = torch.einsum("zlm,zmn->zln", T_mixed, g)
+    diff = nabla - torch.einsum("zlm,zmabc->zlabc", T_mixed, psi)
+    num = (diff * _raise_all(diff, g_inv)).sum((1, 2, 3, 4))
+    den = (nabla * _raise_all(nabla, g_inv)).sum((1, 2, 3, 4))
+    residual = torch.where(den > 0, num.clamp_min(0) / den.clamp_min(torch.finfo(den.dtype).tiny), num.abs()).sqrt()
+    return FullTorsion(T=T, nabla_phi=nabla, residual=residual, phi=phi, g=g, g_inv=g_inv)
+
+
+def g2_torsion_tensor(phi_field):
+    """Callable x (batch, 7) -> T_ijl (batch, 7, 7, 7), T_ijl = T_i^m phi_mjl, for the S3 geodesic flow.
+
+    T_i^m is the full torsion tensor of `full_torsion` (the connection 1-form that the canonical
+    G2 connection adds to Levi-Civita is, up to normalisation, this T_i^m phi_m..). T_ijl is
+    antisymmetric in (j, l) only, so (1/2) g^{kl} T_ijl x'^i x'^j need not vanish; its totally
+    antisymmetric part does contract to zero against x'^i x'^j, and the force is g-orthogonal to
+    x' (phi_mjl x'^j x'^l = 0), so g(x', x') is conserved exactly by the modified flow.
+    """
+    def T_ijl(x):
+        ft = full_torsion(phi_field, x)
+        return torch.einsum("zim,zmn,znjl->zijl", ft.T, ft.g_inv, ft.phi)
+    return T_ijl

@@ -23,7 +23,6 @@ TrainingDiverged, whose message is the recipe to continue (resume_command).
 """
 from __future__ import annotations
 
-import argparse
 import shlex
 import bisect
 import math
@@ -36,8 +35,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import chart, runs
+from . import fit, runs, sampling
 from . import checkpoint as ck
+from .chart import region_weights
 from .config import Config
 from .losses import compute_losses, targets
 from .model import K7PhiModel
@@ -396,19 +396,17 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
         for group in optimizer.param_groups:
             group["lr"] = lr
         sampler.manual_seed(epoch_seed(config.seed, ge))
-        x, w = chart.sample(config.batch, config.L, sampler, config.neck_weighted, dtype=dtype, device=device)
+        x, w = sampling.uniform(config.batch, config.L, sampler, config.neck_weighted, dtype=dtype, device=device)
         terms = compute_losses(model, x, w, spec.weights, config.method, L=config.L, eig_margin=config.eig_margin,
                                cond_cap=config.cond_cap, anti_flat_margin=config.anti_flat_margin)
         loss = terms.total if step_hook is None else step_hook(ge, terms.total)
         reason = ck.divergence_reason(float(loss.detach()), recent[-config.spike_window:], config.spike_factor)
         skip = reason is not None and reason.startswith("loss spike") and streak + 1 < config.spike_patience
         streak = streak + 1 if reason is not None and reason.startswith("loss spike") else 0
-        if reason is None:
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            if not torch.isfinite(gnorm):
-                reason = f"non-finite gradient norm ({float(gnorm)})"
+        if reason is None:             # the update is applied unless the gradient norm is not finite
+            gnorm = fit.step(model, optimizer, loss, config.grad_clip)
+            if not math.isfinite(gnorm):
+                reason = f"non-finite gradient norm ({gnorm})"
         if reason is not None and not skip:
             rollbacks += 1
             streak = 0
@@ -438,8 +436,6 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
                 bar.close()
             ge, bar, bar_phase = int(back["global_epoch"]), None, None
             continue
-        if not skip:
-            optimizer.step()
         row = {"phase": phase + 1, "phase_name": spec.name, "epoch": epoch, "global_epoch": ge}
         row.update(terms.row())
         row.update({"lr": lr, "rollbacks": rollbacks, "skipped": int(skip)})
@@ -523,7 +519,7 @@ def polish(model, config: Config, chunk: int = 1024) -> dict:
     param = next(model.parameters())
     dtype0, device = param.dtype, param.device
     model.double()
-    x = chart.sobol(config.polish_points, config.L, seed=epoch_seed(config.seed, POLISH_STREAM), device=device)
+    x = sampling.sobol(config.polish_points, config.L, seed=epoch_seed(config.seed, POLISH_STREAM), device=device)
     n = x.shape[0]
 
     def residual_and_jacobian(need_grad: bool):
@@ -614,7 +610,7 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
     sums = torch.zeros(scrambles, 6, dtype=torch.float64, device="cpu")
     eig_min, nonpos = math.inf, 0
     for s, size in enumerate(sizes):
-        x_all = chart.sobol(size, L, seed=epoch_seed(seed, EVAL_STREAM + s), dtype=dtype, device=device)
+        x_all = sampling.sobol(size, L, seed=epoch_seed(seed, EVAL_STREAM + s), dtype=dtype, device=device)
         for i in range(0, size, chunk):
             x = x_all[i:i + chunk]
             with torch.no_grad():             # forward-mode derivatives only; no graph to keep
@@ -629,7 +625,7 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
             if bool(good.any()):
                 eig_min = min(eig_min, float(ev[good, 0].min()))
             x, t_T, t_det, dg = x[good], t.T[good], t.metric.det[good], dg[good]
-            nw = chart.region_weights(x[:, 0], L)[:, 1]
+            nw = region_weights(x[:, 0], L)[:, 1]
             sums[s] += torch.stack([good.sum().to(dtype), t_T.sum(), t_det.sum(), (t_det ** 2).sum(),
                                     (nw * dg.pow(2).sum((-2, -1))).sum(), nw.sum()]).double().detach().cpu()
     for p, d in was.items():
@@ -649,48 +645,3 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
             "det_std": math.sqrt(max(float(total[3]) / counted - det_mean**2, 0.0)),
             "eig_min": eig_min, "nonpositive": nonpos,
             "anti_flat": math.sqrt(float(total[4]) / max(float(total[5]), 1e-300))}
-
-
-def main(argv=None) -> int:
-    """python -m k7lib train --profile quick [--run NAME] [--resume latest|N] [--lr-scale X] [--epochs-scale F] ..."""
-    ap = argparse.ArgumentParser(prog="python -m k7lib train", description="phased training with numbered checkpoints")
-    ap.add_argument("--profile", default="auto", help="quick | full | auto (full when CUDA is available)")
-    ap.add_argument("--run", default=None, help="run name or number (default: a new numbered run)")
-    ap.add_argument("--root", default=str(runs.DEFAULT_ROOT), help="folder of the runs")
-    ap.add_argument("--resume", default=None, help="'latest' or a checkpoint epoch of --run")
-    ap.add_argument("--epochs-scale", type=float, default=None, help="multiply every phase's epochs")
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--device", default=None, help="auto | cpu | cuda")
-    ap.add_argument("--cpu-threads", type=int, default=None,
-                    help="torch threads while training on the CPU (1 is fastest on busy shared cores)")
-    ap.add_argument("--warm-start", default=None, help="state dict to load compatible weights from")
-    ap.add_argument("--lr-scale", type=float, default=None,
-                    help="multiply every remaining phase's peak learning rate (e.g. 0.5 after a divergence)")
-    ap.add_argument("--eval-points", type=int, default=4096, help="fresh points for the final float64 numbers")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    if args.eval_points < 1:              # checked before any training or writing
-        raise ValueError(f"--eval-points must be a positive integer, got {args.eval_points}")
-    overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device), ("warm_start", args.warm_start),
-                                   ("cpu_threads", args.cpu_threads)) if v is not None}
-    # before any work: nothing is written on bad input
-    lr_scale = None if args.lr_scale is None else check_lr_scale(args.lr_scale)
-    config = Config.from_profile(args.profile, **overrides)
-    if args.epochs_scale is not None:
-        config = config.scaled(args.epochs_scale)
-    if args.resume is not None and args.resume != "latest" and not args.resume.isdigit():
-        raise ValueError(f"--resume: expected 'latest' or a checkpoint epoch number, got {args.resume!r}")
-    resume = None if args.resume is None else (args.resume if args.resume == "latest" else int(args.resume))
-    try:
-        result = train(config, run=args.run, root=args.root, resume=resume, progress=not args.no_progress,
-                       lr_scale=lr_scale)
-    except TrainingDiverged as err:
-        print(f"error: {err}")
-        return 1
-    ev = evaluate(result.model, config.L, n_points=args.eval_points, seed=config.seed,
-                  dtype=getattr(torch, config.eval_dtype))
-    print(f"{result.summary()}\n"
-          f"float64 on {ev['n_points']} fresh points: <T>/kappa_T = {ev['T_over_kappa']:.4f}, "
-          f"<det g> = {ev['det_mean']:.6f} (rel. err {ev['det_rel_err']:+.2e}), min eig g = {ev['eig_min']:.4f}, "
-          f"non-positive points = {ev['nonpositive']}, anti-flat = {ev['anti_flat']:.4f}; run folder {result.run_dir}")
-    return 0

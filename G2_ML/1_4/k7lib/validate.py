@@ -11,23 +11,25 @@ check measures round-off of the Hodge star only; it is reported as such.
 
 Results come as a per-point pandas DataFrame, a summary dict (mean, std, min, max, and the
 exact value with the largest deviation where one exists) and histograms in a plots folder.
-`validate_run` is the notebook's call; `main` backs `python -m k7lib validate`.
+`validate_run` is the notebook's call and backs `python -m k7lib validate` (`cli`).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import forms as F
-from . import g2
+from . import figures, g2, runs, sampling
 from .constants import ZeroParamGeometry
-from .torsion import as_packed_field, torsion_classes_packed, torsion_packed
+from .g2 import as_packed_field
+from .inputs import check_length, check_points
+from .model import float64_copy
+from .montecarlo import chunks
+from .torsion import torsion_classes_packed, torsion_packed
 
 # Exact value of each per-point quantity where the geometry fixes one (G2 identities,
 # consistency residuals); torsion quantities have no exact value.
@@ -52,12 +54,6 @@ DESCRIPTION = {
 }
 
 
-def _check_points(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[-1] != F.DIM:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"points x must be a tensor of shape (batch, 7), got {shape}")
-
-
 def identity_table(phi_field, x: torch.Tensor, chunk: int = 256, method: str = "autograd",
                    progress: bool = False) -> pd.DataFrame:
     """Per-point G2 identities and torsion of phi_field at x (batch, 7), in float64; one row per point.
@@ -65,18 +61,14 @@ def identity_table(phi_field, x: torch.Tensor, chunk: int = 256, method: str = "
     phi_field: x -> packed (batch, 35) or dense (batch, 7, 7, 7) 3-forms. Columns: see DESCRIPTION.
     A non-positive phi raises ValueError (with the number of failing points).
     """
-    _check_points(x)
+    check_points(x)
     if int(chunk) < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk}")
     field_ = as_packed_field(phi_field)
     x = x.double()
     cols: dict[str, list] = {k: [] for k in DESCRIPTION}
-    it = range(0, x.shape[0], int(chunk))
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc="G2 identities", leave=False)
-    for i in it:
-        xs = x[i:i + int(chunk)]
+    for sl in chunks(x.shape[0], int(chunk), progress, "G2 identities"):
+        xs = x[sl]
         t = torsion_packed(field_, xs, method=method, check=True)
         c = torsion_classes_packed(t)
         m = t.metric
@@ -132,54 +124,6 @@ def g2_identity_report(phi_field, x: torch.Tensor, chunk: int = 256, method: str
     return table, identity_summary(table)
 
 
-def save_histograms(table: pd.DataFrame, folder, prefix: str = "g2_validation", bins: int = 40) -> list[Path]:
-    """One histogram per column (except lambda) into folder/<prefix>_<column>.png; returns the paths.
-
-    Quantities with an exact value are plotted as deviations from it (on a symmetric-log x axis
-    when they span many decades), with the exact value marked.
-    """
-    import matplotlib
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .explore import hist_range
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"plot folder {folder} cannot be created: {err}") from None
-    paths = []
-    zp = ZeroParamGeometry()
-    for col in table.columns:
-        if col == "lam":
-            continue
-        v = table[col].to_numpy()
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        if col in EXACT:
-            dev = v - EXACT[col]
-            ax.hist(dev, bins=bins, range=hist_range(dev), color="steelblue")
-            ax.axvline(0.0, color="r", ls="--", label=f"exact {EXACT[col]:g}")
-            ax.set_xlabel(f"{col} - {EXACT[col]:g}")
-        else:
-            ax.hist(v, bins=bins, range=hist_range(v), color="steelblue")
-            if col == "T":
-                ax.axvline(float(zp.kappa_T), color="r", ls="--", label="kappa_T = 1/61")
-            if col == "det_g":
-                ax.axvline(float(zp.det_g_target), color="r", ls="--", label="65/32")
-            ax.set_xlabel(col)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        ax.set_ylabel("points")
-        ax.set_title(DESCRIPTION.get(col, col), fontsize=8)
-        fig.tight_layout()
-        path = folder / f"{prefix}_{col}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
 def validate_run(model, config, n_points: int = 1024, out_dir=None, seed: int = 0, chunk: int = 256,
                  progress: bool = False) -> dict:
     """G2 identity report of a trained model on n_points Sobol points of the chart [-L, L] x T^6.
@@ -189,17 +133,16 @@ def validate_run(model, config, n_points: int = 1024, out_dir=None, seed: int = 
     out_dir/plots/ (out_dir defaults to G2_ML/1_4/outputs). Returns the summary dict with the
     file paths and the time taken.
     """
-    from .explore import _check_L, _float_model, _out_dir, sample_chart
-    L = _check_L(getattr(config, "L", None) if config is not None else None)
+    L = check_length(getattr(config, "L", None) if config is not None else None)
     if not (isinstance(n_points, int) and n_points >= 1):
         raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
-    out = _out_dir(out_dir)
-    phi_field = _float_model(model)
+    out = runs.output_folder(out_dir)
+    phi_field = float64_copy(model)
     t0 = time.perf_counter()
-    x = sample_chart(n_points, L, seed=seed)
+    x = sampling.sobol(n_points, L, seed=seed)
     table, summary = g2_identity_report(phi_field, x, chunk=chunk, progress=progress)
     elapsed = time.perf_counter() - t0
-    plots = save_histograms(table, out / "plots")
+    plots = figures.identity_histograms(table, out / "plots", EXACT, DESCRIPTION)
     table.to_csv(out / "g2_validation_points.csv", index=False)
     result = {"L": L, "profile": getattr(config, "profile", None), "n_points": n_points, "seed": seed,
               "statistics": summary, "time_s": elapsed,
@@ -207,37 +150,3 @@ def validate_run(model, config, n_points: int = 1024, out_dir=None, seed: int = 
                         "plots": [str(p) for p in plots]}}
     (out / "g2_validation.json").write_text(json.dumps(result, indent=2))
     return result
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from .checkpoint import add_run_arguments
-    p = argparse.ArgumentParser(prog="python -m k7lib validate",
-                                description="G2 identities and torsion classes of a trained run.")
-    p.add_argument("--points", type=int, default=1024, help="number of Sobol points on the chart")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output folder (default: G2_ML/1_4/outputs; plots in OUT/plots)")
-    add_run_arguments(p)
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
-    return p
-
-
-def main(argv=None) -> int:
-    """python -m k7lib validate [--run N] [--points P] [--out DIR]; prints the identity table."""
-    from .checkpoint import load_from_args
-    args = build_parser().parse_args(argv)
-    if args.points < 1:
-        raise ValueError(f"--points must be a positive integer, got {args.points}")
-    model, config = load_from_args(args)
-    res = validate_run(model, config, n_points=args.points, out_dir=args.out, seed=args.seed, progress=args.progress)
-    stats = res["statistics"]
-    print(f"G2 identities on {args.points} points (float64), {res['time_s']:.1f} s:")
-    for col, row in stats.items():
-        if col in ("lam",) or "mean" not in row or "description" not in row:
-            continue
-        extra = f"  max|dev| {row['max_abs_deviation']:.2e}" if "max_abs_deviation" in row else ""
-        print(f"  {col:20s} mean {row['mean']: .6e}  [{row['min']: .3e}, {row['max']: .3e}]{extra}")
-    k, d = stats["kappa_T_check"], stats["det_g_check"]
-    print(f"  <T> = {k['T_mean']:.6g} vs kappa_T = {k['target']} = {k['target_float']:.6g}; "
-          f"<det g> = {d['mean']:.6g} vs {d['target']} = {d['target_float']:.6g}")
-    print(f"wrote {res['files']['summary']} and {len(res['files']['plots'])} histograms")
-    return 0

@@ -336,7 +336,7 @@ def wedge_couplings(omega2, Phi3, x: torch.Tensor, weights=None, volume: float =
             if ph.ndim != 3 or ph.shape[0] != xc.shape[0] or ph.shape[-1] != F.n_components(3):
                 raise ValueError(f"Phi3 must return packed 3-forms (batch, n3, 35), got {tuple(ph.shape)}")
             om, ph = om.to(torch.float64), ph.to(torch.float64)
-            T = _wedge22_table(F._dev(om.device), om.dtype)
+            T = _wedge22_table(F.device_key(om.device), om.dtype)
             w4 = torch.einsum("bia,acL,bjc->bijL", om, T, om)                     # omega_i ^ omega_j
             c = torch.einsum("bijL,bkL->bijk", w4, F.star0_packed(ph, 3))         # top coefficient
             moments.add(wc[:, None, None, None] * c)

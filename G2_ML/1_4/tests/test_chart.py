@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from k7lib import sampling
 from k7lib import chart, g2
 from k7lib.constants import ZeroParamGeometry
 from k7lib.derivatives import value_and_jacobian
@@ -55,7 +56,7 @@ def test_frame_has_unit_determinant(f64):
 
 def test_background_det_is_exact_and_metric_is_g_of_phi(f64):
     gen = torch.Generator().manual_seed(3)
-    x, _ = chart.sample(500, L, gen, dtype=torch.float64)
+    x, _ = sampling.uniform(500, L, gen, dtype=torch.float64)
     phi = chart.phi_background(x, L)
     m = g2.metric_data_packed(phi)
     target = float(ZeroParamGeometry().det_g_target)
@@ -78,7 +79,7 @@ def test_background_metric_varies_with_lambda(f64):
 
 def test_background_is_not_constant_coefficient(f64):
     gen = torch.Generator().manual_seed(4)
-    x, _ = chart.sample(64, L, gen, neck_weighted=True, dtype=torch.float64)
+    x, _ = sampling.uniform(64, L, gen, neck_weighted=True, dtype=torch.float64)
     _, jac = value_and_jacobian(lambda p: chart.phi_background(p, L), x)
     assert jac[..., 0].abs().amax() > 0.1                  # depends on lambda
     assert jac[..., 1:].abs().amax() == 0                  # and on nothing else
@@ -86,7 +87,7 @@ def test_background_is_not_constant_coefficient(f64):
 
 def test_background_torsion_is_computed_and_reported(f64):
     gen = torch.Generator().manual_seed(5)
-    x, _ = chart.sample(256, L, gen, dtype=torch.float64)
+    x, _ = sampling.uniform(256, L, gen, dtype=torch.float64)
     t = torsion_packed(lambda p: chart.phi_background(p, L), x)
     c = torsion_classes_packed(t)
     T = t.T
@@ -106,7 +107,7 @@ def test_sampler_weights_give_unbiased_integrals(f64):
     exact = 2 * L**3 / 3
     for neck in (False, True):
         gen = torch.Generator().manual_seed(11)
-        x, w = chart.sample(200_000, L, gen, neck_weighted=neck, dtype=torch.float64)
+        x, w = sampling.uniform(200_000, L, gen, neck_weighted=neck, dtype=torch.float64)
         assert x[:, 0].abs().max() <= L and (x[:, 1:] >= 0).all() and (x[:, 1:] < 1).all()
         est = float((w * f(x)).mean()) * chart.chart_volume(L)
         err = float((w * f(x)).std()) / math.sqrt(len(w)) * chart.chart_volume(L)
@@ -116,13 +117,13 @@ def test_sampler_weights_give_unbiased_integrals(f64):
 
 
 def test_sampler_is_reproducible_and_validates(f64):
-    a = chart.sample(10, L, torch.Generator().manual_seed(1))
-    b = chart.sample(10, L, torch.Generator().manual_seed(1))
+    a = sampling.uniform(10, L, torch.Generator().manual_seed(1))
+    b = sampling.uniform(10, L, torch.Generator().manual_seed(1))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     with pytest.raises(ValueError, match="L"):
-        chart.sample(10, 0.0)
+        sampling.uniform(10, 0.0)
     with pytest.raises(ValueError, match="n"):
-        chart.sample(0, L)
+        sampling.uniform(0, L)
     with pytest.raises(ValueError, match="L"):
         chart.region_weights(torch.zeros(3), -1.0)
     assert chart.chart_volume(L) == 2 * L

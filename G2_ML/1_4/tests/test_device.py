@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from k7lib import chart, export, g2, harmonic, topology, yukawa
+from k7lib import chart, export, g2, harmonic, sampling, topology, yukawa
 from k7lib.train import evaluate, polish, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,7 +25,7 @@ def test_the_pipeline_creates_no_tensor_on_the_default_device(tmp_path):
         ev = evaluate(model, cfg.L, n_points=64, seed=0)
         polish(result.model, cfg)
         H = harmonic.extract(model, 1024, cfg.L, seed=0)
-        xy = harmonic.sample_chart(128, cfg.L, seed=1)
+        xy = sampling.chart_points(128, cfg.L, seed=1, method="uniform")
         metric = lambda x: g2.metric_data_packed(model(x)).g
         W = yukawa.wedge_couplings(H.two.representatives(), H.three.representatives(), xy,
                                    volume=chart.chart_volume(cfg.L), metric=metric)
@@ -37,7 +37,8 @@ def test_the_pipeline_creates_no_tensor_on_the_default_device(tmp_path):
 
 
 def test_exploration_validation_and_the_quintic_link_create_no_tensor_on_the_default_device(tmp_path):
-    from k7lib import explore, links, ricci_flat, validate
+    from k7lib import explore, sampling, validate
+    from k7lib.calabi_yau import link as links, ricci_flat
     from k7lib.model import K7PhiModel
     cfg = tiny()
     torch.manual_seed(0)
@@ -45,7 +46,7 @@ def test_exploration_validation_and_the_quintic_link_create_no_tensor_on_the_def
     with torch.device("meta"):
         va = validate.validate_run(model, cfg, n_points=64, out_dir=tmp_path)
         ex = explore.explore_run(model, cfg, n_points=64, out_dir=tmp_path)
-        checks = links.structure_checks(links.sample_chart(32, seed=0))
+        checks = links.structure_checks(sampling.link_points(32, seed=0))
         potential, _, _ = ricci_flat.train(ricci_flat.RicciConfig(n_train=200, epochs=1))
         sigma = ricci_flat.sigma_table(potential, 200, seeds=(101,))
     assert va["statistics"] and ex["spectral"]["lambda1"] > 0 and len(checks) and len(sigma)

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from k7lib import curvature as Cv
 from k7lib import explore as E
+from k7lib import geodesics as Geo
+from k7lib import regions as Rg
+from k7lib import sampling
+from k7lib import spectrum as Sp
+from k7lib import torsion as Tor
 from k7lib import forms as F
 from k7lib import g2
 
@@ -91,7 +97,7 @@ def three_regions(lam, L):
 # ----------------------------------------------------------------------------- spectrum
 def flat_spectrum(L, diag, n_lambda, n_fourier, count):
     """Exact eigenvalues of the basis space for the constant metric diag(d0..d6) on [-L, L] x T^6."""
-    ks = [(0,) * 6] + [k for k in E.fourier_vectors(n_fourier) for _ in (0, 1)]
+    ks = [(0,) * 6] + [k for k in sampling.fourier_vectors(n_fourier) for _ in (0, 1)]
     vals = [(m * math.pi / (2 * L)) ** 2 / diag[0] + 4 * math.pi**2 * sum(k[i] ** 2 / diag[i + 1] for i in range(6))
             for m in range(n_lambda) for k in ks]
     return torch.tensor(sorted(vals)[:count], dtype=torch.float64)
@@ -100,18 +106,18 @@ def flat_spectrum(L, diag, n_lambda, n_fourier, count):
 @pytest.mark.parametrize("L", [1.0, 0.2])
 def test_flat_spectral_gap_is_exact(f64, L):
     flat = lambda x: torch.eye(N).expand(x.shape[0], N, N)      # noqa: E731
-    r = E.spectral_gap(flat, L, n_fourier=1, n_lambda=4, n_points=251)
+    r = Sp.spectral_gap(flat, L, n_fourier=1, n_lambda=4, n_points=251)
     assert r.lambda1 == pytest.approx(min((math.pi / (2 * L)) ** 2, (2 * math.pi) ** 2), rel=1e-12)
     assert abs(float(r.eigenvalues[0])) < 1e-10
     assert torch.allclose(r.eigenvalues, flat_spectrum(L, [1.0] * N, 4, 1, r.eigenvalues.numel()), rtol=1e-11)
     assert r.lambda1_H_star == pytest.approx(r.lambda1 * 99)
-    json.dumps(r.as_dict())
+    json.dumps(r.to_dict())
 
 
 def test_constant_anisotropic_metric_spectrum(f64):
     d = [1.5, 0.7, 1.2, 1.0, 0.8, 1.3, 0.9]
     metric = lambda x: torch.diag(torch.tensor(d)).expand(x.shape[0], N, N)   # noqa: E731
-    r = E.spectral_gap(metric, 1.0, n_fourier=2, n_lambda=3, n_points=251, n_eigs=14, ladder=[(2, 1)])
+    r = Sp.spectral_gap(metric, 1.0, n_fourier=2, n_lambda=3, n_points=251, n_eigs=14, ladder=[(2, 1)])
     assert torch.allclose(r.eigenvalues, flat_spectrum(1.0, d, 3, 2, 14), rtol=1e-10)
 
 
@@ -145,8 +151,8 @@ def test_conformal_lambda_metric_against_fine_basis_and_fem(f64):
     f_lam = lambda lam: 0.3 * np.sin(1.3 * lam) + 0.15 * np.cos(2.0 * lam)              # noqa: E731
     metric = lambda x: torch.exp(2 * (0.3 * torch.sin(1.3 * x[:, 0]) + 0.15 * torch.cos(2.0 * x[:, 0])))[
         :, None, None] * torch.eye(N)                                                        # noqa: E731
-    coarse = E.spectral_gap(metric, 1.0, n_fourier=1, n_lambda=6, n_points=127, n_quad_lambda=60)
-    fine = E.spectral_gap(metric, 1.0, n_fourier=1, n_lambda=24, n_points=127, n_quad_lambda=60,
+    coarse = Sp.spectral_gap(metric, 1.0, n_fourier=1, n_lambda=6, n_points=127, n_quad_lambda=60)
+    fine = Sp.spectral_gap(metric, 1.0, n_fourier=1, n_lambda=24, n_points=127, n_quad_lambda=60,
                           ladder=[(12, 1)])
     ref = sturm_liouville_lambda1(f_lam, 1.0)
     assert fine.lambda1 == pytest.approx(ref, rel=1e-6)
@@ -156,7 +162,7 @@ def test_conformal_lambda_metric_against_fine_basis_and_fem(f64):
 
 
 def test_ritz_values_decrease_along_nested_bases(f64):
-    r = E.spectral_gap(conformal_metric, 1.0, n_fourier=1, n_lambda=6, n_points=251,
+    r = Sp.spectral_gap(conformal_metric, 1.0, n_fourier=1, n_lambda=6, n_points=251,
                        ladder=[(2, 1), (3, 1), (4, 1), (6, 1)])
     vals = r.convergence.sort_values("n_basis")["lambda1"].to_numpy()
     assert np.all(np.diff(vals) <= 1e-12 * vals[0])
@@ -166,33 +172,33 @@ def test_ritz_values_decrease_along_nested_bases(f64):
 def test_spectral_bad_input(f64):
     flat = lambda x: torch.eye(N).expand(x.shape[0], N, N)     # noqa: E731
     with pytest.raises(ValueError, match="basis too small"):
-        E.spectral_gap(flat, 1.0, n_fourier=1, n_lambda=1)
+        Sp.spectral_gap(flat, 1.0, n_fourier=1, n_lambda=1)
     with pytest.raises(ValueError, match="basis too small"):
-        E.spectral_gap(flat, 1.0, n_fourier=0, n_lambda=4)
+        Sp.spectral_gap(flat, 1.0, n_fourier=0, n_lambda=4)
     with pytest.raises(ValueError, match="basis too small for the requested"):
-        E.spectral_gap(flat, 1.0, n_fourier=1, n_lambda=2, n_eigs=100)
+        Sp.spectral_gap(flat, 1.0, n_fourier=1, n_lambda=2, n_eigs=100)
     with pytest.raises(ValueError, match="n_points"):
-        E.spectral_gap(flat, 1.0, n_fourier=1, n_lambda=2, n_points=5)
+        Sp.spectral_gap(flat, 1.0, n_fourier=1, n_lambda=2, n_points=5)
     with pytest.raises(ValueError, match="L must be a positive finite number"):
-        E.spectral_gap(flat, 0.0)
+        Sp.spectral_gap(flat, 0.0)
 
 
 # ----------------------------------------------------------------------------- curvature
 def test_flat_metrics_have_zero_curvature(f64):
-    x = E.sample_chart(24, 1.0, seed=2)
+    x = sampling.sobol(24, 1.0, seed=2)
     A = torch.eye(N) + 0.3 * torch.randn(N, N, generator=torch.Generator().manual_seed(1))
     const = lambda y: (A.T @ A).expand(y.shape[0], N, N)        # noqa: E731
-    c = E.curvature(const, x)
+    c = Cv.curvature(const, x)
     assert c.riemann.abs().max() < 1e-13 and c.christoffel.abs().max() < 1e-13
     # flat metric in curvilinear coordinates: non-zero Christoffels, zero curvature
-    c = E.curvature(diffeo_metric, x)
+    c = Cv.curvature(diffeo_metric, x)
     assert c.christoffel.abs().max() > 1e-2
     assert c.riemann.abs().max() < 1e-12 and c.scalar.abs().max() < 1e-12
 
 
 def test_conformal_scalar_and_ricci_curvature_exact(f64):
-    x = E.sample_chart(48, 1.5, seed=1)
-    c = E.curvature(conformal_metric, x, chunk=20)
+    x = sampling.sobol(48, 1.5, seed=1)
+    c = Cv.curvature(conformal_metric, x, chunk=20)
     f, df, hess = conformal_f(x)
     lap, df2 = hess.diagonal(dim1=1, dim2=2).sum(-1), (df**2).sum(-1)
     # Besse, Einstein Manifolds, Thm 1.159 (Besse's Laplacian is -sum d_i^2): for g = e^{2f} delta
@@ -212,37 +218,38 @@ def test_round_sphere_chart_curvature(f64):
     """Stereographic metric 4/(1+|x|^2)^2 delta of the unit 7-sphere: Ric = 6 g, R = 42."""
     metric = lambda x: (4 / (1 + (x**2).sum(-1)) ** 2)[:, None, None] * torch.eye(N)   # noqa: E731
     x = 0.5 * torch.randn(10, N, generator=torch.Generator().manual_seed(0))
-    c = E.curvature(metric, x)
+    c = Cv.curvature(metric, x)
     assert torch.allclose(c.scalar, torch.full_like(c.scalar, N * (N - 1)), atol=1e-11)
     assert torch.allclose(c.ricci, (N - 1) * c.g, atol=1e-11)
 
 
 def test_hotspots_and_refinement(f64):
     L = 1.0
-    x = E.sample_chart(400, L, seed=3)
+    x = sampling.sobol(400, L, seed=3)
     val = torch.exp(-10 * x[:, 0] ** 2)                       # peaked in the neck
-    h = E.hotspots(x, val, L, fraction=0.05, region_weights=three_regions)
-    assert h["count"] == 20 and h["mask"].sum() == 20
-    assert h["regions"]["neck"]["hotspots"] == 20
-    assert sum(r["points"] for r in h["regions"].values()) == 400
-    assert sum(h["lambda_bins"]["hotspots"]) == 20
-    g = E.refinement_guidance(x[:, 0], val, torch.ones(400), L, region_weights=three_regions, n_bins=4)
+    h = Rg.hotspots(x, val, L, fraction=0.05, region_weights=three_regions)
+    assert h.count == 20 and h.mask.sum() == 20
+    assert h.regions["neck"]["hotspots"] == 20
+    assert sum(r["points"] for r in h.regions.values()) == 400
+    assert sum(h.lambda_bins["hotspots"]) == 20
+    json.dumps(h.to_dict())
+    g = Rg.refinement_guidance(x[:, 0], val, torch.ones(400), L, region_weights=three_regions, n_bins=4)
     assert g["regions"][0]["region"] == "neck"
     assert {g["lambda_bins"][0]["lambda_lo"], g["lambda_bins"][1]["lambda_lo"]} == {-0.5, 0.0}
     assert sum(b["share"] for b in g["lambda_bins"]) == pytest.approx(1.0)
     json.dumps(g)
     with pytest.raises(ValueError, match="fraction"):
-        E.hotspots(x, val, L, fraction=1.5, region_weights=three_regions)
+        Rg.hotspots(x, val, L, fraction=1.5, region_weights=three_regions)
 
 
 # ----------------------------------------------------------------------------- torsion tensor
 def test_full_torsion_exact_cases(f64):
-    x = E.sample_chart(16, 1.0, seed=4)
-    ft = E.full_torsion(generic_phi, x)
+    x = sampling.sobol(16, 1.0, seed=4)
+    ft = Tor.full_torsion(generic_phi, x)
     assert ft.residual.max() < 1e-12 and ft.norm.min() > 1e-2      # nabla phi = T . psi
-    ft = E.full_torsion(lambda y: pullback_phi(diffeo_jacobian(y)), x)
+    ft = Tor.full_torsion(lambda y: pullback_phi(diffeo_jacobian(y)), x)
     assert ft.T.abs().max() < 1e-12                                  # F^* phi0 is torsion-free
-    ft = E.full_torsion(conformal_phi, x)
+    ft = Tor.full_torsion(conformal_phi, x)
     _, df, _ = conformal_f(x)
     expect = -torch.einsum("zn,znp,zplm->zlm", df, ft.g_inv, ft.phi)   # T = -(df)^# ⌟ phi
     assert (ft.T - expect).abs().max() < 1e-12 * expect.abs().max()
@@ -252,29 +259,29 @@ def test_full_torsion_exact_cases(f64):
 def test_flat_geodesics_are_straight_lines(f64):
     A = torch.eye(N) + 0.2 * torch.randn(N, N, generator=torch.Generator().manual_seed(3))
     metric = lambda y: (A.T @ A).expand(y.shape[0], N, N)       # noqa: E731
-    x0, v0 = E.sample_chart(3, 1.0, seed=5), torch.randn(3, N, generator=torch.Generator().manual_seed(4))
-    geo = E.geodesics(metric, x0, v0, t_max=2.0, n_steps=8)
+    x0, v0 = sampling.sobol(3, 1.0, seed=5), torch.randn(3, N, generator=torch.Generator().manual_seed(4))
+    geo = Geo.geodesics(metric, x0, v0, t_max=2.0, n_steps=8)
     line = x0 + geo.t[:, None, None] * v0
     assert (geo.x - line).abs().max() < 1e-13 and geo.energy_drift.max() < 1e-14
 
 
 def test_geodesic_energy_conservation_rk4_order(f64):
-    x0 = E.sample_chart(3, 1.0, seed=6)
+    x0 = sampling.sobol(3, 1.0, seed=6)
     v0 = torch.randn(3, N, generator=torch.Generator().manual_seed(7))
     v0 = v0 / v0.norm(dim=1, keepdim=True)
-    drift = [E.geodesics(conformal_metric, x0, v0, 1.0, n).energy_drift.max() for n in (10, 20)]
+    drift = [Geo.geodesics(conformal_metric, x0, v0, 1.0, n).energy_drift.max() for n in (10, 20)]
     assert drift[0] < 1e-3
     assert drift[0] / drift[1] > 10                            # fourth order: about 16
 
 
 def test_torsion_modified_geodesics(f64):
-    x0 = E.sample_chart(2, 1.0, seed=8)
+    x0 = sampling.sobol(2, 1.0, seed=8)
     v0 = torch.randn(2, N, generator=torch.Generator().manual_seed(9))
     v0 = v0 / v0.norm(dim=1, keepdim=True)
-    T = E.g2_torsion_tensor(conformal_phi)
-    g_lc = E.geodesics(conformal_metric, x0, v0, 0.4, 4)
-    g_t = E.geodesics(conformal_metric, x0, v0, 0.4, 4, torsion=T)
-    g_t2 = E.geodesics(conformal_metric, x0, v0, 0.4, 8, torsion=T)
+    T = Tor.g2_torsion_tensor(conformal_phi)
+    g_lc = Geo.geodesics(conformal_metric, x0, v0, 0.4, 4)
+    g_t = Geo.geodesics(conformal_metric, x0, v0, 0.4, 4, torsion=T)
+    g_t2 = Geo.geodesics(conformal_metric, x0, v0, 0.4, 8, torsion=T)
     assert g_t.flow.startswith("torsion") and g_lc.flow == "levi-civita"
     assert (g_t.x[-1] - g_lc.x[-1]).abs().max() > 1e-3          # the S3 term is not zero here
     assert g_t.antisymmetric_force < 1e-13                       # a 3-form part would drop out
@@ -285,11 +292,11 @@ def test_torsion_modified_geodesics(f64):
 def test_geodesics_bad_input(f64):
     x0 = torch.zeros(2, N)
     with pytest.raises(ValueError, match="same shape"):
-        E.geodesics(conformal_metric, x0, torch.zeros(3, N), 1.0, 4)
+        Geo.geodesics(conformal_metric, x0, torch.zeros(3, N), 1.0, 4)
     with pytest.raises(ValueError, match="t_max"):
-        E.geodesics(conformal_metric, x0, x0, -1.0, 4)
+        Geo.geodesics(conformal_metric, x0, x0, -1.0, 4)
     with pytest.raises(ValueError, match=r"\(batch, 7\)"):
-        E.geodesics(conformal_metric, torch.zeros(2, 6), torch.zeros(2, 6), 1.0, 4)
+        Geo.geodesics(conformal_metric, torch.zeros(2, 6), torch.zeros(2, 6), 1.0, 4)
 
 
 # ----------------------------------------------------------------------------- regions
@@ -297,11 +304,11 @@ def test_region_table_exact_deviations(f64):
     from k7lib import chart
     L, c = 1.0, 1.3
     bg = lambda y: chart.phi_background(y, L)                   # noqa: E731
-    x = E.sample_chart(64, L, seed=9)
-    t = E.region_table(lambda y: c * bg(y), x, L, background=bg, region_weights=three_regions)
+    x = sampling.sobol(64, L, seed=9)
+    t = Rg.region_table(lambda y: c * bg(y), x, L, background=bg, region_weights=three_regions)
     assert np.allclose(t["phi_deviation"], c - 1, atol=1e-12)
     assert np.allclose(t["metric_deviation"], (2 / 3) * math.log(c), atol=1e-12)     # g(c phi) = c^(2/3) g
-    stats = E.region_statistics(E.region_table(bg, x, L, background=bg, region_weights=three_regions))
+    stats = Rg.region_statistics(Rg.region_table(bg, x, L, background=bg, region_weights=three_regions))
     assert stats["det_g"]["mean"] == pytest.approx(65 / 32, rel=1e-12)
     assert stats["regions"]["neck"]["points"] + stats["regions"]["left"]["points"] + \
         stats["regions"]["right"]["points"] == 64

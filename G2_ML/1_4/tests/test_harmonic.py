@@ -9,6 +9,7 @@ import torch
 from scipy.integrate import quad
 from scipy.special import i0
 
+from k7lib import sampling
 from k7lib import forms as F
 from k7lib import g2
 from k7lib.fixtures import conformal_fibre_field, generic_field, lambda_frame_field
@@ -55,7 +56,7 @@ def test_hodge_derivative_matches_forward_mode(f64):
         A = A0 + torch.sin(2 * math.pi * y[:, 1:2, None]) * B0 + 0.2 * y[:, 0:1, None] * B0.T
         return F.transform_packed(g2.phi0_packed().expand(y.shape[0], 35), 3, A.transpose(-1, -2))
 
-    x = H.sample_chart(32, 1.0, seed=3)
+    x = sampling.chart_points(32, 1.0, seed=3, method="uniform")
     for k in (2, 3):
         def S_of(y):
             m = g2.metric_data_packed(phi(y), check=False)
@@ -77,7 +78,7 @@ def test_conformal_gram_and_dirichlet_match_quadrature(f64):
     """g = e^{2f} I, f = 0.3 sin(lambda): G(dx^ij) = int e^{3f}, E(dx^0j) = int 9 f'^2 e^f, E(dx^ij, i>0) = 0."""
     Lq, n = 1.0, 4000
     f = lambda lam: 0.3 * torch.sin(lam)
-    x = H.sample_chart(n, Lq, seed=2)
+    x = sampling.chart_points(n, Lq, seed=2, method="uniform")
     x[:, 0] = -Lq + (torch.arange(n) + 0.5) * (2 * Lq / n)          # midpoint rule in lambda
     ints = H.integrate(H.constant_basis(2), conformal_phi(f), x, volume=2 * Lq, chunk=1000)
     G_ref = quad(lambda t: math.exp(0.9 * math.sin(t)), -Lq, Lq)[0]
@@ -93,7 +94,7 @@ def test_profile_dirichlet_matches_quadrature(f64):
     Lq, n = 1.0, 2000
     coef = torch.stack([H.basis_form((1, 2)), H.basis_form((0, 1))])[None]
     basis = H.CandidateBasis(2, ("h*dx12", "h*dx01"), lambda x: torch.tanh(2 * x[:, :1]), coef)
-    x = H.sample_chart(n, Lq, seed=4)
+    x = sampling.chart_points(n, Lq, seed=4, method="uniform")
     x[:, 0] = -Lq + (torch.arange(n) + 0.5) * (2 * Lq / n)
     E_ref = quad(lambda t: (2 / math.cosh(2 * t) ** 2) ** 2, -Lq, Lq)[0]
     for method, tol in (("autograd", 1e-5), ("fd", 1e-5)):
@@ -132,7 +133,7 @@ def test_flat_dlambda_forms_project_to_zero(flat_result):
 def test_harmonic_representatives_are_orthonormal_constants(flat_result, f64):
     t = flat_result.three
     rep = t.representatives()
-    x, w, _ = H.chart_quadrature(4096, L, 8, seed=11)                   # independent of the projection's points
+    x, w, _ = sampling.gauss_sobol(4096, L, 8, seed=11)                   # independent of the projection's points
     h = rep(x)                                                           # (N, 20, 35), flat metric
     gram = torch.einsum("x,xrc,xsc->rs", w, h, h)
     assert h.shape[1:] == (20, 35) and torch.allclose(gram, torch.eye(20, dtype=torch.float64), atol=1e-10)
@@ -153,7 +154,7 @@ def test_constant_3forms_alone(f64):
 def test_tcs_modes_are_not_constant_combinations(flat_result, f64):
     tcs = H.tcs_modes(L)
     assert tcs.n_modes == 42 and len(set(tcs.names)) == 42
-    x = H.sample_chart(400, L, seed=5)
+    x = sampling.chart_points(400, L, seed=5, method="uniform")
     w = tcs(x)                                                   # (400, 42, 35)
     spread = (w - w.mean(0)).pow(2).sum(-1).mean(0).sqrt()        # distance from the best constant form
     assert float(spread.min()) > 0.05
@@ -184,7 +185,7 @@ def test_lambda_only_metric_projection_is_identity_on_fibre_forms(f64):
         n2 = torch.diagonal(p.class_gram)[fibre]
         assert torch.allclose(n2, p.class_norms2[fibre], rtol=1e-11)
         assert float(p.coefficients[:, :, fibre].abs().max()) < 1e-9
-        x = H.sample_chart(7, L, seed=5)
+        x = sampling.chart_points(7, L, seed=5, method="uniform")
         assert torch.allclose(p.forms(x)[:, fibre], torch.eye(F.n_components(k), dtype=torch.float64)[fibre].expand(7, -1, -1),
                               atol=1e-9)
         assert float(torch.diagonal(p.class_gram)[~fibre].abs().max()) < 1e-11   # dlambda-forms: exact
@@ -206,7 +207,7 @@ def test_conformal_fixture_norms_within_one_percent(conformal_result, f64):
         e = H.fixture_errors(p, A_CONF)
         assert e["with_dy1"] < 1e-2 and e["without_dy1"] < 1e-2 and e["exact"] < 1e-12
         k = spec.degree
-        x = H.sample_chart(200, L, seed=8)
+        x = sampling.chart_points(200, L, seed=8, method="uniform")
         f = A_CONF * torch.sin(2 * math.pi * x[:, 1])
         c = torch.exp(-(7 - 2 * k) * f) / float(i0((7 - 2 * k) * A_CONF))
         i = F.combos(k).index((1, 2) if k == 2 else (1, 2, 3))
@@ -270,7 +271,7 @@ def test_bad_input(f64):
         H.extract(flat_phi, 1000, -1.0)
     degenerate = lambda x: H.basis_form((0, 1, 2)).expand(x.shape[0], 35) + 0 * x[:, :1]
     with pytest.raises(ValueError, match="not positive"):
-        H.integrate(H.constant_basis(2), degenerate, H.sample_chart(300, L), 2 * L)
+        H.integrate(H.constant_basis(2), degenerate, sampling.chart_points(300, L, method="uniform"), 2 * L)
     with pytest.raises(ValueError, match="not positive"):
         H.project(degenerate, L, 512, settings=LIGHT)
 
@@ -310,7 +311,7 @@ def test_harmonic_table_shows_both_counts_and_the_gap(flat_result):
 
 def test_spectral_basis_derivatives_are_exact(f64):
     sb = H.SpectralBasis(3, 2, mixed_pairs=True)
-    x = H.sample_chart(16, L, seed=3)
+    x = sampling.chart_points(16, L, seed=3, method="uniform")
     s, D = sb(x, L)
     assert s.shape == (16, sb.n_profiles) and D.shape == (16, sb.n_profiles, 7)
     _, J = value_and_jacobian(lambda y: sb(y, L)[0], x)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from k7lib import explore, export, g2, harmonic, inputs, yukawa
+from k7lib import curvature, explore, export, g2, harmonic, inputs, yukawa
 from k7lib.torsion import torsion
 
 PHI0 = g2.phi0_packed()
@@ -47,7 +47,7 @@ BAD_POINTS = [
 # public entries that take points x: name -> call(x)
 POINT_ENTRIES = {
     "torsion": lambda x: torsion(const_field, x),
-    "curvature": lambda x: explore.curvature(metric_field, x),
+    "curvature": lambda x: curvature.curvature(metric_field, x),
     "wedge_couplings": lambda x: yukawa.wedge_couplings(
         lambda y: torch.zeros(y.shape[0], 1, 21, dtype=y.dtype), lambda y: torch.zeros(y.shape[0], 1, 35, dtype=y.dtype), x),
     "hitchin_volume": lambda x: yukawa.hitchin_volume(const_field, x),

@@ -7,8 +7,10 @@ import torch
 
 from k7lib import derivatives as D
 from k7lib import forms as F
-from k7lib import links as Lk
-from k7lib import quintic as Qn
+from k7lib import cli, sampling
+from k7lib.calabi_yau import link as Lk
+from k7lib.calabi_yau import link_chart as LC
+from k7lib.calabi_yau import quintic as Qn
 from k7lib.__main__ import main as k7main
 
 TOL = 1e-10
@@ -16,7 +18,7 @@ TOL = 1e-10
 
 @pytest.fixture(scope="module")
 def x32():
-    return Lk.sample_chart(32, seed=3)
+    return sampling.link_points(32, seed=3)
 
 
 # ---------------------------------------------------------------- sampling and Q
@@ -47,7 +49,7 @@ def test_line_points_lie_on_q_and_are_fs_distributed():
 
 def test_omega_ratio_is_patch_independent():
     z = Qn.sample_lines(20, seed=4).z
-    z = Lk.fundamental_domain(z)      # |z0| largest, |z4| next: patches (0,4), (0,1), (4,0) all valid
+    z = LC.fundamental_domain(z)      # |z0| largest, |z4| next: patches (0,4), (0,1), (4,0) all valid
     n = len(z)
     full = lambda i: torch.full((n,), i, dtype=torch.long)
     a = Qn.omega_ratio(z, full(0), full(4))
@@ -58,7 +60,7 @@ def test_omega_ratio_is_patch_independent():
 def test_fundamental_domain_is_a_symmetry():
     z = Qn.sample_lines(50, seed=5).z
     theta = torch.linspace(-3, 3, 50, dtype=torch.float64)
-    zf = Lk.fundamental_domain(z, theta)
+    zf = LC.fundamental_domain(z, theta)
     assert float(Qn.residual(zf).max()) < 1e-12
     assert torch.allclose(Qn.omega_ratio(zf), Qn.omega_ratio(z), rtol=1e-10)
     assert torch.allclose(torch.angle(zf[:, 0]), theta, atol=1e-12)
@@ -66,19 +68,19 @@ def test_fundamental_domain_is_a_symmetry():
 
 
 def test_chart_roundtrip():
-    x = Lk.sample_chart(40, seed=6)
+    x = sampling.link_points(40, seed=6)
     assert x.dtype == torch.float64 and x.shape == (40, 7)
-    z = Lk.sphere_from_chart(x)
+    z = LC.sphere_from_chart(x)
     assert float(Qn.residual(z).max()) < 1e-12
     assert torch.allclose(z.norm(dim=-1), torch.ones(40, dtype=torch.float64))
-    assert torch.allclose(Lk.chart_from_sphere(z), x, atol=1e-12)
+    assert torch.allclose(LC.chart_from_sphere(z), x, atol=1e-12)
     assert float(Lk.angle_to_cut(x).min()) > 0.1
 
 
 # ---------------------------------------------------------------- Kahler and contact data
 def test_fs_data_normalisation(x32):
     c = Lk.chart_forms(x32)
-    Z, dZ, _ = Lk._affine(x32)
+    Z, dZ, _ = LC.affine_chart(x32)
     det_h = torch.linalg.det(Qn.fs_hermitian(Z, dZ)).real
     om3 = F.wedge_packed(F.wedge_packed(c.omega, c.omega, 2, 2), c.omega, 4, 2)   # 6-form, (batch, 7)
     base = F.combo_index(6)[(1, 2, 3, 4, 5, 6)]
@@ -127,15 +129,15 @@ def test_stable_dense_fields_with_public_d(x32):
 
 # ---------------------------------------------------------------- bad input
 def test_bad_input_raises():
-    z = Lk.sphere_from_chart(Lk.sample_chart(4, seed=7))
+    z = LC.sphere_from_chart(sampling.link_points(4, seed=7))
     off = z.clone()
     off[:, 1] += 0.1
     with pytest.raises(ValueError, match="off the quintic"):
-        Lk.chart_from_sphere(off)
+        LC.chart_from_sphere(off)
     sheet = z.clone()
     sheet[:, 4] *= complex(math.cos(2 * math.pi / 5), math.sin(2 * math.pi / 5))
     with pytest.raises(ValueError, match="another sheet"):
-        Lk.chart_from_sphere(sheet)
+        LC.chart_from_sphere(sheet)
     on_branch = torch.tensor([[1, -1, 0, 0, 0]], dtype=torch.complex128) / math.sqrt(2)   # z4 = 0 on Q
     with pytest.raises(ValueError, match="vanishes"):
         Qn.affine_frame(on_branch, 0, 4)
@@ -164,11 +166,11 @@ def test_train_validate_runs_and_cli(tmp_path):
     assert (r1.name, r2.name) == ("run_1", "run_2")
     path, loaded, models = Lk.load_run(None, root)
     assert path == r2 and loaded == cfg and set(models) == {"3form", "metric"}
-    assert models["3form"](Lk.sample_chart(3)).shape == (3, 35)
+    assert models["3form"](sampling.link_points(3)).shape == (3, 35)
     with pytest.raises(ValueError, match="not found"):
         Lk.load_run(9, root)
 
-    x = Lk.sample_chart(12, seed=11)
+    x = sampling.link_points(12, seed=11)
     summary, components, _ = Lk.analyse(models, cfg.structure, x)
     row = lambda f, c: summary[(summary.field == f) & (summary.check == c)].iloc[0]
     assert row("analytic", "d_psi").max_relative <= TOL
@@ -180,7 +182,7 @@ def test_train_validate_runs_and_cli(tmp_path):
     assert len(components[(components.field == "learned") & (components.check == "d_psi")]) == 21
 
     plots = tmp_path / "plots"
-    assert Lk.main(["validate", "--root", str(root), "--run", "1", "--n", "8", "--plots", str(plots)]) == 0
+    assert cli.main(["links", "validate", "--root", str(root), "--run", "1", "--n", "8", "--plots", str(plots)]) == 0
     assert (plots / "links_identities_run_1.png").is_file()
     assert (r1 / "validation_summary.csv").is_file() and (r1 / "validation_components.csv").is_file()
     assert k7main(["links", "validate", "--root", str(tmp_path / "empty"), "--plots", str(plots)]) == 2
@@ -188,7 +190,7 @@ def test_train_validate_runs_and_cli(tmp_path):
 
 def test_cli_sample(tmp_path):
     out = tmp_path / "out"
-    assert Lk.main(["sample", "--n", "40", "--volume-draws", "400", "--n-checks", "4", "--out", str(out)]) == 0
+    assert cli.main(["links", "sample", "--n", "40", "--volume-draws", "400", "--n-checks", "4", "--out", str(out)]) == 0
     s = json.loads((out / "link_sample_summary.json").read_text())
     assert s["max_d_psi"] <= TOL and s["max_d_phi_minus_omega2"] <= TOL
     assert abs(s["fs_volume_deviation_in_se"]) < 4

@@ -4,6 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from k7lib import sampling
 from k7lib import chart, g2
 from k7lib.config import Config, LossWeights
 from k7lib.constants import ZeroParamGeometry
@@ -26,7 +27,7 @@ def tiny_model():
 
 
 def points(n=48, seed=0, neck=True):
-    return chart.sample(n, 1.0, torch.Generator().manual_seed(seed), neck_weighted=neck, dtype=torch.float64)
+    return sampling.uniform(n, 1.0, torch.Generator().manual_seed(seed), neck_weighted=neck, dtype=torch.float64)
 
 
 def test_terms_match_direct_formulas_on_the_background(f64):
@@ -109,7 +110,7 @@ def test_gradients_flow_to_parameters_in_float32():
     model = tiny_model()
     with torch.no_grad():
         model.head.weight.normal_(std=1e-2)
-    x, w = chart.sample(32, 1.0, torch.Generator().manual_seed(1), neck_weighted=True)
+    x, w = sampling.uniform(32, 1.0, torch.Generator().manual_seed(1), neck_weighted=True)
     out = compute_losses(model, x, w, ALL)
     out.total.backward()
     grads = [p.grad for p in model.parameters()]

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from k7lib import sampling
 from k7lib import chart
 from k7lib.config import Config
 from k7lib.model import K7PhiModel, chebyshev_features, fourier_features
@@ -29,7 +30,7 @@ def v13c_state_dict():
 def test_correction_is_zero_at_initialisation(f64):
     cfg = tiny()
     model = K7PhiModel(cfg).double()
-    x, _ = chart.sample(32, cfg.L, torch.Generator().manual_seed(0), dtype=torch.float64)
+    x, _ = sampling.uniform(32, cfg.L, torch.Generator().manual_seed(0), dtype=torch.float64)
     out = model(x)
     assert out.shape == (32, 35)
     assert torch.equal(out, chart.phi_background(x, cfg.L))
@@ -39,7 +40,7 @@ def test_correction_is_zero_at_initialisation(f64):
 def test_features_shape_and_periodicity(f64):
     cfg = tiny()
     model = K7PhiModel(cfg).double()
-    x, _ = chart.sample(16, cfg.L, torch.Generator().manual_seed(1), dtype=torch.float64)
+    x, _ = sampling.uniform(16, cfg.L, torch.Generator().manual_seed(1), dtype=torch.float64)
     feats = model.features(x)
     assert feats.shape == (16, 12 * cfg.n_fourier + cfg.n_chebyshev + 5) == (16, model.n_in)
     with torch.no_grad():
@@ -93,6 +94,6 @@ def test_gradients_reach_every_layer():
     model = K7PhiModel(cfg)
     with torch.no_grad():
         model.head.weight.normal_()
-    x, _ = chart.sample(8, cfg.L, torch.Generator().manual_seed(2))
+    x, _ = sampling.uniform(8, cfg.L, torch.Generator().manual_seed(2))
     model(x).pow(2).sum().backward()
     assert all(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in model.parameters())

@@ -5,9 +5,11 @@ import math
 import pytest
 import torch
 
-from k7lib import links as Lk
-from k7lib import quintic as Qn
-from k7lib import ricci_flat as RF
+from k7lib import cli, sampling
+from k7lib.calabi_yau import link as Lk
+from k7lib.calabi_yau import link_chart as LC
+from k7lib.calabi_yau import quintic as Qn
+from k7lib.calabi_yau import ricci_flat as RF
 from k7lib.__main__ import main as k7main
 
 TOL = 1e-10
@@ -73,12 +75,12 @@ def test_ddbar_agrees_with_real_hessian_through_the_nonlinear_link_chart():
     """Full real Hessian of x -> phi_NN(Z(w(x))) through the chart's root z4(w) (second holomorphic derivatives
     of Z included) gives the same d dbar as the first-order construction of `ddbar`."""
     pot = random_potential(seed=4)
-    x = Lk.sample_chart(4, seed=5)
-    Z, dZ, _ = Lk._affine(x)
+    x = sampling.link_points(4, seed=5)
+    Z, dZ, _ = LC.affine_chart(x)
     h = RF.ddbar(pot, Z, dZ).detach()
     s, t = [1, 3, 5], [2, 4, 6]
     for n in range(len(x)):
-        f = lambda y: pot(Lk._affine(y[None])[0])[0]
+        f = lambda y: pot(LC.affine_chart(y[None])[0])[0]
         H = torch.autograd.functional.hessian(f, x[n])
         H = H.detach()
         ref = 0.25 * torch.complex(H[s][:, s] + H[t][:, t], H[s][:, t] - H[t][:, s])
@@ -101,7 +103,7 @@ def test_initial_potential_is_zero_and_sigma_is_fs_sigma_exactly():
     assert RF.sigma_measure(s, m32) == Qn.sigma_measure(s)
     assert next(m32.parameters()).dtype == torch.float32
     # the link structure of omega_FS is exactly the one of `links`
-    x = Lk.sample_chart(8, seed=7)
+    x = sampling.link_points(8, seed=7)
     for corr in (False, True):
         ld = RF.link_data(x, model, kappa=0.8, correct_eta=corr)
         phi, psi = Lk.phi_psi_packed(x, Lk.LinkStructure(kappa=0.8))
@@ -147,7 +149,7 @@ def test_max_seconds_bounds_training():
 # ---------------------------------------------------------------- the link
 def test_link_structure_what_is_exact_and_what_is_not():
     pot = random_potential(seed=9)
-    x = Lk.sample_chart(6, seed=10)
+    x = sampling.link_points(6, seed=10)
     plain = RF.link_checks(x, pot, kappa=1.0, correct_eta=False)
     fixed = RF.link_checks(x, pot, kappa=1.0, correct_eta=True)
     for chk in (plain, fixed):
@@ -162,7 +164,7 @@ def test_link_structure_what_is_exact_and_what_is_not():
 def test_trained_metric_moves_the_link_towards_psi_star_phi(trained):
     model, _, _ = trained
     kappa, _ = Lk.kappa_volume_matched(2000, seed=11)
-    x = Lk.sample_chart(24, seed=12)
+    x = sampling.link_points(24, seed=12)
     table = RF.link_comparison(x, model, kappa)
     val = lambda m, c: float(table[(table.metric == m) & (table.check == c)].mean_abs.iloc[0])
     for c in ("r", "psi_minus_star_phi", "phi_wedge_psi"):
@@ -192,7 +194,7 @@ def test_bad_input_raises():
     off[:, 0] += 0.1
     with pytest.raises(ValueError, match="off the quintic"):
         RF.kahler_data(off)
-    x = Lk.sample_chart(2, seed=14)
+    x = sampling.link_points(2, seed=14)
     with pytest.raises(ValueError, match="kappa"):
         RF.link_data(x, kappa=0.0)
     with pytest.raises(ValueError, match="derivative method"):
@@ -207,7 +209,7 @@ def test_cli_ricci_action(tmp_path):
     root = tmp_path / "runs"
     args = ["ricci", "--n-train", "200", "--epochs", "2", "--batch-size", "100", "--width", "8", "--depth", "1",
             "--n-eval", "200", "--eval-seeds", "1", "2", "--n-link", "3", "--kappa-draws", "200", "--root", str(root)]
-    assert Lk.main(args) == 0
+    assert cli.main(["links", *args]) == 0
     run = root / "run_1"
     for name in ("potential.pt", "config.json", "history.csv", "sigma.csv", "link_checks.csv", "summary.json"):
         assert (run / name).is_file(), name

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
+from k7lib import figures
 from k7lib import forms as F
 from k7lib import g2
 from k7lib import validate as V
-from k7lib.explore import sample_chart
+from k7lib.sampling import sobol as sample_chart
 
 N = 7
 
@@ -94,7 +95,7 @@ def test_generic_field_split_identities_by_autograd(f64):
 def test_histograms_and_bad_input(f64, tmp_path):
     x = sample_chart(24, 1.0, seed=4)
     table, _ = V.g2_identity_report(conformal_phi, x)
-    paths = V.save_histograms(table, tmp_path / "plots")
+    paths = figures.identity_histograms(table, tmp_path / "plots", V.EXACT, V.DESCRIPTION)
     assert len(paths) == len(table.columns) - 1 and all(p.exists() and p.stat().st_size > 0 for p in paths)
     with pytest.raises(ValueError, match=r"\(batch, 7\)"):
         V.identity_table(conformal_phi, torch.zeros(4, 6))

@@ -26,35 +26,37 @@ The chart. One fixed patch of L: z0 != 0 scaled to 1, z4 eliminated on one branc
   z4 = e^{i pi/5} (1 + w1^5 + w2^5 + w3^5)^{1/5}   (principal power, arg z4 in (0, 2 pi/5]).
 Chart points x (batch, 7):
   x[:, 0] = theta = arg z0 (fibre angle),  x[:, 1:7] = (Re w1, Im w1, Re w2, Im w2, Re w3, Im w3),
-so that z = e^{i theta} (1, w1, w2, w3, z4) / |(1, w, z4)|. `sample_chart` maps line-sampled points
+so that z = e^{i theta} (1, w1, w2, w3, z4) / |(1, w, z4)|. `sampling.link_points` maps line-sampled points
 into the region |w_a| <= |z4| <= 1 of this patch (using the permutation and Z_5 phase symmetries of
 the Fermat quintic, which preserve Q, omega_FS and its measure), where |z4| >= 4^{-1/5} and dp/dz4 is
 the largest derivative, so the chart is well conditioned there. No branch of z4 is continuous on the
 whole region (1 + sum w^5 winds around 0 on it); this one has its cut where 1 + sum w^5 <= 0, which
-the region meets only near |w_a| = |z4| = 1 (`sample_chart` reports how close its points come).
+the region meets only near |w_a| = |z4| = 1 (`angle_to_cut` says how close points come; `calabi_yau.link_chart` holds the chart maps).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
+import pandas as pd
 import torch
 
-from . import forms as F
-from . import g2
+from .. import forms as F
+from .. import g2
 from . import quintic as Qn
-from . import runs as R
-from .derivatives import METHODS, value_and_jacobian
+from .. import runs as R
+from ..derivatives import METHODS, value_and_jacobian
+from ..fit import fit
+from ..sampling import link_points
+from .link_chart import affine_chart, angle_to_cut, check_chart
 
 NORMALISATIONS = ("holomorphic", "pointwise")
 DEFAULT_RUNS = R.PACKAGE_ROOT / "runs" / "links"
 DEFAULT_OUT = R.OUTPUTS / "links"
 DEFAULT_PLOTS = R.OUTPUTS / "plots"
-BRANCH_TOL = 1e-8
 
 
 @dataclass(frozen=True)
@@ -74,118 +76,9 @@ class LinkStructure:
 DEFAULT = LinkStructure()
 
 
-# ---------------------------------------------------------------- chart <-> C^5
-def _check_x(x: torch.Tensor) -> None:
-    if not torch.is_tensor(x) or x.ndim != 2 or x.shape[-1] != F.DIM or torch.is_complex(x):
-        raise ValueError(f"chart points must be a real tensor of shape (batch, 7), got "
-                         f"{getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
-
-
-def chart_z4(w: torch.Tensor) -> torch.Tensor:
-    """The chart's root of p = 0: z4 = e^{i pi/5} (1 + sum_a w_a^5)^{1/5} (principal power), (batch,).
-
-    w (batch, 3) complex. Its cut, where 1 + sum w^5 is real and negative, meets the sampled region
-    only where all |w_a| and |z4| are close to 1, away from the typical points (w ~ 0 gives z4 ~ e^{i pi/5}).
-    """
-    s = 1 + (w ** Qn.DEGREE).sum(-1)
-    return torch.polar(s.abs() ** (1 / Qn.DEGREE), (torch.angle(s) + math.pi) / Qn.DEGREE)
-
-
-def _affine(x: torch.Tensor):
-    """(Z (batch, 5), dZ/dw (batch, 3, 5), dp/dz4 (batch,)) in the fixed patch, complex."""
-    w = torch.complex(x[:, 1::2], x[:, 2::2])
-    z4 = chart_z4(w)
-    one = torch.ones_like(z4)
-    Z = torch.cat([one[:, None], w, z4[:, None]], -1)
-    dp4 = Qn.DEGREE * z4 ** (Qn.DEGREE - 1)
-    slope = -(w / z4[:, None]) ** (Qn.DEGREE - 1)                    # dz4/dw_a = -(dp/dw_a)/(dp/dz4)
-    base = torch.zeros(Qn.DIM_C, Qn.N_HOMOG, dtype=Z.dtype, device=Z.device)
-    base[torch.arange(Qn.DIM_C, device=Z.device), torch.arange(1, Qn.DIM_C + 1, device=Z.device)] = 1
-    e4 = torch.zeros(Qn.N_HOMOG, dtype=Z.dtype, device=Z.device)
-    e4[Qn.N_HOMOG - 1] = 1
-    dZ = base + slope[..., None] * e4
-    return Z, dZ, dp4
-
-
-def angle_to_cut(x: torch.Tensor) -> torch.Tensor:
-    """Angular distance pi - |arg(1 + sum w^5)| of chart points from the cut of chart_z4, (batch,)."""
-    _check_x(x)
-    w = torch.complex(x[:, 1::2], x[:, 2::2])
-    return math.pi - torch.angle(1 + (w ** Qn.DEGREE).sum(-1)).abs()
-
-
-def check_chart(x: torch.Tensor) -> None:
-    """ValueError unless x (batch, 7) is real, finite and inside the patch (dp/dz4 not vanishing)."""
-    _check_x(x)
-    if F._is_traced(x):
-        return
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("chart points contain NaN or Inf")
-    Z, _, dp4 = _affine(x)
-    bad = ~(dp4.abs() > Qn.DERIV_TOL * Qn.gradient(Z).abs().pow(2).sum(-1).sqrt())
-    if bool(bad.any()):
-        raise ValueError(f"{int(bad.sum())} of {len(x)} chart points are off the patch: dp/dz4 vanishes "
-                         "there (z4 = 0 lies on the branch locus of the chart)")
-
-
-def sphere_from_chart(x: torch.Tensor) -> torch.Tensor:
-    """Chart points (batch, 7) -> points of L in C^5, (batch, 5) complex with |z| = 1."""
-    check_chart(x)
-    Z = _affine(x)[0]
-    return torch.polar(torch.ones_like(x[:, 0]), x[:, 0])[:, None] * Z / Z.abs().pow(2).sum(-1, keepdim=True).sqrt()
-
-
-def chart_from_sphere(z: torch.Tensor, tol: float = BRANCH_TOL) -> torch.Tensor:
-    """Points of L (batch, 5) complex -> chart points (batch, 7) real.
-
-    ValueError for points off Q, off the unit sphere, with z0 = 0, with dp/dz4 = 0, or whose z4/z0
-    is not the chart's root `chart_z4` (another of the 5 sheets: outside the patch).
-    """
-    Qn.check_points(z)
-    if bool(((z.abs().pow(2).sum(-1) - 1).abs() > 1e-8).any()):
-        raise ValueError("points of the link must have |z| = 1")
-    if bool((z[:, 0] == 0).any()):
-        raise ValueError(f"z0 = 0 at {int((z[:, 0] == 0).sum())} points: outside the chart's patch z0 != 0")
-    Z = z / z[:, :1]
-    x = torch.cat([torch.angle(z[:, 0])[:, None], torch.view_as_real(Z[:, 1:4]).reshape(-1, 6)], -1)
-    check_chart(x)
-    off = (Z[:, 4] - chart_z4(Z[:, 1:4])).abs() > tol * (1 + Z[:, 4].abs())
-    if bool(off.any()):
-        raise ValueError(f"{int(off.sum())} of {len(z)} points have z4/z0 on another sheet than the "
-                         "chart's root chart_z4: outside the fixed patch (use fundamental_domain first)")
-    return x
-
-
-def fundamental_domain(z: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
-    """Move points of Q or L into the chart's region with symmetries of the Fermat quintic.
-
-    Permute coordinates so |z0| is largest and |z4| the largest of the rest, multiply z4 by the fifth
-    root of unity that makes z4/z0 = chart_z4(w), then set arg z0 = theta (batch,) if given (else
-    keep it) and normalise |z| = 1. These maps preserve Q, omega_FS and its measure.
-    """
-    Qn.check_points(z)
-    order = z.abs().argsort(-1, descending=True)
-    z = z.gather(-1, order[:, [0, 2, 3, 4, 1]])
-    Z = z / z[:, :1]
-    z4 = chart_z4(Z[:, 1:4]) * z[:, 0]          # the same root up to a fifth root of unity (p(z) = 0)
-    z = torch.cat([z[:, :4], z4[:, None]], -1)
-    if theta is not None:
-        z = z * torch.polar(torch.ones_like(theta), theta - torch.angle(z[:, 0]))[:, None]
-    return z / z.abs().pow(2).sum(-1, keepdim=True).sqrt()
-
-
-def sample_chart(n: int, seed: int = 0) -> torch.Tensor:
-    """n chart points (n, 7) float64: line-sampled points of Q (FS distributed) moved into the patch
-    region (`fundamental_domain`) with a uniform fibre angle theta in [-pi, pi)."""
-    qs = Qn.sample_lines(n, seed=seed)
-    gen = torch.Generator().manual_seed(int(seed) + 1)
-    theta = (torch.rand(n, generator=gen, dtype=torch.float64, device="cpu") * 2 - 1) * math.pi
-    return chart_from_sphere(fundamental_domain(qs.z, theta))
-
-
 # ---------------------------------------------------------------- forms in the chart
 @lru_cache(maxsize=None)
-def _dw_matrix(device: str) -> torch.Tensor:
+def dw_matrix(device: str) -> torch.Tensor:
     """P (3, 7) complex with dw_a = sum_mu P[a, mu] dx^mu."""
     P = torch.zeros(Qn.DIM_C, F.DIM, dtype=torch.complex128, device="cpu")
     for a in range(Qn.DIM_C):
@@ -194,9 +87,9 @@ def _dw_matrix(device: str) -> torch.Tensor:
 
 
 @lru_cache(maxsize=None)
-def _volume_w(device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def holomorphic_volume_packed(device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Re and Im of dw1 ^ dw2 ^ dw3 as packed 3-forms (35,) each."""
-    P = _dw_matrix("cpu")
+    P = dw_matrix("cpu")
     re, im = P[0].real.to(dtype), P[0].imag.to(dtype)
     for a in (1, 2):
         cr, ci = P[a].real.to(dtype), P[a].imag.to(dtype)
@@ -224,9 +117,9 @@ def chart_forms(x: torch.Tensor, structure: LinkStructure = DEFAULT) -> ChartFor
     omega_{mu nu} = -Im (P^T h Pbar)_{mu nu}, g_Q = Re (P^T h Pbar), eta = (1/2) dtheta + (1/2) Im(A_a dw_a).
     """
     check_chart(x)
-    Z, dZ, dp4 = _affine(x)
+    Z, dZ, dp4 = affine_chart(x)
     h = Qn.fs_hermitian(Z, dZ)
-    P = _dw_matrix(F._dev(x.device)).to(Z.dtype)
+    P = dw_matrix(F.device_key(x.device)).to(Z.dtype)
     M = P.T @ h @ P.conj()                                                    # (batch, 7, 7)
     omega = F.pack(-M.imag, 2)
     A = (dZ @ Z.conj()[..., None])[..., 0] / Z.abs().pow(2).sum(-1)[:, None]
@@ -238,7 +131,7 @@ def chart_forms(x: torch.Tensor, structure: LinkStructure = DEFAULT) -> ChartFor
     if structure.normalisation == "pointwise":
         f = f / r
         r = torch.ones_like(r)
-    wr, wi = _volume_w(F._dev(x.device), x.dtype)
+    wr, wi = holomorphic_volume_packed(F.device_key(x.device), x.dtype)
     re_O = f.real[:, None] * wr - f.imag[:, None] * wi
     im_O = f.real[:, None] * wi + f.imag[:, None] * wr
     g_base = M.real + eta[:, :, None] * eta[:, None, :]
@@ -293,7 +186,8 @@ def kappa_volume_matched(n: int = 20000, seed: int = 0) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------- identity checks
-def _gnorm(a: torch.Tensor, k: int, m: g2.PhiMetric) -> torch.Tensor:
+def g_norm(a: torch.Tensor, k: int, m: g2.PhiMetric) -> torch.Tensor:
+    """|a|_g of packed k-forms a (batch, C(7,k)) in the metric data m, (batch,)."""
     return F.inner_packed(a, a, k, m.g, m.ginv, m.det).clamp_min(0).sqrt()
 
 
@@ -323,14 +217,14 @@ def structure_checks(x: torch.Tensor, structure: LinkStructure = DEFAULT, method
     vol = m.orientation * m.det.sqrt()
     g_cf = metric_closed_form(x, structure)
     return {
-        "d_omega": _gnorm(d_omega, 3, m) / _gnorm(omega, 2, m),
-        "d_eta_minus_omega": _gnorm(d_eta - omega, 2, m) / _gnorm(omega, 2, m),
-        "d_phi_minus_omega2": _gnorm(d_phi - om2, 4, m) / _gnorm(om2, 4, m),
-        "d_psi": _gnorm(d_psi, 5, m) / _gnorm(psi, 4, m),
-        "d_star_phi": _gnorm(d_star, 5, m) / _gnorm(star, 4, m),
+        "d_omega": g_norm(d_omega, 3, m) / g_norm(omega, 2, m),
+        "d_eta_minus_omega": g_norm(d_eta - omega, 2, m) / g_norm(omega, 2, m),
+        "d_phi_minus_omega2": g_norm(d_phi - om2, 4, m) / g_norm(om2, 4, m),
+        "d_psi": g_norm(d_psi, 5, m) / g_norm(psi, 4, m),
+        "d_star_phi": g_norm(d_star, 5, m) / g_norm(star, 4, m),
         "phi_wedge_psi": F.wedge_packed(phi, psi, 3, 4)[:, 0] / vol,
         "phi_wedge_psi_predicted": (3 + 4 * c.r ** 2) / c.r ** (4 / 3),
-        "psi_minus_star_phi": _gnorm(psi - star, 4, m) / _gnorm(star, 4, m),
+        "psi_minus_star_phi": g_norm(psi - star, 4, m) / g_norm(star, 4, m),
         "metric_vs_closed_form": (m.g - g_cf).abs().flatten(1).amax(-1) / m.g.abs().flatten(1).amax(-1),
         "orientation": m.orientation,
         "r": c.r,
@@ -420,19 +314,17 @@ class LinkMLP(torch.nn.Module):
 
 def training_data(config: TrainConfig) -> dict:
     """Chart points and analytic targets (float64): x (n, 7), 3form (n, 35), metric (n, 28) with g = g(phi)."""
-    x = sample_chart(config.n_points, seed=config.seed)
+    x = link_points(config.n_points, seed=config.seed)
     phi, _ = phi_psi_packed(x, config.structure)
     return {"x": x, "3form": phi, "metric": metric_to_vector(g2.metric_data_packed(phi).g)}
 
 
 def train(config: TrainConfig, root: str | Path = DEFAULT_RUNS, progress: bool = False) -> Path:
-    """Fit one LinkMLP per task in float32 (Adam, MSE on standardised targets); save a new numbered run.
+    """Fit one LinkMLP per task in float32 (`fit.fit`: Adam, cosine rate, MSE on standardised targets);
+    save a new numbered run.
 
     The run folder holds config.json, <task>.pt (state dicts) and history.csv (per-epoch losses).
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     data = training_data(config)
@@ -449,25 +341,20 @@ def train(config: TrainConfig, root: str | Path = DEFAULT_RUNS, progress: bool =
             model = LinkMLP(TASKS[task], config.width, config.depth)
         model.y_mean.copy_(y[tr].mean(0))
         model.y_std.copy_(y[tr].std(0).clamp_min(1e-6))
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
         scale = model.y_std
-        for epoch in tqdm(range(config.epochs), desc=f"links {task}", disable=not progress):
-            order = tr[torch.randperm(len(tr), generator=gen, device="cpu").to(tr.device)]
-            total = 0.0
-            for i in range(0, len(order), config.batch_size):
-                idx = order[i: i + config.batch_size]
-                loss = (((model(x[idx]) - y[idx]) / scale) ** 2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            sched.step()
+
+        def mse(idx):
+            return {"loss": (((model(x[idx]) - y[idx]) / scale) ** 2).mean()}
+
+        def validation(epoch, row):
             with torch.no_grad():
-                vloss = float((((model(x[val]) - y[val]) / scale) ** 2).mean())
-            if not math.isfinite(total):
-                raise ValueError(f"training of {task} diverged at epoch {epoch} (non-finite loss); lower lr")
-            history.append({"task": task, "epoch": epoch, "train_mse": total / len(tr), "val_mse": vloss})
+                row["val_mse"] = float((((model(x[val]) - y[val]) / scale) ** 2).mean())
+
+        result = fit(model, mse, tr, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                     generator=gen, name=f"training of {task}", progress=progress, after_epoch=validation)
+        h = result.history.rename(columns={"loss": "train_mse"})
+        h.insert(0, "task", task)
+        history.append(h[["task", "epoch", "train_mse", "val_mse"]])
         models[task] = model
     run = R.new_run(root)
     for task, model in models.items():
@@ -475,7 +362,7 @@ def train(config: TrainConfig, root: str | Path = DEFAULT_RUNS, progress: bool =
     cfg = asdict(config)
     cfg["tasks"] = list(config.tasks)
     (run / "config.json").write_text(json.dumps(cfg, indent=2))
-    pd.DataFrame(history).to_csv(run / "history.csv", index=False)
+    pd.concat(history, ignore_index=True).to_csv(run / "history.csv", index=False)
     return run
 
 
@@ -602,44 +489,25 @@ def analyse(models: dict, structure: LinkStructure, x: torch.Tensor, method: str
     return pd.DataFrame(rows), pd.DataFrame(comp_rows), residuals
 
 
-def plot_residuals(residuals: dict, path: str | Path) -> Path:
-    """Histograms of log10 pointwise errors (|phi^psi/vol - 7|, max |d psi_I|, max |(d phi - omega^2)_I|)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def sample_summary(n: int, seed: int = 0, structure: LinkStructure = DEFAULT, volume_draws: int = 4000,
+                   n_checks: int = 64, out: str | Path = DEFAULT_OUT) -> dict:
+    """Chart points with the analytic forms (out/link_samples.pt) and their checks (out/link_sample_summary.json).
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checks = ("phi_wedge_psi", "d_psi", "d_phi_minus_omega2")
-    fig, axes = plt.subplots(1, len(checks), figsize=(4.2 * len(checks), 3.4))
-    for ax, check in zip(axes, checks):
-        for name, res in residuals.items():
-            e = res[check].detach().abs()
-            e = e if e.ndim == 1 else e.amax(-1)
-            ax.hist(torch.log10(e.clamp_min(1e-18)).numpy(), bins=40, alpha=0.55, label=name)
-        ax.set_title(check)
-        ax.set_xlabel("log10 |error| per point")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-# ---------------------------------------------------------------- command line
-def _sample(args) -> int:
-    structure = LinkStructure(kappa=args.kappa, normalisation=args.normalisation)
-    out = Path(args.out)
+    The summary holds the FS volume of Q by the projection sampler beside its exact value 5 pi^3/3!,
+    the volume-matched kappa, the sigma measure of Fubini-Study, the range of |Omega| ratio r, the
+    closest approach to the chart's branch cut and the largest residual of every exact identity.
+    """
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    x = sample_chart(args.n, seed=args.seed)
+    x = link_points(n, seed=seed)
     phi, psi = phi_psi_packed(x, structure)
     c = chart_forms(x, structure)
-    qs = Qn.sample_projections(args.volume_draws, seed=args.seed)
+    qs = Qn.sample_projections(volume_draws, seed=seed)
     vol, se = qs.integral()
-    kappa_m, kappa_se = kappa_volume_matched(args.volume_draws, seed=args.seed + 1)
-    checks = structure_checks(x[: args.n_checks], structure)
+    kappa_m, kappa_se = kappa_volume_matched(volume_draws, seed=seed + 1)
+    checks = structure_checks(x[:n_checks], structure)
     summary = {
-        "n_points": args.n, "structure": asdict(structure),
+        "n_points": n, "structure": asdict(structure),
         "fs_volume_exact": Qn.fs_volume_quintic(),
         "fs_volume_projection_estimate": vol, "fs_volume_standard_error": se,
         "fs_volume_deviation_in_se": (vol - Qn.fs_volume_quintic()) / se,
@@ -649,92 +517,9 @@ def _sample(args) -> int:
         "min_angle_to_chart_cut": float(angle_to_cut(x).min()),
         "checks_on_points": len(checks["r"]),
         **{f"max_{k}": float(v.abs().max()) for k, v in checks.items() if k not in ("r", "orientation")},
+        "files": {"samples": str(out / "link_samples.pt"), "summary": str(out / "link_sample_summary.json")},
     }
     torch.save({"x": x, "phi": phi, "psi": psi, "omega": c.omega, "eta": c.eta,
                 "g": g2.metric_data_packed(phi).g, "r": c.r}, out / "link_samples.pt")
     (out / "link_sample_summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"{args.n} chart points of the quintic link -> {out / 'link_samples.pt'}")
-    print(f"FS volume of Q: projection sampler {vol:.5f} +- {se:.5f} vs exact 5 pi^3/3! = "
-          f"{Qn.fs_volume_quintic():.5f} ({summary['fs_volume_deviation_in_se']:+.2f} se)")
-    print(f"|Omega| ratio r (kappa={structure.kappa:g}, {structure.normalisation}): min {summary['r_min']:.4f} "
-          f"mean {summary['r_mean']:.4f} max {summary['r_max']:.4f}; volume-matched kappa = "
-          f"{kappa_m:.5f} +- {kappa_se:.5f}")
-    print(f"sigma measure of the Fubini-Study metric (0 for Ricci-flat): {summary['sigma_fubini_study']:.4f}")
-    print(f"closest approach of the points to the chart's branch cut: {summary['min_angle_to_chart_cut']:.3f} rad")
-    for k in ("d_omega", "d_eta_minus_omega", "d_phi_minus_omega2", "d_psi", "psi_minus_star_phi",
-              "metric_vs_closed_form"):
-        print(f"  max {k:22s} {summary['max_' + k]:.3e}   on {summary['checks_on_points']} points")
-    return 0
-
-
-def _train(args) -> int:
-    config = TrainConfig(n_points=args.n, epochs=args.epochs, batch_size=args.batch_size, width=args.width,
-                         depth=args.depth, lr=args.lr, seed=args.seed, kappa=args.kappa,
-                         normalisation=args.normalisation, tasks=tuple(args.tasks))
-    run = train(config, root=args.root, progress=args.progress)
-    import pandas as pd
-    hist = pd.read_csv(run / "history.csv")
-    last = hist.groupby("task").tail(1)
-    print(f"trained {', '.join(config.tasks)} on {config.n_points} points, {config.epochs} epochs -> {run}")
-    for _, row in last.iterrows():
-        print(f"  {row['task']:7s} final train mse {row['train_mse']:.3e}  val mse {row['val_mse']:.3e} "
-              "(standardised units)")
-    return 0
-
-
-def _validate(args) -> int:
-    path, config, models = load_run(args.run, args.root)
-    x = sample_chart(args.n, seed=args.seed)
-    summary, components, residuals = analyse(models, config.structure, x, method=args.method)
-    summary.to_csv(path / "validation_summary.csv", index=False)
-    components.to_csv(path / "validation_components.csv", index=False)
-    fig = plot_residuals(residuals, Path(args.plots) / f"links_identities_{path.name}.png")
-    import pandas as pd
-    with pd.option_context("display.width", 140, "display.float_format", "{:.3e}".format):
-        print(f"G2 identities on {args.n} chart points ({args.method} derivatives), run {path.name}:")
-        print(summary.to_string(index=False))
-    print(f"tables -> {path / 'validation_summary.csv'}, {path / 'validation_components.csv'}; figure -> {fig}")
-    return 0
-
-
-def main(argv=None) -> int:
-    """python -m k7lib links {sample,train,validate,ricci} [options]."""
-    parser = argparse.ArgumentParser(prog="python -m k7lib links", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def structure_args(p):
-        p.add_argument("--kappa", type=float, default=1.0, help="constant factor of Omega (default 1)")
-        p.add_argument("--normalisation", choices=NORMALISATIONS, default="holomorphic")
-
-    p = sub.add_parser("sample", help="chart points, analytic forms, FS volume check")
-    p.add_argument("--n", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--volume-draws", type=int, default=4000, help="projection draws for the volume check")
-    p.add_argument("--n-checks", type=int, default=64, help="points for the exact-derivative checks")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
-    structure_args(p)
-    p = sub.add_parser("train", help="fit phi and g networks (new numbered run)")
-    p.add_argument("--n", type=int, default=TrainConfig.n_points)
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    p.add_argument("--root", default=str(DEFAULT_RUNS))
-    p.add_argument("--progress", action="store_true")
-    structure_args(p)
-    p = sub.add_parser("validate", help="G2 identities of a trained run beside the analytic ones")
-    p.add_argument("--run", default=None, help="run number or name (default: latest)")
-    p.add_argument("--root", default=str(DEFAULT_RUNS))
-    p.add_argument("--n", type=int, default=256)
-    p.add_argument("--seed", type=int, default=1, help="seed of the evaluation points")
-    p.add_argument("--method", choices=METHODS, default="autograd")
-    p.add_argument("--plots", default=str(DEFAULT_PLOTS))
-    from . import ricci_flat
-    ricci_flat.add_arguments(sub.add_parser("ricci", help="learned Ricci-flat metric on Q and the link's G2 "
-                                                          "structure from it (k7lib.ricci_flat)"))
-    args = parser.parse_args(argv)
-    return {"sample": _sample, "train": _train, "validate": _validate,
-            "ricci": ricci_flat.run_cli}[args.command](args)
+    return summary

@@ -37,23 +37,23 @@ on fresh samples and the link's identities, and saves a numbered run under runs/
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from torch.func import jacfwd, jacrev, vmap
 
-from . import forms as F
-from . import g2
-from . import links as Lk
+from .. import forms as F
+from .. import g2
+from . import link as Lk
 from . import quintic as Qn
-from . import runs as R
-from .derivatives import METHODS, value_and_jacobian
+from .. import runs as R
+from ..derivatives import METHODS, value_and_jacobian
+from ..fit import fit
+from ..sampling import link_points
 
 DEFAULT_RUNS = R.PACKAGE_ROOT / "runs" / "ricci"
 _TRIU = torch.triu_indices(Qn.N_HOMOG, Qn.N_HOMOG, 1)
@@ -271,7 +271,7 @@ class RicciConfig:
             raise ValueError(f"RicciConfig.seed must be an integer, got {self.seed!r}")
 
 
-def _training_points(config: RicciConfig, dtype=torch.float32) -> dict:
+def training_points(config: RicciConfig, dtype=torch.float32) -> dict:
     """Fixed per-point data of the training sample: frame, FS Cholesky inverse, r^2_FS, weights, V_Omega/V_K."""
     s = Qn.sample_lines(config.n_train, seed=config.seed)
     scale, elim = Qn.choose_patch(s.z)
@@ -302,48 +302,28 @@ def training_loss(potential, Z, dZ, Li, r2, w, ratio: float, floor: float, weigh
 
 
 def train(config: RicciConfig, progress: bool = False):
-    """Fit phi_NN (float32, Adam, cosine learning rate) to the Monge-Ampere equation.
+    """Fit phi_NN (float32; `fit.fit`: Adam, cosine learning rate) to the Monge-Ampere equation.
 
     Returns (model in float64, history pandas table per epoch, info dict with training_seconds,
     epochs_run and the V_Omega/V_K estimate used).
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    data = _training_points(config)
+    data = training_points(config)
     torch.manual_seed(config.seed)
     with torch.device(data["Z"].device):         # the network where its training points live
         model = KahlerPotential(config.width, config.depth, config.powers).float()
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
-    gen = torch.Generator().manual_seed(config.seed + 1)
-    n, history = config.n_train, []
-    start = time.perf_counter()
-    epoch = -1
-    for epoch in tqdm(range(config.epochs), desc="ricci-flat", disable=not progress):
-        order = torch.randperm(n, generator=gen, device="cpu")
-        tot = ma_sum = pos_sum = 0.0
-        for i in range(0, n, config.batch_size):
-            idx = order[i: i + config.batch_size]
-            loss, ma, pos = training_loss(model, data["Z"][idx], data["dZ"][idx], data["Li"][idx],
-                                          data["r2"][idx], data["w"][idx], data["ratio"],
-                                          config.positivity_floor, config.positivity_weight)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            frac = len(idx) / n
-            tot, ma_sum, pos_sum = (tot + float(loss.detach()) * frac, ma_sum + float(ma.detach()) * frac,
-                                     pos_sum + float(pos.detach()) * frac)
-        sched.step()
-        if not math.isfinite(tot):
-            raise ValueError(f"Monge-Ampere training diverged at epoch {epoch} (non-finite loss); lower lr")
-        history.append({"epoch": epoch, "loss": tot, "monge_ampere": ma_sum, "positivity": pos_sum,
-                        "seconds": time.perf_counter() - start})
-        if config.max_seconds and time.perf_counter() - start > config.max_seconds:
-            break
-    info = {"training_seconds": time.perf_counter() - start, "epochs_run": epoch + 1,
+
+    def monge_ampere(idx):
+        loss, ma, pos = training_loss(model, data["Z"][idx], data["dZ"][idx], data["Li"][idx], data["r2"][idx],
+                                      data["w"][idx], data["ratio"], config.positivity_floor,
+                                      config.positivity_weight)
+        return {"loss": loss, "monge_ampere": ma, "positivity": pos}
+
+    result = fit(model, monge_ampere, torch.arange(config.n_train, device="cpu"), epochs=config.epochs,
+                 batch_size=config.batch_size, lr=config.lr, generator=torch.Generator().manual_seed(config.seed + 1),
+                 name="Monge-Ampere training", progress=progress, max_seconds=config.max_seconds)
+    info = {"training_seconds": result.seconds, "epochs_run": result.epochs_run,
             "volume_ratio_omega_over_kahler": data["ratio"], "n_parameters": sum(p.numel() for p in model.parameters())}
-    return model.double().eval(), pd.DataFrame(history), info
+    return model.double().eval(), result.history, info
 
 
 # ---------------------------------------------------------------- the link's G2 structure
@@ -370,7 +350,7 @@ def link_data(x: torch.Tensor, potential=None, kappa: float = 1.0, correct_eta: 
     if not (isinstance(kappa, (int, float)) and math.isfinite(kappa) and kappa > 0):
         raise ValueError(f"kappa must be a finite positive number, got {kappa!r}")
     Lk.check_chart(x)
-    Z, dZ, dp4 = Lk._affine(x)
+    Z, dZ, dp4 = Lk.affine_chart(x)
     h = Qn.fs_hermitian(Z, dZ)
     A = (dZ @ Z.conj()[..., None])[..., 0] / Z.abs().pow(2).sum(-1)[:, None]
     if potential is not None:
@@ -378,14 +358,14 @@ def link_data(x: torch.Tensor, potential=None, kappa: float = 1.0, correct_eta: 
         h = h + hc
         if correct_eta:
             A = A + grad
-    P = Lk._dw_matrix(F._dev(x.device)).to(Z.dtype)
+    P = Lk.dw_matrix(F.device_key(x.device)).to(Z.dtype)
     M = P.T @ h @ P.conj()
     omega = F.pack(-M.imag, 2)
     eta = 0.5 * (A[:, :, None] * P).sum(1).imag
     eta = eta + 0.5 * torch.nn.functional.one_hot(torch.zeros_like(x[:, 0], dtype=torch.long), F.DIM).to(x.dtype)
     f = kappa / dp4
     r = f.abs() / torch.linalg.det(h).real.sqrt()
-    wr, wi = Lk._volume_w(F._dev(x.device), x.dtype)
+    wr, wi = Lk.holomorphic_volume_packed(F.device_key(x.device), x.dtype)
     re_O = f.real[:, None] * wr - f.imag[:, None] * wi
     im_O = f.real[:, None] * wi + f.imag[:, None] * wr
     phi = F.wedge_packed(eta, omega, 1, 2) + re_O
@@ -417,7 +397,7 @@ def link_checks(x: torch.Tensor, potential=None, kappa: float = 1.0, correct_eta
     star = g2.psi_packed(phi, m)
     om2 = F.wedge_packed(omega, omega, 2, 2)
     r = link_data(x, potential, kappa, correct_eta).r
-    n = lambda a, k: Lk._gnorm(a, k, m)
+    n = lambda a, k: Lk.g_norm(a, k, m)
     return {
         "d_omega": n(d_omega, 3) / n(omega, 2),
         "d_eta_minus_omega": n(d_eta - omega, 2) / n(omega, 2),
@@ -468,41 +448,22 @@ def load_run(run=None, root: str | Path = DEFAULT_RUNS) -> tuple[Path, RicciConf
     return path, config, model.double().eval()
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of the `ricci` action (shared by `python -m k7lib links ricci` and `main`)."""
-    d = RicciConfig()
-    p.add_argument("--n-train", type=int, default=d.n_train)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--width", type=int, default=d.width)
-    p.add_argument("--depth", type=int, default=d.depth)
-    p.add_argument("--powers", type=int, default=d.powers, help="diagonal powers u_ii^k among the features")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--max-seconds", type=float, default=d.max_seconds, help="wall-clock cap (0: none)")
-    p.add_argument("--n-eval", type=int, default=4000, help="points per fresh evaluation sample")
-    p.add_argument("--eval-seeds", type=int, nargs="+", default=[101, 102, 103])
-    p.add_argument("--n-link", type=int, default=64, help="chart points of the link for the G2 checks")
-    p.add_argument("--kappa-draws", type=int, default=20000,
-                   help="projection draws for the volume-matched kappa of Omega (its error shifts r by the same "
-                        "relative amount)")
-    p.add_argument("--root", default=str(DEFAULT_RUNS))
-    p.add_argument("--progress", action="store_true")
+def fit_run(config: RicciConfig, n_eval: int = 4000, eval_seeds=(101, 102, 103), n_link: int = 64,
+            kappa_draws: int = 20000, root: str | Path = DEFAULT_RUNS, progress: bool = False) -> dict:
+    """Train, evaluate sigma on fresh samples and the link's G2 identities; save a numbered run.
 
-
-def run_cli(args) -> int:
-    """Train, evaluate sigma on fresh samples and the link's G2 identities; save a numbered run."""
-    config = RicciConfig(n_train=args.n_train, epochs=args.epochs, batch_size=args.batch_size, width=args.width,
-                         depth=args.depth, powers=args.powers, lr=args.lr, seed=args.seed, max_seconds=args.max_seconds)
-    for name in ("n_eval", "n_link", "kappa_draws"):
-        if getattr(args, name) < 1:
+    The run folder holds potential.pt, config.json, history.csv, sigma.csv, link_checks.csv and
+    summary.json. Returns {"run", "summary", "sigma" (table), "link_checks" (table), "config"}.
+    """
+    for name, v in (("n_eval", n_eval), ("n_link", n_link), ("kappa_draws", kappa_draws)):
+        if v < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
-    root = Path(args.root)
+    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    model, history, info = train(config, progress=args.progress)
-    table = sigma_table(model, args.n_eval, tuple(args.eval_seeds))
-    kappa, kappa_se = Lk.kappa_volume_matched(args.kappa_draws, seed=args.eval_seeds[0])
-    x = Lk.sample_chart(args.n_link, seed=args.eval_seeds[0])
+    model, history, info = train(config, progress=progress)
+    table = sigma_table(model, n_eval, tuple(eval_seeds))
+    kappa, kappa_se = Lk.kappa_volume_matched(kappa_draws, seed=eval_seeds[0])
+    x = link_points(n_link, seed=eval_seeds[0])
     links_table = link_comparison(x, model, kappa)
     run = R.new_run(root)
     torch.save(model.state_dict(), run / "potential.pt")
@@ -510,33 +471,10 @@ def run_cli(args) -> int:
     history.to_csv(run / "history.csv", index=False)
     table.to_csv(run / "sigma.csv", index=False)
     links_table.to_csv(run / "link_checks.csv", index=False)
-    summary = {**info, "n_eval": args.n_eval, "eval_seeds": list(args.eval_seeds),
+    summary = {**info, "n_eval": n_eval, "eval_seeds": list(eval_seeds),
                **{f"{k}_mean": v[0] for k, v in table.attrs.items()},
                **{f"{k}_std": v[1] for k, v in table.attrs.items()},
-               "kappa_volume_matched": kappa, "kappa_volume_matched_se": kappa_se, "kappa_draws": args.kappa_draws,
-               "n_link": args.n_link}
+               "kappa_volume_matched": kappa, "kappa_volume_matched_se": kappa_se, "kappa_draws": kappa_draws,
+               "n_link": n_link}
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
-    a = table.attrs
-    print(f"Monge-Ampere training: {info['epochs_run']} epochs on {config.n_train} points, "
-          f"{info['training_seconds']:.1f} s -> {run}")
-    print(f"sigma on {len(table)} fresh samples of {args.n_eval} points (mean +- std over samples): "
-          f"Fubini-Study {a['sigma_fs'][0]:.4f} +- {a['sigma_fs'][1]:.4f}, learned {a['sigma_nn'][0]:.4f} "
-          f"+- {a['sigma_nn'][1]:.4f}")
-    import pandas as pd
-    with pd.option_context("display.width", 140, "display.float_format", "{:.3e}".format):
-        print(f"G2 structure of the link on {args.n_link} chart points (kappa = {kappa:.5f} +- {kappa_se:.5f}, "
-              "volume matched; mean |error|):")
-        print(links_table.pivot(index="check", columns="metric", values="mean_abs").to_string())
-    return 0
-
-
-def main(argv=None) -> int:
-    """python -m k7lib.ricci_flat [options]: the same as `python -m k7lib links ricci`."""
-    parser = argparse.ArgumentParser(prog="python -m k7lib links ricci", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run_cli(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    import sys
-    sys.exit(main())
+    return {"run": run, "summary": summary, "sigma": table, "link_checks": links_table, "config": config}

@@ -1,0 +1,336 @@
+"""The command line beside the notebook: python -m k7lib {train,explore,validate,links} ...
+
+Every argparse parser of k7lib is built here, and each command calls the public API of its concept
+module; the mathematics has no command-line code. Input errors and machine faults (ValueError,
+OSError) print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import runs
+
+COMMANDS = {
+    "train": "phased training with numbered checkpoints",
+    "explore": "spectral gap, curvature, geodesics and region statistics of a run",
+    "validate": "G2 identity report on a trained run",
+    "links": "G2 structures on the link of the quintic: sample | train | validate | ricci",
+}
+
+
+def add_run_arguments(parser) -> None:
+    """--run, --root, --which and --threads: the options of every command that reads a trained run."""
+    parser.add_argument("--run", default=None, help="run number or name (default: the latest run)")
+    parser.add_argument("--root", default=str(runs.DEFAULT_ROOT), help="folder holding run_N folders")
+    parser.add_argument("--which", default="latest", help="checkpoint of the run to load (default: latest)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own; 1 is fastest on busy shared cores)")
+
+
+def load_from_args(args):
+    """(model, config) of the run named by add_run_arguments' options; ValueError naming what is missing."""
+    runs.resolve_run(args.run, args.root)          # a missing run is a clear error before any loading
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    which = int(args.which) if str(args.which).isdigit() else args.which
+    from .checkpoint import load_trained
+    return load_trained(run=args.run, root=args.root, which=which)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """python -m k7lib train --profile quick [--run NAME] [--resume latest|N] [--lr-scale X] [--epochs-scale F] ..."""
+    ap = argparse.ArgumentParser(prog="python -m k7lib train", description=COMMANDS["train"])
+    ap.add_argument("--profile", default="auto", help="quick | full | auto (full when CUDA is available)")
+    ap.add_argument("--run", default=None, help="run name or number (default: a new numbered run)")
+    ap.add_argument("--root", default=str(runs.DEFAULT_ROOT), help="folder of the runs")
+    ap.add_argument("--resume", default=None, help="'latest' or a checkpoint epoch of --run")
+    ap.add_argument("--epochs-scale", type=float, default=None, help="multiply every phase's epochs")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--device", default=None, help="auto | cpu | cuda")
+    ap.add_argument("--cpu-threads", type=int, default=None,
+                    help="torch threads while training on the CPU (1 is fastest on busy shared cores)")
+    ap.add_argument("--warm-start", default=None, help="state dict to load compatible weights from")
+    ap.add_argument("--lr-scale", type=float, default=None,
+                    help="multiply every remaining phase's peak learning rate (e.g. 0.5 after a divergence)")
+    ap.add_argument("--eval-points", type=int, default=4096, help="fresh points for the final float64 numbers")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+def train_main(argv=None) -> int:
+    """Train or resume a chart run and print its final float64 numbers; 1 after a divergence (with the recipe)."""
+    from .config import Config
+    from .train import TrainingDiverged, check_lr_scale, evaluate, train
+    args = train_parser().parse_args(argv)
+    if args.eval_points < 1:              # checked before any training or writing
+        raise ValueError(f"--eval-points must be a positive integer, got {args.eval_points}")
+    overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device), ("warm_start", args.warm_start),
+                                   ("cpu_threads", args.cpu_threads)) if v is not None}
+    # before any work: nothing is written on bad input
+    lr_scale = None if args.lr_scale is None else check_lr_scale(args.lr_scale)
+    config = Config.from_profile(args.profile, **overrides)
+    if args.epochs_scale is not None:
+        config = config.scaled(args.epochs_scale)
+    if args.resume is not None and args.resume != "latest" and not args.resume.isdigit():
+        raise ValueError(f"--resume: expected 'latest' or a checkpoint epoch number, got {args.resume!r}")
+    resume = None if args.resume is None else (args.resume if args.resume == "latest" else int(args.resume))
+    try:
+        result = train(config, run=args.run, root=args.root, resume=resume, progress=not args.no_progress,
+                       lr_scale=lr_scale)
+    except TrainingDiverged as err:
+        print(f"error: {err}")
+        return 1
+    ev = evaluate(result.model, config.L, n_points=args.eval_points, seed=config.seed,
+                  dtype=getattr(torch, config.eval_dtype))
+    print(f"{result.summary()}\n"
+          f"float64 on {ev['n_points']} fresh points: <T>/kappa_T = {ev['T_over_kappa']:.4f}, "
+          f"<det g> = {ev['det_mean']:.6f} (rel. err {ev['det_rel_err']:+.2e}), min eig g = {ev['eig_min']:.4f}, "
+          f"non-positive points = {ev['nonpositive']}, anti-flat = {ev['anti_flat']:.4f}; run folder {result.run_dir}")
+    return 0
+
+
+def explore_parser() -> argparse.ArgumentParser:
+    from .explore import ExploreSettings
+    p = argparse.ArgumentParser(prog="python -m k7lib explore",
+                                description=COMMANDS["explore"])
+    d = ExploreSettings()
+    p.add_argument("--points", type=int, default=d.n_points, help="sample points for curvature, torsion, regions")
+    p.add_argument("--spectral-lambda", type=int, default=d.spectral_n_lambda, help="cosine modes in lambda")
+    p.add_argument("--spectral-fourier", type=int, default=d.spectral_n_fourier, help="max |k|_1 of fibre modes")
+    p.add_argument("--spectral-points", type=int, default=d.spectral_points, help="lattice points on T^6")
+    p.add_argument("--geodesics", type=int, default=d.n_geodesics)
+    p.add_argument("--geodesic-steps", type=int, default=d.geodesic_steps)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", default=None, help="output folder (default: G2_ML/1_4/outputs)")
+    add_run_arguments(p)
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+    return p
+
+
+def explore_main(argv=None) -> int:
+    """python -m k7lib explore [--run N] [--points P] [--out DIR] ...; prints the key numbers."""
+    from .explore import ExploreSettings, explore_run
+    args = explore_parser().parse_args(argv)
+    settings = ExploreSettings(n_points=args.points, spectral_n_lambda=args.spectral_lambda,
+                               spectral_n_fourier=args.spectral_fourier, spectral_points=args.spectral_points,
+                               n_geodesics=args.geodesics, geodesic_steps=args.geodesic_steps,
+                               seed=args.seed).validate()
+    t0 = time.perf_counter()
+    model, config = load_from_args(args)
+    summary = explore_run(model, config, out_dir=args.out, progress=args.progress, settings=settings)
+    sp, cu, hs = summary["spectral"], summary["curvature"], summary["hotspots_ricci"]
+    print(f"lambda1 = {sp['lambda1']:.6g}, lambda1*H* = {sp['lambda1_H_star']:.6g} "
+          f"(seed 001 quotes 13; basis {sp['n_basis']}, last refinement changed it by "
+          f"{sp['relative_change_last_refinement']:.2e})")
+    print(f"scalar curvature in [{cu['scalar']['min']:.4g}, {cu['scalar']['max']:.4g}], "
+          f"|Ric| in [{cu['ricci_norm']['min']:.4g}, {cu['ricci_norm']['max']:.4g}]")
+    print("hotspots (top {:.0%} |Ric|) by region: ".format(hs["fraction"])
+          + ", ".join(f"{k} {v['hotspots']}/{v['points']}" for k, v in hs["regions"].items()))
+    print(f"T mean {summary['torsion']['T_mean']:.4g} (kappa_T = 1/61 = {summary['torsion']['kappa_T_float']:.4g}); "
+          f"det g mean {summary['regions']['det_g']['mean']:.6g} (65/32)")
+    print(f"geodesic energy drift: Levi-Civita max {max(summary['geodesics']['energy_drift_levi_civita']):.2e}, "
+          f"torsion flow max {max(summary['geodesics']['energy_drift_torsion_flow']):.2e}")
+    print(f"wrote {summary['files']['summary']}, {summary['files']['figure']} "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def validate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m k7lib validate",
+                                description=COMMANDS["validate"])
+    p.add_argument("--points", type=int, default=1024, help="number of Sobol points on the chart")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default: G2_ML/1_4/outputs; plots in OUT/plots)")
+    add_run_arguments(p)
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    return p
+
+
+def validate_main(argv=None) -> int:
+    """python -m k7lib validate [--run N] [--points P] [--out DIR]; prints the identity table."""
+    from .validate import validate_run
+    args = validate_parser().parse_args(argv)
+    if args.points < 1:
+        raise ValueError(f"--points must be a positive integer, got {args.points}")
+    model, config = load_from_args(args)
+    res = validate_run(model, config, n_points=args.points, out_dir=args.out, seed=args.seed, progress=args.progress)
+    stats = res["statistics"]
+    print(f"G2 identities on {args.points} points (float64), {res['time_s']:.1f} s:")
+    for col, row in stats.items():
+        if col in ("lam",) or "mean" not in row or "description" not in row:
+            continue
+        extra = f"  max|dev| {row['max_abs_deviation']:.2e}" if "max_abs_deviation" in row else ""
+        print(f"  {col:20s} mean {row['mean']: .6e}  [{row['min']: .3e}, {row['max']: .3e}]{extra}")
+    k, d = stats["kappa_T_check"], stats["det_g_check"]
+    print(f"  <T> = {k['T_mean']:.6g} vs kappa_T = {k['target']} = {k['target_float']:.6g}; "
+          f"<det g> = {d['mean']:.6g} vs {d['target']} = {d['target_float']:.6g}")
+    print(f"wrote {res['files']['summary']} and {len(res['files']['plots'])} histograms")
+    return 0
+
+
+def links_parser() -> argparse.ArgumentParser:
+    """python -m k7lib links {sample,train,validate,ricci} [options]."""
+    from .calabi_yau import link as Lk
+    from .calabi_yau.ricci_flat import DEFAULT_RUNS as RICCI_RUNS, RicciConfig
+    from .derivatives import METHODS
+    parser = argparse.ArgumentParser(prog="python -m k7lib links", description=COMMANDS["links"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def structure_args(p):
+        p.add_argument("--kappa", type=float, default=1.0, help="constant factor of Omega (default 1)")
+        p.add_argument("--normalisation", choices=Lk.NORMALISATIONS, default="holomorphic")
+
+    p = sub.add_parser("sample", help="chart points, analytic forms, FS volume check")
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--volume-draws", type=int, default=4000, help="projection draws for the volume check")
+    p.add_argument("--n-checks", type=int, default=64, help="points for the exact-derivative checks")
+    p.add_argument("--out", default=str(Lk.DEFAULT_OUT))
+    structure_args(p)
+    p = sub.add_parser("train", help="fit phi and g networks (new numbered run)")
+    p.add_argument("--n", type=int, default=Lk.TrainConfig.n_points)
+    p.add_argument("--epochs", type=int, default=Lk.TrainConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tasks", nargs="+", default=list(Lk.TASKS), choices=list(Lk.TASKS))
+    p.add_argument("--root", default=str(Lk.DEFAULT_RUNS))
+    p.add_argument("--progress", action="store_true")
+    structure_args(p)
+    p = sub.add_parser("validate", help="G2 identities of a trained run beside the analytic ones")
+    p.add_argument("--run", default=None, help="run number or name (default: latest)")
+    p.add_argument("--root", default=str(Lk.DEFAULT_RUNS))
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--seed", type=int, default=1, help="seed of the evaluation points")
+    p.add_argument("--method", choices=METHODS, default="autograd")
+    p.add_argument("--plots", default=str(Lk.DEFAULT_PLOTS))
+    p = sub.add_parser("ricci", help="learned Ricci-flat metric on Q and the link's G2 structure from it "
+                                     "(k7lib.calabi_yau.ricci_flat)")
+    d = RicciConfig()
+    p.add_argument("--n-train", type=int, default=d.n_train)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--width", type=int, default=d.width)
+    p.add_argument("--depth", type=int, default=d.depth)
+    p.add_argument("--powers", type=int, default=d.powers, help="diagonal powers u_ii^k among the features")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--max-seconds", type=float, default=d.max_seconds, help="wall-clock cap (0: none)")
+    p.add_argument("--n-eval", type=int, default=4000, help="points per fresh evaluation sample")
+    p.add_argument("--eval-seeds", type=int, nargs="+", default=[101, 102, 103])
+    p.add_argument("--n-link", type=int, default=64, help="chart points of the link for the G2 checks")
+    p.add_argument("--kappa-draws", type=int, default=20000,
+                   help="projection draws for the volume-matched kappa of Omega (its error shifts r by the same "
+                        "relative amount)")
+    p.add_argument("--root", default=str(RICCI_RUNS))
+    p.add_argument("--progress", action="store_true")
+    return parser
+
+
+def _links_sample(args) -> int:
+    from .calabi_yau import link as Lk
+    structure = Lk.LinkStructure(kappa=args.kappa, normalisation=args.normalisation)
+    s = Lk.sample_summary(args.n, args.seed, structure, args.volume_draws, args.n_checks, args.out)
+    print(f"{args.n} chart points of the quintic link -> {s['files']['samples']}")
+    print(f"FS volume of Q: projection sampler {s['fs_volume_projection_estimate']:.5f} +- "
+          f"{s['fs_volume_standard_error']:.5f} vs exact 5 pi^3/3! = {s['fs_volume_exact']:.5f} "
+          f"({s['fs_volume_deviation_in_se']:+.2f} se)")
+    print(f"|Omega| ratio r (kappa={structure.kappa:g}, {structure.normalisation}): min {s['r_min']:.4f} "
+          f"mean {s['r_mean']:.4f} max {s['r_max']:.4f}; volume-matched kappa = "
+          f"{s['kappa_volume_matched']:.5f} +- {s['kappa_volume_matched_se']:.5f}")
+    print(f"sigma measure of the Fubini-Study metric (0 for Ricci-flat): {s['sigma_fubini_study']:.4f}")
+    print(f"closest approach of the points to the chart's branch cut: {s['min_angle_to_chart_cut']:.3f} rad")
+    for k in ("d_omega", "d_eta_minus_omega", "d_phi_minus_omega2", "d_psi", "psi_minus_star_phi",
+              "metric_vs_closed_form"):
+        print(f"  max {k:22s} {s['max_' + k]:.3e}   on {s['checks_on_points']} points")
+    return 0
+
+
+def _links_train(args) -> int:
+    import pandas as pd
+
+    from .calabi_yau import link as Lk
+    config = Lk.TrainConfig(n_points=args.n, epochs=args.epochs, batch_size=args.batch_size, width=args.width,
+                            depth=args.depth, lr=args.lr, seed=args.seed, kappa=args.kappa,
+                            normalisation=args.normalisation, tasks=tuple(args.tasks))
+    run = Lk.train(config, root=args.root, progress=args.progress)
+    hist = pd.read_csv(run / "history.csv")
+    last = hist.groupby("task").tail(1)
+    print(f"trained {', '.join(config.tasks)} on {config.n_points} points, {config.epochs} epochs -> {run}")
+    for _, row in last.iterrows():
+        print(f"  {row['task']:7s} final train mse {row['train_mse']:.3e}  val mse {row['val_mse']:.3e} "
+              "(standardised units)")
+    return 0
+
+
+def _links_validate(args) -> int:
+    import pandas as pd
+
+    from . import figures, sampling
+    from .calabi_yau import link as Lk
+    path, config, models = Lk.load_run(args.run, args.root)
+    x = sampling.link_points(args.n, seed=args.seed)
+    summary, components, residuals = Lk.analyse(models, config.structure, x, method=args.method)
+    summary.to_csv(path / "validation_summary.csv", index=False)
+    components.to_csv(path / "validation_components.csv", index=False)
+    fig = figures.link_residuals_figure(residuals, Path(args.plots) / f"links_identities_{path.name}.png")
+    with pd.option_context("display.width", 140, "display.float_format", "{:.3e}".format):
+        print(f"G2 identities on {args.n} chart points ({args.method} derivatives), run {path.name}:")
+        print(summary.to_string(index=False))
+    print(f"tables -> {path / 'validation_summary.csv'}, {path / 'validation_components.csv'}; figure -> {fig}")
+    return 0
+
+
+def _links_ricci(args) -> int:
+    import pandas as pd
+
+    from .calabi_yau import ricci_flat as RF
+    config = RF.RicciConfig(n_train=args.n_train, epochs=args.epochs, batch_size=args.batch_size, width=args.width,
+                            depth=args.depth, powers=args.powers, lr=args.lr, seed=args.seed,
+                            max_seconds=args.max_seconds)
+    out = RF.fit_run(config, args.n_eval, tuple(args.eval_seeds), args.n_link, args.kappa_draws, args.root,
+                     args.progress)
+    info, a, run = out["summary"], out["sigma"].attrs, out["run"]
+    print(f"Monge-Ampere training: {info['epochs_run']} epochs on {config.n_train} points, "
+          f"{info['training_seconds']:.1f} s -> {run}")
+    print(f"sigma on {len(out['sigma'])} fresh samples of {args.n_eval} points (mean +- std over samples): "
+          f"Fubini-Study {a['sigma_fs'][0]:.4f} +- {a['sigma_fs'][1]:.4f}, learned {a['sigma_nn'][0]:.4f} "
+          f"+- {a['sigma_nn'][1]:.4f}")
+    with pd.option_context("display.width", 140, "display.float_format", "{:.3e}".format):
+        print(f"G2 structure of the link on {args.n_link} chart points (kappa = {info['kappa_volume_matched']:.5f} "
+              f"+- {info['kappa_volume_matched_se']:.5f}, volume matched; mean |error|):")
+        print(out["link_checks"].pivot(index="check", columns="metric", values="mean_abs").to_string())
+    return 0
+
+
+def links_main(argv=None) -> int:
+    """python -m k7lib links {sample,train,validate,ricci} [options]."""
+    args = links_parser().parse_args(argv)
+    return {"sample": _links_sample, "train": _links_train, "validate": _links_validate,
+            "ricci": _links_ricci}[args.command](args)
+
+
+MAINS = {"train": train_main, "explore": explore_main, "validate": validate_main, "links": links_main}
+
+
+def main(argv=None) -> int:
+    """python -m k7lib COMMAND [options]: dispatch to COMMAND's handler; 2 on bad input (one line)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in MAINS:
+        lines = [f"  {name:9s} {desc}" for name, desc in COMMANDS.items()]
+        print("usage: python -m k7lib COMMAND [options]\n\ncommands:\n" + "\n".join(lines))
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        return int(MAINS[argv[0]](argv[1:]) or 0)
+    except (ValueError, OSError) as err:   # input errors and machine faults (disk full, ...): one line
+        print(f"error: {err}", file=sys.stderr)
+        return 2

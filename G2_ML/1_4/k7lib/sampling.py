@@ -1,0 +1,187 @@
+"""Every point generator of k7lib: chart points (uniform, scrambled Sobol, tensor quadrature) and
+the chart points of the quintic link.
+
+Chart points are x (n, 7): x[:, 0] = lambda in [-L, L], x[:, 1:] = y in [0, 1)^6 (conventions §5).
+  uniform       i.i.d. points with importance weights (training batches; optional neck weighting);
+  sobol         scrambled Sobol points (randomised QMC: evaluation, polish, exploration, validation);
+  chart_points  either of the two by name, the points alone;
+  gauss_sobol   Gauss-Legendre in lambda x shifted Sobol net in y (the Hodge projection's rule);
+  gauss_lattice Gauss-Legendre in lambda x rank-1 lattice rule in y (the spectral quadrature);
+  link_points   line-sampled points of the quintic moved into the link's chart (k7lib.calabi_yau).
+Every generator draws on the CPU in float64 from its seed, so a seed gives the same points on
+every device, then casts and moves them.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from functools import lru_cache
+from itertools import product
+
+import numpy as np
+import torch
+
+from .calabi_yau import quintic as Qn
+from .calabi_yau.link_chart import chart_from_sphere, fundamental_domain
+from .inputs import check_length
+
+DIM = 7
+METHODS = ("sobol", "uniform")
+
+
+def uniform(n: int, L: float, generator: torch.Generator | None = None, neck_weighted: bool = False,
+           dtype=torch.float32, device=None):
+    """n points of the chart and importance weights: (x (n, 7), w (n,)).
+
+    lambda has density p(lambda); w = (1/(2L)) / p(lambda), so mean(w f(x)) is an unbiased
+    estimate of the chart average and mean(w f(x)) * chart_volume(L) of the integral of f.
+    neck_weighted=False: p uniform on [-L, L] (w = 1). neck_weighted=True: the mixture
+    p = 1/2 U[-L, L] + 1/2 U[-L/2, L/2], i.e. three times the density on |lambda| < L/2
+    (where the twist turns) as outside.
+    y is uniform on [0, 1)^6 in both cases.
+    """
+    L = check_length(L)
+    if int(n) != n or n < 1:
+        raise ValueError(f"number of points n must be a positive integer, got {n}")
+    n = int(n)
+    # drawn where the generator lives (the CPU by default), so a seed gives the same points on every device
+    at = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(n, DIM, generator=generator, dtype=torch.float64, device=at)
+    lam = (2 * u[:, 0] - 1) * L
+    w = torch.ones(n, dtype=torch.float64, device=at)
+    if neck_weighted:
+        pick = torch.rand(n, generator=generator, dtype=torch.float64, device=at) < 0.5
+        lam = torch.where(pick, lam / 2, lam)
+        density = 0.5 / (2 * L) + 0.5 * (lam.abs() < L / 2).double() / L
+        w = (1 / (2 * L)) / density
+    x = torch.cat([lam[:, None], u[:, 1:]], dim=1)
+    return x.to(dtype=dtype, device=device), w.to(dtype=dtype, device=device)
+
+
+def sobol(n: int, L: float, seed: int = 0, dtype=torch.float64, device=None) -> torch.Tensor:
+    """n scrambled Sobol points of the chart, (n, 7): lambda uniform on [-L, L], y on [0, 1)^6.
+
+    Randomised quasi-Monte Carlo (torch.quasirandom.SobolEngine: a random linear matrix scramble and a
+    digital shift): each seed is an
+    independent scramble, so the spread of a mean over a few seeds is its standard error, while each
+    mean converges faster than with uniform points for smooth integrands. Drawn on the CPU in
+    float64 (the same points on every device), then moved.
+    """
+    L = check_length(L)
+    if int(n) != n or n < 1:
+        raise ValueError(f"number of points n must be a positive integer, got {n}")
+    # the engine keeps 32 bits of its seed: hash the whole integer so (seed, stream) pairs stay distinct
+    seed32 = int.from_bytes(hashlib.blake2b(str(int(seed)).encode(), digest_size=4).digest(), "little")
+    with torch.device("cpu"):             # SobolEngine builds its tables on the default device
+        u = torch.quasirandom.SobolEngine(DIM, scramble=True, seed=seed32).draw(int(n), dtype=torch.float64)
+    x = torch.cat([(2 * u[:, :1] - 1) * L, u[:, 1:]], dim=1)
+    return x.to(dtype=dtype, device=device)
+
+
+def chart_points(n: int, L: float, seed: int = 0, method: str = "sobol", dtype=torch.float64,
+                 device=None) -> torch.Tensor:
+    """n chart points (n, 7) from `seed`: method "sobol" (`sobol`) or "uniform" (`uniform`, no neck weighting)."""
+    if method == "sobol":
+        return sobol(n, L, seed=seed, dtype=dtype, device=device)
+    if method == "uniform":
+        return uniform(n, L, torch.Generator().manual_seed(int(seed)), dtype=dtype, device=device)[0]
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def gauss_sobol(n_points: int, L: float, n_lambda: int, seed: int = 0, device=None):
+    """Tensor rule on [-L, L] x T^6: (x (N, 7), weights (N,), n_y) with N = n_lambda n_y, sum(weights) = 2L.
+
+    lambda: n_lambda Gauss-Legendre nodes (exact for polynomials of degree < 2 n_lambda);
+    y: the first n_y = 2^floor(log2(n_points / n_lambda)) unscrambled Sobol points (torch SobolEngine)
+    plus one random shift modulo 1 (seeded). Each one-dimensional projection of these points is the
+    equispaced grid {(j + shift_a) / n_y}, so fibre modes along one axis of degree below n_y integrate
+    exactly (periodic trapezoid rule), while the 6-d set keeps the low discrepancy of a Sobol net.
+    """
+    if not isinstance(n_lambda, int) or n_lambda < 2:
+        raise ValueError(f"n_lambda must be an integer >= 2, got {n_lambda!r}")
+    if not isinstance(n_points, int) or n_points < 2 * n_lambda:
+        raise ValueError(f"too few points: n_points = {n_points!r} for {n_lambda} Gauss nodes in lambda "
+                         f"(need at least {2 * n_lambda})")
+    n_y = 1 << int(math.floor(math.log2(n_points / n_lambda)))
+    nodes, w = np.polynomial.legendre.leggauss(n_lambda)
+    lam, wl = torch.tensor(nodes * L, dtype=torch.float64, device="cpu"), torch.tensor(w * L, dtype=torch.float64, device="cpu")
+    shift = torch.rand(6, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64, device="cpu")
+    y = (torch.quasirandom.SobolEngine(6, scramble=False).draw(n_y, dtype=torch.float64) + shift) % 1.0
+    x = torch.cat([lam.repeat_interleave(n_y)[:, None], y.repeat(n_lambda, 1)], dim=1)
+    return x.to(device), (wl.repeat_interleave(n_y) / n_y).to(device), n_y
+
+
+@lru_cache(maxsize=None)
+def fourier_vectors(n_fourier: int) -> tuple:
+    """Wave vectors k in Z^6 with 0 < |k|_1 <= n_fourier, one of each pair +-k (first non-zero entry > 0)."""
+    out = []
+    for k in product(range(-n_fourier, n_fourier + 1), repeat=DIM - 1):
+        if 0 < sum(map(abs, k)) <= n_fourier and next(c for c in k if c) > 0:
+            out.append(k)
+    return tuple(sorted(out, key=lambda k: (sum(map(abs, k)), tuple(-c for c in k))))
+
+
+@lru_cache(maxsize=None)
+def _dual_vectors(radius: int) -> np.ndarray:
+    """All k in Z^6 with 0 < |k|_1 <= radius (one of each +-pair), sorted by |k|_1, as (n, 6) int64."""
+    return np.array(fourier_vectors(radius), dtype=np.int64).reshape(-1, DIM - 1)
+
+
+@lru_cache(maxsize=None)
+def korobov_generator(n_points: int, min_degree: int) -> tuple:
+    """Generator z = (1, a, a^2, ..., a^5) mod N of a rank-1 lattice rule y_j = frac(j z / N) on T^6.
+
+    The rule (1/N) sum_j f(y_j) integrates exp(2 pi i k.y) exactly unless k.z = 0 mod N, so it is
+    exact for every trigonometric polynomial with |k|_1 < degree, degree = the smallest |k|_1 of a
+    non-zero k with k.z = 0 mod N (Sloan & Joe, Lattice Methods for Multiple Integration, 1994).
+    Returns (z, degree) for the a that maximises degree (searched up to min_degree + 2);
+    raises ValueError if no a reaches min_degree + 1.
+    """
+    N = int(n_points)
+    radius = min_degree + 2
+    K = _dual_vectors(radius)
+    norms = np.abs(K).sum(1)
+    best = (-1, None)
+    a_all = np.arange(1, N, dtype=np.int64)
+    for start in range(0, a_all.size, 256):
+        a = a_all[start:start + 256]
+        Z = np.ones((a.size, DIM - 1), dtype=np.int64)
+        for j in range(1, DIM - 1):
+            Z[:, j] = (Z[:, j - 1] * a) % N
+        hit = (K @ Z.T) % N == 0                                     # (n_k, n_a)
+        first = np.where(hit.any(0), norms[hit.argmax(0)], radius + 1)
+        i = int(first.argmax())
+        if first[i] > best[0]:
+            best = (int(first[i]), tuple(int(c) for c in Z[i]))
+        if best[0] == radius + 1:
+            break
+    if best[0] <= min_degree:
+        raise ValueError(f"n_points={N} is too small for a lattice rule exact to |k|_1 <= {min_degree} on T^6; "
+                         "increase n_points")
+    return best[1], best[0]
+
+
+def gauss_lattice(L: float, n_lambda: int, n_points: int, min_degree: int, dtype=torch.float64):
+    """Tensor rule on [-L, L] x T^6: (x (n_lambda n_points, 7), weights, degree), sum(weights) = 2L.
+
+    lambda: n_lambda Gauss-Legendre nodes; y: the rank-1 lattice y_j = frac(j z / N) of
+    `korobov_generator(n_points, min_degree)`, exact for trigonometric polynomials with
+    |k|_1 < degree. Points are ordered node by node (n_points consecutive rows per node).
+    """
+    t, w = np.polynomial.legendre.leggauss(n_lambda)
+    lam = torch.tensor(L * t, dtype=dtype, device="cpu")
+    w_lam = torch.tensor(L * w, dtype=dtype, device="cpu")
+    z, degree = korobov_generator(n_points, min_degree)
+    j = torch.arange(n_points, dtype=torch.float64, device="cpu")[:, None]
+    y = torch.remainder(j * torch.tensor(z, dtype=torch.float64, device="cpu") / n_points, 1.0).to(dtype)
+    x = torch.cat([lam.repeat_interleave(n_points)[:, None], y.repeat(n_lambda, 1)], 1)
+    return x, (w_lam / n_points).repeat_interleave(n_points), degree
+
+
+def link_points(n: int, seed: int = 0) -> torch.Tensor:
+    """n chart points (n, 7) float64: line-sampled points of Q (FS distributed) moved into the patch
+    region (`fundamental_domain`) with a uniform fibre angle theta in [-pi, pi)."""
+    qs = Qn.sample_lines(n, seed=seed)
+    gen = torch.Generator().manual_seed(int(seed) + 1)
+    theta = (torch.rand(n, generator=gen, dtype=torch.float64, device="cpu") * 2 - 1) * math.pi
+    return chart_from_sphere(fundamental_domain(qs.z, theta))
