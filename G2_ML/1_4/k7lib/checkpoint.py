@@ -314,13 +314,15 @@ def divergence_reason(loss: float, recent: list[float], spike_factor: float, min
 # ---------------------------------------------------------------- analyses
 def load_trained(run: int | str | None = None, root: str | Path = runs.DEFAULT_ROOT, which: str | int = "latest",
                  dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):
-    """(model, config) of a trained run for analyses: the model in eval mode, in `dtype` (float64 default)."""
+    """(model, config) of a trained chart run for analyses (`runs.load_run` on checkpoint `which`):
+    the model in eval mode, in `dtype` (float64 default) on `device`."""
     from .config import Config
     from .model import K7PhiModel
 
-    run_dir = runs.resolve_run(run, root)
-    state = load_checkpoint(run_dir, which, expect="model")
-    config = Config.from_dict(state["config"])
-    model = K7PhiModel(config)
-    model.load_state_dict(state["model"])
-    return model.to(device=device, dtype=dtype).eval(), config
+    def read(path):
+        state = load_checkpoint(path, which, expect="model")
+        return Config.from_dict(state["config"]), {"phi": state["model"]}
+
+    saved = runs.load_run(run, root, read=read, build=lambda config: {"phi": K7PhiModel(config)}, dtype=dtype,
+                          device=device)
+    return saved.networks["phi"], saved.config

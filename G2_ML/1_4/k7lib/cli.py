@@ -277,7 +277,8 @@ def _links_validate(args) -> int:
 
     from . import figures, sampling
     from .calabi_yau import link as Lk
-    path, config, models = Lk.load_run(args.run, args.root)
+    saved = Lk.load_run(args.run, args.root)
+    path, config, models = saved.path, saved.config, saved.networks
     x = sampling.link_points(args.n, seed=args.seed)
     summary, components, residuals = Lk.analyse(models, config.structure, x, method=args.method)
     summary.to_csv(path / "validation_summary.csv", index=False)

@@ -3,7 +3,7 @@
 A run is a folder `run_N` under a root (by default `G2_ML/1_4/checkpoints/`); named runs
 (any other folder name) are found by name. A run name is one plain folder name: no path
 separator, no "." or "..", not absolute, not empty, so a run never lands outside its root.
-Used by training, exploration, validation and links.
+Used by training, exploration, validation and links; `load_run` is the one loader of a saved run.
 
 Files are written through temporaries named `.<final name>.<pid>.tmp` (checkpoints) or in
 `.export-staging-<pid>-*` folders (exports); `stale_temporaries` finds those whose writing
@@ -11,11 +11,16 @@ process is gone, so opening a run or exporting again removes what a killed write
 """
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
+
+import torch
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent        # G2_ML/1_4
 DEFAULT_ROOT = PACKAGE_ROOT / "checkpoints"
@@ -172,3 +177,62 @@ def fsync_dir(path: str | Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------- loading a saved run
+@dataclass(frozen=True)
+class SavedRun:
+    """A loaded run: its folder, its configuration (a frozen dataclass) and {name: network} in eval mode."""
+    path: Path
+    config: object
+    networks: dict
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "config": asdict(self.config) if is_dataclass(self.config) else self.config,
+                "networks": sorted(self.networks)}
+
+
+def read_fit(path: Path, config_type, names) -> tuple:
+    """(config, {name: state dict}) of a fit saved as config.json and <name>.pt files.
+
+    config.json -> config_type(**its known fields; lists become tuples); names(config) -> the state files.
+    """
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise ValueError(f"{path} has no config.json: not a run of {config_type.__name__}")
+    known = {f.name for f in fields(config_type)}
+    raw = json.loads(cfg_file.read_text())
+    config = config_type(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in known})
+    states = {}
+    for name in names(config):
+        file = path / f"{name}.pt"
+        if not file.is_file():
+            raise ValueError(f"run {path.name} lacks the {name} model ({file.name})")
+        try:
+            states[name] = torch.load(file, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+            raise ValueError(f"cannot load {file}: {err}") from err
+    return config, states
+
+
+def load_run(run: int | str | None = None, root: str | Path = DEFAULT_ROOT, *, read, build,
+             dtype: torch.dtype = torch.float64, device="cpu") -> SavedRun:
+    """The one loader of k7lib's saved runs (chart runs, the link fits, the Ricci-flat fit).
+
+    The run folder is resolved (None: the latest run_N under root; a missing one is a ValueError),
+    read(path) -> (config, {name: state dict}) reads what the run saved (`read_fit`, or the chart's
+    checkpoint), build(config) -> {name: network} builds the networks on the CPU; each state is
+    loaded (a mismatch is a ValueError naming the run) and the networks are returned in `dtype` on
+    `device`, in eval mode.
+    """
+    path = resolve_run(run, root)
+    config, states = read(path)
+    with torch.device("cpu"):
+        networks = build(config)
+    for name, net in networks.items():
+        try:
+            net.load_state_dict(states[name])
+        except (RuntimeError, KeyError) as err:
+            raise ValueError(f"cannot load the {name} network of run {path.name}: {err}") from err
+        networks[name] = net.to(device=device, dtype=dtype).eval()
+    return SavedRun(path=path, config=config, networks=networks)

@@ -164,7 +164,8 @@ def test_train_validate_runs_and_cli(tmp_path):
     r1 = Lk.train(cfg, root=root)
     r2 = Lk.train(cfg, root=root)
     assert (r1.name, r2.name) == ("run_1", "run_2")
-    path, loaded, models = Lk.load_run(None, root)
+    saved = Lk.load_run(None, root)
+    path, loaded, models = saved.path, saved.config, saved.networks
     assert path == r2 and loaded == cfg and set(models) == {"3form", "metric"}
     assert models["3form"](sampling.link_points(3)).shape == (3, 35)
     with pytest.raises(ValueError, match="not found"):

@@ -216,7 +216,8 @@ def test_cli_ricci_action(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs_run"] == 2 and math.isfinite(summary["sigma_nn_mean"])
     assert summary["sigma_fs_mean"] > 0.1 and summary["kappa_draws"] == 200
-    path, config, model = RF.load_run(None, root)
+    saved = RF.load_run(None, root)
+    path, config, model = saved.path, saved.config, saved.networks["potential"]
     assert path == run and config.width == 8 and model(Qn.sample_lines(3).z).shape == (3,)
     assert k7main(["links", "ricci", "--epochs", "0", "--root", str(root)]) == 2
     with pytest.raises(ValueError, match="not found"):

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -366,29 +366,10 @@ def train(config: TrainConfig, root: str | Path = DEFAULT_RUNS, progress: bool =
     return run
 
 
-def load_run(run=None, root: str | Path = DEFAULT_RUNS) -> tuple[Path, TrainConfig, dict]:
-    """(run folder, config, {task: LinkMLP in float64}) of a numbered run (latest by default)."""
-    path = R.resolve_run(run, root)
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise ValueError(f"{path} has no config.json: not a links run")
-    raw = json.loads(cfg_file.read_text())
-    known = {f.name for f in fields(TrainConfig)}
-    raw = {k: (tuple(v) if k == "tasks" else v) for k, v in raw.items() if k in known}
-    config = TrainConfig(**raw)
-    models = {}
-    for task in config.tasks:
-        file = path / f"{task}.pt"
-        if not file.is_file():
-            raise ValueError(f"run {path.name} lacks the {task} model ({file.name})")
-        with torch.device("cpu"):                # loaded with map_location="cpu" below
-            model = LinkMLP(TASKS[task], config.width, config.depth)
-        try:
-            model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
-        except (RuntimeError, EOFError, OSError) as err:
-            raise ValueError(f"cannot load {file}: {err}") from err
-        models[task] = model.double().eval()
-    return path, config, models
+def load_run(run=None, root: str | Path = DEFAULT_RUNS) -> R.SavedRun:
+    """A saved links run (latest by default) by `runs.load_run`: config (TrainConfig) and {task: LinkMLP} in float64."""
+    return R.load_run(run, root, read=lambda path: R.read_fit(path, TrainConfig, lambda c: c.tasks),
+                      build=lambda c: {task: LinkMLP(TASKS[task], c.width, c.depth) for task in c.tasks})
 
 
 # ---------------------------------------------------------------- analysis of analytic and learned fields

@@ -40,7 +40,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -432,20 +432,11 @@ def link_comparison(x: torch.Tensor, potential, kappa: float, method: str = "aut
 
 
 # ---------------------------------------------------------------- runs and command line
-def load_run(run=None, root: str | Path = DEFAULT_RUNS) -> tuple[Path, RicciConfig, KahlerPotential]:
-    """(run folder, config, float64 potential) of a numbered Ricci-flat run (latest by default)."""
-    path = R.resolve_run(run, root)
-    cfg_file, weights = path / "config.json", path / "potential.pt"
-    if not (cfg_file.is_file() and weights.is_file()):
-        raise ValueError(f"{path} lacks config.json or potential.pt: not a Ricci-flat run")
-    known = {f.name for f in fields(RicciConfig)}
-    config = RicciConfig(**{k: v for k, v in json.loads(cfg_file.read_text()).items() if k in known})
-    model = KahlerPotential(config.width, config.depth, config.powers)
-    try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"cannot load {weights}: {err}") from err
-    return path, config, model.double().eval()
+def load_run(run=None, root: str | Path = DEFAULT_RUNS) -> R.SavedRun:
+    """A saved Ricci-flat run (latest by default) by `runs.load_run`: config (RicciConfig) and
+    {"potential": KahlerPotential} in float64."""
+    return R.load_run(run, root, read=lambda path: R.read_fit(path, RicciConfig, lambda c: ("potential",)),
+                      build=lambda c: {"potential": KahlerPotential(c.width, c.depth, c.powers)})
 
 
 def fit_run(config: RicciConfig, n_eval: int = 4000, eval_seeds=(101, 102, 103), n_link: int = 64,
