@@ -43,9 +43,10 @@ of v1.3c, without one a *quick* profile runs end to end in minutes.
   $\\varphi$ itself ($\\varphi \\to s^3\\varphi$ scales $\\det g$ by $s^{{14}}$).
 - $d\\varphi$ and $d{{\\star\\varphi}}$ are exact forward-mode derivatives (finite differences remain selectable
   and are checked against them), and $d{{\\star\\varphi}}$ is the derivative of $\\psi = \\star\\varphi$, not a proxy.
-- The literal Yukawa $\\int \\varphi_i\\wedge\\varphi_j\\wedge\\varphi_k$ of three 3-forms is a 9-form on a
-  7-manifold and vanishes, so the couplings here are $\\int \\omega_i\\wedge\\omega_j\\wedge\\Phi_k$ and the
-  cubic derivative of Hitchin's volume functional.
+- The literal triple product $\\int \\varphi_i\\wedge\\varphi_j\\wedge\\varphi_k$ of three 3-forms is a 9-form on a
+  7-manifold and vanishes, so the couplings here are the topological pairing
+  $\\int \\omega_i\\wedge\\omega_j\\wedge\\Phi_k$ and Hitchin's cubic (the moduli Yukawa); the mass ratios
+  drawn from them are the GIFT ansatz, not a derivation.
 - A Gram rank measures linear independence, not harmonicity: both $b_{{\\rm eff}}$ (Gram rank) and
   $b_{{\\rm harm}}$ (rank of the candidates' harmonic parts after the Hodge projection with absolute
   boundary conditions) are reported, with the topology the chart can support."""),
@@ -221,8 +222,13 @@ harmonic part of any candidate is then its L²_g projection onto span{h_I}. b_ha
 matrix of the candidates' harmonic parts: harmonic directions are O(1) eigenvalues, exact and co-exact
 directions sit at round-off, with a visible gap. b_eff, the Gram rank of the raw candidates (21 constant
 2-forms; 35 constant plus 42 TCS-adapted 3-forms), measures linear independence only. The pair (21, 77)
-belongs to a compact K7, and b2 + b3 = 98 is even, which an orthogonal twisted-connected-sum gluing cannot
-produce (Corti–Haskins–Nordström–Pacini, Thm 4.9); the topology table computes these numbers with sources."""),
+belongs to a compact K7, and b0 + b1 + b2 + b3 = 1 + 21 + 77 = 99 is odd. Crowley–Nordström (arXiv:1211.0269)
+show ν = 24 for every twisted connected sum, whatever the gluing angle, and relate the parity of ν to this
+semicharacteristic (ν ≡ b0 + b1 + b2 + b3 mod 2, cited, exact statement not checked here): such a K7 would
+have odd ν, so it is not a twisted connected sum. For orthogonal gluing Corti–Haskins–Nordström–Pacini
+(Thm 4.9) give the finer b2 + b3 = 23 + b3(Z+) + b3(Z−) + 2(k+ + k−). Extra-twisted connected sums and Joyce's
+orbifold resolutions are not covered (some of Joyce's examples have odd ν). The topology table computes
+these numbers with sources."""),
     ("code", """from k7lib import harmonic, topology, export
 n_harm = N_HARMONIC or (20000 if S.config.profile == "full" else 2048)
 H = harmonic.extract(model, n_harm, S.config.L, seed=S.config.seed, progress=True)
@@ -243,29 +249,39 @@ is ∝ e^{−(7−2k)f} dy1∧dy_K with ‖h‖² = 2L / I0((7−2k)a), and a cl
 Fourier degree of the basis and the number of points (the basis error enters ‖h‖² quadratically)."""),
     ("code", """display(harmonic.convergence_table())"""),
     ("code", """display(topology.topology_report())"""),
-    ("md", """## 9. The TauLayer and Yukawa-type couplings
-Couplings that do not vanish by degree: Y_ijk = ∫ ω_i∧ω_j∧Φ_k over the harmonic 2-forms and 3-forms, and
-∂³V/∂t_i∂t_j∂t_k of Hitchin's volume functional V(φ) = ∫ vol_g(φ) along harmonic 3-forms, each with its
-Monte Carlo standard error. **Normalisation:** the harmonic representatives are L²_g-orthonormal on the
+    ("md", """## 9. Couplings: a topological pairing, Hitchin's cubic and the GIFT ansatz
+Two couplings that do not vanish by degree, each with its Monte Carlo standard error:
+- the **topological triple pairing** Y_ijk = ∫ ω_i∧ω_j∧Φ_k of harmonic 2-forms and 3-forms. For closed forms on
+  a closed manifold it depends only on their cohomology classes (Stokes), so it is fixed by topology; in
+  M-theory it is the gauge kinetic term of the vector multiplets (Beasley–Witten, hep-th/0203061), not a
+  Yukawa coupling. On the chart it is the coordinate integral of the top form.
+- **Hitchin's cubic** ∂³V/∂t_i∂t_j∂t_k of the volume functional V(φ) = ∫ vol_g(φ) (Hitchin, math/0010054) along
+  harmonic 3-forms: at a torsion-free φ this is the Yukawa coupling of the moduli (Karigiannis–Leung
+  arXiv:0709.2987; Grigorian–Yau arXiv:0802.0723); the learned φ has small, non-zero torsion.
+
+A smooth G2 manifold carries no chiral matter (Acharya–Witten, hep-th/0109152), so neither number is a
+Yukawa coupling of quarks or leptons.
+
+**Normalisation:** the harmonic representatives are L²_g-orthonormal on the
 chart, ∫_{[−L,L]×T⁶} ⟨h_a, h_b⟩_g vol_g = δ_ab (the chart's volume is 2L·⟨√det g⟩), so the couplings do not
 depend on the arbitrary scale of the candidate forms and compare harmonic classes on equal footing;
-ε = |Y| / ∫|ω_i|_g|ω_j|_g|Φ_k|_g vol_g for the wedge couplings and ε = |∂³V| / ((28/27)V) · Π_a √(7V/‖Φ_a‖²)
-for the Hitchin cubic (1 when all three directions are φ itself). The `TauLayer` holds τ = 3472/891 and
-κ_T = 1/61 exactly and maps ε to mass ratios with exponents that are integer expressions of the
-structural constants; each mapped ratio stands beside its GIFT v2.2 integer formula as a diagnostic,
-never as a fit."""),
-    ("code", """from k7lib import yukawa
-print(yukawa.TRIPLE_PRODUCT_VANISHES)
+ε = |Y| / ∫|ω_i|_g|ω_j|_g|Φ_k|_g vol_g for the triple pairing and ε = |∂³V| / ((28/27)V) · Π_a √(7V/‖Φ_a‖²)
+for the Hitchin cubic (1 when all three directions are φ itself). The `TauLayer` is the GIFT ansatz, a map
+GIFT assumes and nothing here derives: it holds τ = 3472/891 and κ_T = 1/61 exactly and sends ε to mass
+ratios with exponents that are integer expressions of the structural constants; each ratio stands beside
+its GIFT v2.2 integer formula as a diagnostic, never as a fit."""),
+    ("code", """from k7lib import couplings
+print(couplings.TRIPLE_PRODUCT_VANISHES)
 omega2, Phi3 = H.two.representatives(), H.three.representatives()      # L2_g-orthonormal harmonic forms
 xy = sampling.chart_points(1024 if S.config.profile == "quick" else 8192, S.config.L, seed=S.config.seed + 1,
                            method="uniform", device=S.device)
 metric = lambda x: g2.metric_data_packed(model(x)).g
-W = yukawa.wedge_couplings(omega2, Phi3, xy, volume=chart.chart_volume(S.config.L), metric=metric)
-C = yukawa.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=chart.chart_volume(S.config.L))
-Y, notes = yukawa.coupling_tables(W.couplings(), C.couplings())
+W = couplings.triple_pairing(omega2, Phi3, xy, volume=chart.chart_volume(S.config.L), metric=metric)
+C = couplings.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=chart.chart_volume(S.config.L))
+Y, notes = couplings.coupling_tables(W.couplings(), C.couplings())
 print(*notes, sep="\\n")
 if Y is not None:
-    display(yukawa.compact_table(Y))"""),
+    display(couplings.compact_table(Y))"""),
     ("md", """## 10. Export
 Six files in `outputs/`: `models_v1_4.pt` (state dict + config), `coords_v1_4.npy` and `metric_v1_4.npy`
 (float64 points $x$ and $g(\\varphi(x))$ there), `history_v1_4.csv`, `metadata_v1_4.json` (every measured
@@ -320,7 +336,7 @@ cymetric's $\\sigma$."""),
     ("md", """## 14. The report
 `results_v1_4.tex` is the run written up as a short article (2–4 pages): setup and schedule, $\\kappa_T$ and
 $\\det g$ with standard errors $s/\\sqrt N$, the history and spectra figures, $b_2$, $b_3$ as Gram rank,
-harmonic count and chart topology, the compact Yukawa table, and what the numbers do and do not show.
+harmonic count and chart topology, the compact coupling table, and what the numbers do and do not show.
 Every number in it is printed from the run's exported metadata and configuration through one macro `\\rv{key}{value}`, and a
 missing one reads *not computed*. Where `pdflatex` is installed this cell compiles it and shows the first
 page; otherwise it says why and shows the summary table instead."""),

@@ -1,5 +1,5 @@
 """The notebook's pipeline on a GPU: full-profile training for a fixed number of epochs, then the
-harmonic extraction, the Yukawa couplings and the exports, with timings printed in one run.
+harmonic extraction, the couplings (topological pairing, Hitchin cubic) and the exports, with timings printed in one run.
 
 Prints
   * epochs/s of the full profile and the projected time of its 4 x 2500 epochs;
@@ -8,12 +8,12 @@ Prints
     the whole step (d phi, d psi, g(phi), every loss term, backward, Adam), float32 and float64;
   * the time of the final polish, of the harmonic extraction at --harmonic-points points (1e5 by
     default) and of the float64 evaluation on 10^4 points;
-  * the time of the Yukawa couplings and of the export, and the float64 numbers of the trained phi.
+  * the time of the couplings and of the export, and the float64 numbers of the trained phi.
 
 What runs in which precision (the same on CPU and GPU): training in float32 (the network, the
 forward-mode derivatives and the G2 algebra: the loss needs relative precision ~1e-4, and float32
 is 2x faster, 30x on consumer GPUs); every reported number in float64 (evaluation, harmonic
-Gram/Dirichlet integrals, Yukawa couplings, exported metric), because they are differences of
+Gram/Dirichlet integrals, couplings, exported metric), because they are differences of
 O(1) quantities measured to 1e-6 and sums over 1e5 points.
 
     python bench/bench_gpu.py [--epochs 300] [--harmonic-points 100000] [--device cuda]
@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from k7lib import chart, export, g2, harmonic, sampling, topology, yukawa   # noqa: E402
+from k7lib import chart, couplings, export, g2, harmonic, sampling, topology   # noqa: E402
 from k7lib.config import Config                                # noqa: E402
 from k7lib.derivatives import value_and_jacobian               # noqa: E402
 from k7lib.losses import compute_losses                        # noqa: E402
@@ -89,14 +89,14 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=300, help="full-profile epochs to train (spread over the 4 phases)")
     ap.add_argument("--steps", type=int, default=10, help="steps per timing of the breakdown")
     ap.add_argument("--harmonic-points", type=int, default=100_000)
-    ap.add_argument("--yukawa-points", type=int, default=8192)
+    ap.add_argument("--coupling-points", type=int, default=8192)
     ap.add_argument("--polish-points", type=int, default=None, help="default: the full profile's")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: no CUDA device is available here; run with --device cpu for a smoke test")
         return 2
-    if args.epochs < 4 or args.steps < 1 or args.harmonic_points < 1 or args.yukawa_points < 1:
-        print("error: --epochs must be >= 4 and --steps, --harmonic-points, --yukawa-points >= 1")
+    if args.epochs < 4 or args.steps < 1 or args.harmonic_points < 1 or args.coupling_points < 1:
+        print("error: --epochs must be >= 4 and --steps, --harmonic-points, --coupling-points >= 1")
         return 2
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
@@ -147,15 +147,15 @@ def main(argv=None) -> int:
               + (f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device.type == "cuda" else ""))
 
         t0 = time.perf_counter()
-        xy = sampling.chart_points(args.yukawa_points, cfg.L, seed=cfg.seed + 1, method="uniform", device=device)
+        xy = sampling.chart_points(args.coupling_points, cfg.L, seed=cfg.seed + 1, method="uniform", device=device)
         metric = lambda x: g2.metric_data_packed(model(x)).g
-        W = yukawa.wedge_couplings(H.two.representatives(), H.three.representatives(), xy,
-                                   volume=chart.chart_volume(cfg.L), metric=metric)
-        C = yukawa.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=chart.chart_volume(cfg.L))
-        table, notes = yukawa.coupling_tables(W.couplings(), C.couplings())
+        W = couplings.triple_pairing(H.two.representatives(), H.three.representatives(), xy,
+                                    volume=chart.chart_volume(cfg.L), metric=metric)
+        C = couplings.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=chart.chart_volume(cfg.L))
+        table, notes = couplings.coupling_tables(W.couplings(), C.couplings())
         print(*notes, sep="\n")
         _sync(device)
-        print(f"Yukawa couplings on {args.yukawa_points} points: {time.perf_counter() - t0:.1f} s "
+        print(f"couplings on {args.coupling_points} points: {time.perf_counter() - t0:.1f} s "
               f"(Hitchin cubic on 256 points)")
 
         t0 = time.perf_counter()

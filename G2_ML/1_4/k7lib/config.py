@@ -88,7 +88,7 @@ class Config:
     depth: int = 3
     n_fourier: int = 2               # Fourier modes n = 1..n_fourier per fibre coordinate
     n_chebyshev: int = 6             # Chebyshev features T_1..T_K of lambda / L
-    neck_weighted: bool = True       # importance-sample the neck (chart.sample)
+    neck_weighted: bool = True       # importance-sample the neck (sampling.uniform)
     phases: tuple = default_phases(450, 5e-3)
     checkpoint_every: int = 1000
     max_rollbacks: int = 3

@@ -71,7 +71,8 @@ class Results:
     model_state: state dict (name -> tensor); config: plain dict (Config.to_dict());
     coords (N, 7) and metric (N, 7, 7) arrays or tensors (written as float64);
     history: the training history DataFrame; metadata: dict with at least REQUIRED_METADATA
-    (see `build_metadata`); yukawa: the Yukawa DataFrame (or None); tables: further named
+    (see `build_metadata`); couplings: the coupling table of couplings.coupling_tables (the
+    topological pairing and Hitchin's cubic beside the GIFT ansatz), or None; tables: further named
     DataFrames for the LaTeX summary; figures: name -> matplotlib Figure (fig_<name>.png).
     """
     model_state: dict
@@ -80,7 +81,7 @@ class Results:
     metric: object
     history: pd.DataFrame
     metadata: dict
-    yukawa: pd.DataFrame | None = None
+    couplings: pd.DataFrame | None = None
     tables: dict = field(default_factory=dict)
     figures: dict = field(default_factory=dict)
 
@@ -189,7 +190,7 @@ def _validate(results: Results):
     missing = [k for k in REQUIRED_METADATA if k not in results.metadata]
     if missing:
         raise ValueError(f"metadata lacks the keys {missing} (see export.build_metadata)")
-    for name, t in [("yukawa", results.yukawa)] + list(results.tables.items()):
+    for name, t in [("couplings", results.couplings)] + list(results.tables.items()):
         if t is not None and not isinstance(t, pd.DataFrame):
             raise ValueError(f"table {name!r} must be a pandas DataFrame")
     for name in results.figures:
@@ -272,8 +273,8 @@ def write_outputs(out_dir, results: Results) -> dict:
     out_dir = runs.writable_folder(out_dir, "out_dir")
     history_csv = results.history.to_csv(index=False)
     meta = dict(results.metadata)
-    if results.yukawa is not None:
-        meta["yukawa_table"] = results.yukawa.to_dict(orient="records")
+    if results.couplings is not None:
+        meta["coupling_table"] = results.couplings.to_dict(orient="records")
     meta_text = json.dumps(_jsonable(meta), indent=2, allow_nan=False)
     tex = render_tex(results)
     problems = tex_problems(tex)
@@ -382,11 +383,11 @@ def _read_set(out_dir: Path, paths: dict) -> dict:
             "tex": tex, "figures": sorted(p for n, p in paths.items() if n.startswith("fig_") and n.endswith(".png"))}
 
 
-def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | None = None, *,
+def results_from_run(result, evaluation: dict, harmonic, couplings: pd.DataFrame | None = None, *,
                      n_points: int = 4096, seed: int | None = None, figures: dict | None = None,
                      topology: dict | None = None) -> Results:
     """Collect a trained run (train.TrainResult), its float64 evaluation (train.evaluate), the
-    harmonic extraction (harmonic.HarmonicResult) and the Yukawa table into `Results`.
+    harmonic extraction (harmonic.HarmonicResult) and the coupling table into `Results`.
 
     coords are n_points fresh uniform chart points and metric = g(phi(coords)) in float64.
     topology: optional {"b2": .., "b3": .., "note": ..} of what the chart supports.
@@ -419,7 +420,7 @@ def results_from_run(result, evaluation: dict, harmonic, yukawa: pd.DataFrame | 
                               extra=extra)
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     return Results(model_state=state, config=cfg.to_dict(), coords=x.double().cpu(), metric=g.double().cpu(),
-                   history=result.history, metadata=metadata, yukawa=yukawa,
+                   history=result.history, metadata=metadata, couplings=couplings,
                    tables={"Harmonic extraction: normalised Gram spectra of the candidates (b_eff) and of their "
                            "harmonic parts after the Hodge projection with absolute boundary conditions (b_harm)":
                            harmonic_table(harmonic)},

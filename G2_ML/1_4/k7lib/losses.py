@@ -1,7 +1,7 @@
 """Loss terms of seed 000 for a 3-form model phi(x) on the TCS chart, with g = g(phi) throughout.
 
 Averages over a batch carry the sampler's importance weights, self-normalised:
-<f> = sum(w f) / sum(w) (chart.sample), so a constant is averaged exactly whatever the draw.
+<f> = sum(w f) / sum(w) (sampling.uniform), so a constant is averaged exactly whatever the draw.
 With T = sqrt(|d phi|^2_g + |d psi|^2_g), psi = *phi (DESIGN §3), kappa_T = 1/61 and
 det_g_target = 65/32 from `ZeroParamGeometry`:
   kappa      = ((<T> - kappa_T) / kappa_T)^2          seed's (<T> - kappa_T)^2 over kappa_T^2,

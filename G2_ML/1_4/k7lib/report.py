@@ -3,7 +3,7 @@
 Every number of the run is typeset by one function, `value_tex`, and wrapped in the macro
 \\rv{key}{value}, where key names where the number came from ("kappa_T_measured" is a metadata key,
 "config.batch" a configuration field, "derived.kappa_T_rel" a quantity computed here from metadata,
-"yukawa.3.mapped" a field of the third Yukawa record, "table.0.2.1" a cell of an extra table).
+"coupling.3.mapped" a field of the fourth coupling record, "table.0.2.1" a cell of an extra table).
 The macro prints only the value; the key lets a test check each printed number against its source
 (`render` returns the raw values by key). A missing field or a non-finite value prints
 "not computed": never a LaTeX error, never a silent zero.
@@ -107,7 +107,7 @@ def value_tex(v, digits: int = DIGITS) -> str:
 
 def key_digits(key: str) -> int:
     """Significant digits for the value under key: DIGITS, fewer for Monte Carlo couplings (2 for errors)."""
-    if key.startswith("yukawa."):
+    if key.startswith("coupling."):
         return 2 if key.endswith("_stderr") else 4
     return DIGITS
 
@@ -117,7 +117,7 @@ def frac_inline(f: Fraction) -> str:
     return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
 
 
-# GIFT integer formulas are stored as text (yukawa.gift_reference_ratios); these are their symbols.
+# GIFT integer formulas are stored as text (couplings.gift_reference_ratios); these are their symbols.
 _SYMBOLS = {"p2": "p_2", "N_gen": r"N_{\mathrm{gen}}", "dim_K7": r"\dim K_7", "dim_G2": r"\dim G_2",
             "dim_E8": r"\dim E_8", "rank_E8": r"\operatorname{rk} E_8", "Weyl": r"W", "Weyl_factor": "W",
             "b2": "b_2", "b3": "b_3", "H*": "H^*", "H_star": "H^*", "M5": "M_5"}
@@ -158,8 +158,8 @@ def quantity_tex(name: str) -> str:
 class _Values:
     """Looks values up by key and remembers every one it typesets (key -> raw value)."""
 
-    def __init__(self, metadata: dict, config: dict, yukawa_records: list, tables: list):
-        self.meta, self.config, self.yukawa, self.tables = metadata, config, yukawa_records, tables
+    def __init__(self, metadata: dict, config: dict, coupling_records: list, tables: list):
+        self.meta, self.config, self.couplings, self.tables = metadata, config, coupling_records, tables
         self.used: dict = {}
 
     def raw(self, key: str):
@@ -180,8 +180,8 @@ class _Values:
         head, _, rest = key.partition(".")
         if head == "config":
             return self.config, rest.split(".") if rest else []
-        if head == "yukawa":
-            return self.yukawa, rest.split(".", 1)
+        if head == "coupling":
+            return self.couplings, rest.split(".", 1)
         if head == "table":
             return self.tables, rest.split(".")
         return self.meta, [key] if key in self.meta else key.split(".")
@@ -215,22 +215,22 @@ def _exact(values: _Values, name: str, fallback: Fraction) -> Fraction:
     return f if isinstance(f, Fraction) else fallback
 
 
-def yukawa_records(results) -> list:
-    """The Yukawa table as a list of dict records (metadata["yukawa_table"] or the DataFrame), [] if none."""
-    recs = results.metadata.get("yukawa_table")
-    if recs is None and getattr(results, "yukawa", None) is not None:
-        recs = results.yukawa.to_dict(orient="records")
+def coupling_records(results) -> list:
+    """The coupling table as a list of dict records (metadata["coupling_table"] or the DataFrame), [] if none."""
+    recs = results.metadata.get("coupling_table")
+    if recs is None and getattr(results, "couplings", None) is not None:
+        recs = results.couplings.to_dict(orient="records")
     return list(recs or [])
 
 
-def compact_yukawa(records: list, references: dict | None = None):
-    """Group Yukawa records by (kind, triplet): [(row info, {quantity: (record index, field)})], columns.
+def compact_couplings(records: list, references: dict | None = None):
+    """Group coupling records by (kind, triplet): [(row info, {quantity: (record index, field)})], columns.
 
     Accepts the long shape (one record per triplet and quantity, fields quantity / mapped /
     gift_formula / gift_exact) and a compact one (one record per triplet, one field per quantity).
     Returns (rows, columns) with columns = [(quantity, formula text, exact text)].
     """
-    from .yukawa import gift_reference_ratios
+    from .couplings import gift_reference_ratios
     refs = gift_reference_ratios() if references is None else references
     rows, columns, where = [], {}, {}
     for i, r in enumerate(records):
@@ -359,7 +359,7 @@ def render(results) -> tuple:
     """(tex, values): the article and every run value it prints, by \\rv key (raw, before formatting)."""
     meta = dict(results.metadata or {})
     config = dict(results.config or {}) if isinstance(results.config, dict) else {}
-    records = yukawa_records(results)
+    records = coupling_records(results)
     extra_tables = list((getattr(results, "tables", None) or {}).items())
     v = _Values(meta, config, records, [[list(map(str, df.columns))] + df.values.tolist() for _, df in extra_tables])
     figures = set(getattr(results, "figures", None) or {})
@@ -517,7 +517,7 @@ def render(results) -> tuple:
           r"horizontal lines mark the thresholds behind $\beff k$ and $\bharm k$; harmonic classes are the "
           r"eigenvalues above the gap, exact directions sit at round-off below it.}", r"\label{fig:spectra}", r"\end{figure}", ""]
 
-    P += _yukawa_section(v, records)
+    P += _couplings_section(v, records)
 
     # ---- scope
     t6 = (math.comb(6, 2), math.comb(6, 3))
@@ -531,14 +531,16 @@ def render(results) -> tuple:
           f"cohomology of $T^6$, $(b_2,b_3)=({t6[0]},{t6[1]})$, for every metric; no computation on it can "
           f"produce $(b_2,b_3)=({sc.b2_K7},{sc.b3_K7})$. A Gram rank $\\beff k$ counts linearly "
           r"independent candidates, not cohomology classes: any " + str(sc.b3_K7) + r" independent "
-          r"three-forms give $\beff3=" + str(sc.b3_K7) + r"$. Nor is the pair "
-          f"$({sc.b2_K7},{sc.b3_K7})$ that of a twisted "
-          r"connected sum: Crowley and Nordstr\"om~\cite{CN} show that the $G_2$-structure of every twisted "
-          r"connected sum has $\nu=24$, and $\nu\equiv b_0+b_1+b_2+b_3\pmod 2$; with $b_0=1$, $b_1=0$, "
-          r"every twisted connected sum of the construction of Corti, Haskins, Nordstr\"om and "
-          r"Pacini~\cite{CHNP} (whose Theorem~4.9 gives its Betti numbers) has $b_2+b_3$ odd, while "
-          f"${sc.b2_K7}+{sc.b3_K7}={sc.b2_K7 + sc.b3_K7}$ is even. The Yukawa-type numbers are diagnostics "
-          r"of the learned geometry mapped through fixed integer exponents, not a fit and not a prediction.",
+          r"three-forms give $\beff3=" + str(sc.b3_K7) + r"$. Nor is "
+          f"$({sc.b2_K7},{sc.b3_K7})$ the pair of a twisted connected sum, whatever the gluing angle: by "
+          r"Crowley and Nordstr\"om~\cite{CN} the torsion-free $G_2$-structure of every twisted connected sum "
+          r"has $\nu=24$, and $\nu\equiv b_0+b_1+b_2+b_3\pmod 2$,\footnote{$\nu=24$ for every twisted "
+          r"connected sum and odd $\nu$ for some of Joyce's examples are stated in the abstract of~\cite{CN}; "
+          r"the parity relation is cited from~\cite{CN} without our having checked its exact statement there.} "
+          f"while here $b_0+b_1+b_2+b_3=1+{sc.b2_K7}+{sc.b3_K7}={1 + sc.b2_K7 + sc.b3_K7}$ is odd (for "
+          r"orthogonal gluing this is the parity of~\cite{CHNP}, Theorem~4.9). Extra-twisted connected sums "
+          r"and Joyce's orbifold resolutions are not covered; some of the latter have odd $\nu$. The couplings "
+          r"are diagnostics of the learned geometry, the mass ratios the GIFT ansatz: not a fit, not a prediction.",
           ""]
 
     # ---- provenance
@@ -555,13 +557,25 @@ def render(results) -> tuple:
     P += [""]
 
     # ---- references, then the appendix
-    P += [r"\begin{thebibliography}{9}",
+    P += [r"{\small", r"\begin{thebibliography}{9}", r"\setlength{\itemsep}{0pt}",
           r"\bibitem{CHNP} A.~Corti, M.~Haskins, J.~Nordstr\"om, T.~Pacini, \emph{$G_2$-manifolds and "
           r"associative submanifolds via semi-Fano 3-folds}, Duke Math.\ J.\ 164 (2015) 1971--2092, "
           r"\href{https://arxiv.org/abs/1207.4470}{arXiv:1207.4470}.",
           r"\bibitem{CN} D.~Crowley, J.~Nordstr\"om, \emph{New invariants of $G_2$-structures}, "
           r"Geom.\ Topol.\ 19 (2015) 2949--2992, \href{https://arxiv.org/abs/1211.0269}{arXiv:1211.0269}.",
-          r"\end{thebibliography}", ""]
+          r"\bibitem{BW} C.~Beasley, E.~Witten, \emph{A note on fluxes and superpotentials in M-theory "
+          r"compactifications on manifolds of $G_2$ holonomy}, JHEP 07 (2002) 046, "
+          r"\href{https://arxiv.org/abs/hep-th/0203061}{arXiv:hep-th/0203061}.",
+          r"\bibitem{Hitchin} N.~Hitchin, \emph{The geometry of three-forms in six and seven dimensions}, "
+          r"J.\ Differential Geom.\ 55 (2000) 547--576, \href{https://arxiv.org/abs/math/0010054}{arXiv:math/0010054}.",
+          r"\bibitem{KL} S.~Karigiannis, N.\,C.~Leung, \emph{Hodge theory for $G_2$-manifolds: intermediate "
+          r"Jacobians and Abel--Jacobi maps}, Proc.\ London Math.\ Soc.\ 99 (2009) 297--325, "
+          r"\href{https://arxiv.org/abs/0709.2987}{arXiv:0709.2987}.",
+          r"\bibitem{GY} S.~Grigorian, S.-T.~Yau, \emph{Local geometry of the $G_2$ moduli space}, "
+          r"Commun.\ Math.\ Phys.\ 287 (2009) 459--488, \href{https://arxiv.org/abs/0802.0723}{arXiv:0802.0723}.",
+          r"\bibitem{AW} B.~Acharya, E.~Witten, \emph{Chiral fermions from manifolds of $G_2$ holonomy}, "
+          r"\href{https://arxiv.org/abs/hep-th/0109152}{arXiv:hep-th/0109152}.",
+          r"\end{thebibliography}}", ""]
 
     # ---- further tables
     if extra_tables:
@@ -585,17 +599,26 @@ def render(results) -> tuple:
     return "\n".join(P), dict(v.used)
 
 
-def _yukawa_section(v: _Values, records: list) -> list:
-    out = [r"\subsection{Yukawa-type couplings}"]
-    rows, columns = compact_yukawa(records)
+def _couplings_section(v: _Values, records: list) -> list:
+    from .couplings import HITCHIN_KIND, PAIRING_KIND
+    out = [r"\subsection{Couplings: a topological pairing, Hitchin's cubic and the GIFT ansatz}"]
+    rows, columns = compact_couplings(records)
     if not rows:
-        return out + [r"Yukawa couplings: " + r"\emph{not computed} (the run exported no Yukawa table).", ""]
-    out += [r"Couplings that do not vanish by degree: $Y_{ijk}=\int\omega_i\wedge\omega_j\wedge\Phi_k$ "
-            r"(wedge) and the cubic derivative of Hitchin's volume $\partial^3V/\partial t_i\partial t_j"
-            r"\partial t_k$ (hitchin), with Monte Carlo standard errors. The TauLayer maps the normalised "
-            r"coupling $\varepsilon=|Y|/Y_{\mathrm{scale}}$ to mass ratios $\varepsilon^{-\tau n}$ with "
-            r"integer generation steps $n$ (and Koide's $Q$ of the mapped lepton masses); "
-            r"each column heads with the GIFT integer formula it is compared with (Table~\ref{tab:yukawa}).",
+        return out + [r"Couplings: " + r"\emph{not computed} (the run exported no coupling table).", ""]
+    out += [r"Two couplings that do not vanish by degree are computed, with Monte Carlo standard errors. "
+            r"The triple pairing $Y_{ijk}=\int\omega_i\wedge\omega_j\wedge\Phi_k$ of harmonic 2- and 3-forms "
+            r"is topological: for closed forms on a closed manifold it depends only on their cohomology "
+            r"classes, and in M-theory it is the gauge kinetic term of the vector multiplets~\cite{BW}, not "
+            r"a Yukawa coupling; on the chart it is the coordinate integral of the top form. Hitchin's cubic, "
+            r"the derivative $\partial^3V/\partial t_i\partial t_j\partial t_k$ of the volume "
+            r"functional~\cite{Hitchin} along harmonic 3-forms, is the moduli Yukawa coupling of a torsion-free "
+            r"$G_2$ structure~\cite{KL,GY}; the learned $\varphi$ has small, non-zero torsion. A smooth "
+            r"$G_2$ manifold carries no chiral matter~\cite{AW}, so neither number is a Yukawa coupling of "
+            r"quarks or leptons. The mass ratios are the GIFT ansatz, a map that GIFT assumes and nothing "
+            r"here derives: the TauLayer sends the normalised coupling $\varepsilon=|Y|/Y_{\mathrm{scale}}$ to "
+            r"$\varepsilon^{-\tau n}$ with integer generation steps $n$ (and Koide's $Q$ of the resulting "
+            r"lepton masses); each column heads with the GIFT integer formula it is compared with "
+            r"(Table~\ref{tab:couplings}).",
             ""]
     header = ["triplet", r"$Y\pm\sigma_Y$", r"$\varepsilon$"]
     for q, formula, exact in columns:
@@ -603,8 +626,8 @@ def _yukawa_section(v: _Values, records: list) -> list:
         lines = [f"${quantity_tex(q)}$"] + [f"${part}$" for part in _formula_lines(formula)]
         lines += [f"$={value_tex(ex)}$"] if ex is not None else []
         header.append(r"\shortstack{" + r"\\ ".join(lines) + "}")
-    kinds = {"wedge": r"$\int\omega_i\wedge\omega_j\wedge\Phi_k$ (wedge)",
-             "hitchin": r"$\partial^3V/\partial t_i\partial t_j\partial t_k$ (hitchin)"}
+    kinds = {PAIRING_KIND: r"$\int\omega_i\wedge\omega_j\wedge\Phi_k$ (topological triple pairing)",
+             HITCHIN_KIND: r"$\partial^3V/\partial t_i\partial t_j\partial t_k$ (Hitchin cubic, moduli Yukawa)"}
     body, kind = [], None
     for row in rows:
         if row["kind"] != kind:
@@ -613,16 +636,16 @@ def _yukawa_section(v: _Values, records: list) -> list:
                 f"\\multicolumn{{{len(header)}}}{{l}}{{{kinds.get(kind, latex_escape(kind))}}} \\\\"]
         i = row["first"]
         cells = [latex_escape(row["triplet"]),
-                 "$" + v.tex(f"yukawa.{i}.Y") + r"\pm" + v.tex(f"yukawa.{i}.Y_stderr") + "$",
-                 v.tex(f"yukawa.{i}.epsilon")]
+                 "$" + v.tex(f"coupling.{i}.Y") + r"\pm" + v.tex(f"coupling.{i}.Y_stderr") + "$",
+                 v.tex(f"coupling.{i}.epsilon")]
         for q, _, _ in columns:
             cell = row["cells"].get(q)
-            cells.append(v.tex(f"yukawa.{cell[0]}.{cell[1]}") if cell else r"\emph{not computed}")
+            cells.append(v.tex(f"coupling.{cell[0]}.{cell[1]}") if cell else r"\emph{not computed}")
         body.append(" & ".join(cells) + r" \\")
     return out + _table(header, body, r"Couplings per triplet (Monte Carlo standard error $\sigma_Y$) and the mass "
-                        r"ratios they map to; each column's header gives the GIFT integer formula and its exact "
-                        r"value (a diagnostic, not a fit).",
-                        "tab:yukawa", "l" + "c" * (len(header) - 1), r"\footnotesize\setlength{\tabcolsep}{3pt}",
+                        r"ratios the GIFT ansatz assigns them; each column's header gives the GIFT integer formula "
+                        r"and its exact value (a diagnostic of an assumed map: not a fit, not a derivation).",
+                        "tab:couplings", "l" + "c" * (len(header) - 1), r"\footnotesize\setlength{\tabcolsep}{3pt}",
                         fit=True)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from k7lib import chart, export, g2, harmonic, sampling, topology, yukawa
+from k7lib import chart, couplings, export, g2, harmonic, sampling, topology
 from k7lib.train import evaluate, polish, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,10 +27,10 @@ def test_the_pipeline_creates_no_tensor_on_the_default_device(tmp_path):
         H = harmonic.extract(model, 1024, cfg.L, seed=0)
         xy = sampling.chart_points(128, cfg.L, seed=1, method="uniform")
         metric = lambda x: g2.metric_data_packed(model(x)).g
-        W = yukawa.wedge_couplings(H.two.representatives(), H.three.representatives(), xy,
-                                   volume=chart.chart_volume(cfg.L), metric=metric)
-        C = yukawa.hitchin_cubic(model, H.three.representatives(3), xy[:32], volume=chart.chart_volume(cfg.L))
-        Y, _ = yukawa.coupling_tables(W.couplings(), C.couplings())
+        W = couplings.triple_pairing(H.two.representatives(), H.three.representatives(), xy,
+                                    volume=chart.chart_volume(cfg.L), metric=metric)
+        C = couplings.hitchin_cubic(model, H.three.representatives(3), xy[:32], volume=chart.chart_volume(cfg.L))
+        Y, _ = couplings.coupling_tables(W.couplings(), C.couplings())
         res = export.results_from_run(result, ev, H, Y, n_points=64, topology=topology.chart_support())
         export.write_outputs(tmp_path / "out", res)
     assert (H.b2_harm, H.b3_harm) == (15, 20) and (tmp_path / "out" / export.FILES["metadata"]).is_file()
@@ -59,6 +59,6 @@ def test_gpu_bench_runs_as_a_cpu_smoke_test_and_refuses_cuda_without_a_gpu(capsy
         assert bench_gpu.main(["--device", "cuda"]) == 2
         assert capsys.readouterr().out.strip().startswith("error: --device cuda: no CUDA device")
     assert bench_gpu.main(["--device", "cpu", "--epochs", "4", "--steps", "1", "--harmonic-points", "1024",
-                           "--yukawa-points", "128", "--polish-points", "256"]) == 0
+                           "--coupling-points", "128", "--polish-points", "256"]) == 0
     out = capsys.readouterr().out
     assert "epochs/s" in out and "ratio" in out and "b_harm = (15, 20)" in out

@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from k7lib import export, report, yukawa  # noqa: E402
+from k7lib import couplings, export, report  # noqa: E402
 from k7lib.constants import ZeroParamGeometry  # noqa: E402
 
 
@@ -28,13 +28,14 @@ def make_results(n=12, seed=0, figures=None, loss_scale=1.0):
                                  kappa_T_measured=0.0171, det_g_measured=2.0301,
                                  extra={"b2_topology": 21, "b3_topology": 35, "det_g_std": 1e-4,
                                         "topology_note": "T^7 chart: b3 = 35 for any metric (Hodge)."})
-    couplings = yukawa.Couplings("wedge", ((0, 1, 0), (0, 2, 1)), torch.tensor([2.0, -0.7], dtype=torch.float64),
-                                 torch.tensor([0.01, 0.02], dtype=torch.float64),
-                                 torch.tensor([0.9, 0.4], dtype=torch.float64))
+    pairing = couplings.Couplings(couplings.PAIRING_KIND, ((0, 1, 0), (0, 2, 1)),
+                                  torch.tensor([2.0, -0.7], dtype=torch.float64),
+                                  torch.tensor([0.01, 0.02], dtype=torch.float64),
+                                  torch.tensor([0.9, 0.4], dtype=torch.float64))
     return export.Results(
         model_state={"net.0.weight": torch.randn(4, 3, generator=g), "net.0.bias": torch.zeros(4)},
         config=config, coords=coords, metric=metric, history=history, metadata=meta,
-        yukawa=yukawa.yukawa_table(couplings), tables={"Region statistics": pd.DataFrame({"region": ["neck"], "T": [0.01]})},
+        couplings=couplings.ansatz_table(pairing), tables={"Region statistics": pd.DataFrame({"region": ["neck"], "T": [0.01]})},
         figures=figures if figures is not None else {})
 
 
@@ -61,7 +62,7 @@ def test_round_trip_all_six_files(tmp_path, figure):
     assert set(export.REQUIRED_METADATA) <= set(meta)
     assert meta["kappa_T_target"] == float(ZeroParamGeometry().kappa_T) and meta["exact"]["det_g"] == "65/32"
     assert set(meta["versions"]) == {"python", "torch", "numpy", "k7lib"}
-    assert len(meta["yukawa_table"]) == len(res.yukawa)
+    assert len(meta["coupling_table"]) == len(res.couplings)
     sd = back["model"]["state_dict"]
     assert set(sd) == set(res.model_state) and torch.equal(sd["net.0.weight"], res.model_state["net.0.weight"])
     assert back["model"]["config"] == res.config

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from k7lib import curvature, explore, export, g2, harmonic, inputs, yukawa
+from k7lib import couplings, curvature, explore, export, g2, harmonic, inputs
 from k7lib.torsion import torsion
 
 PHI0 = g2.phi0_packed()
@@ -48,10 +48,10 @@ BAD_POINTS = [
 POINT_ENTRIES = {
     "torsion": lambda x: torsion(const_field, x),
     "curvature": lambda x: curvature.curvature(metric_field, x),
-    "wedge_couplings": lambda x: yukawa.wedge_couplings(
+    "triple_pairing": lambda x: couplings.triple_pairing(
         lambda y: torch.zeros(y.shape[0], 1, 21, dtype=y.dtype), lambda y: torch.zeros(y.shape[0], 1, 35, dtype=y.dtype), x),
-    "hitchin_volume": lambda x: yukawa.hitchin_volume(const_field, x),
-    "hitchin_cubic": lambda x: yukawa.hitchin_cubic(const_field, [const_field], x),
+    "hitchin_volume": lambda x: couplings.hitchin_volume(const_field, x),
+    "hitchin_cubic": lambda x: couplings.hitchin_cubic(const_field, [const_field], x),
 }
 
 
@@ -93,7 +93,7 @@ def test_bad_phi_is_named(entry, label, phi, message):
                                          (torch.zeros(3, 34), r"\(\*batch, 35\)"), (DENSE0[None], r"\(\*batch, 35\)")])
 def test_volume_density_checks_phi(phi, message):
     with pytest.raises(ValueError, match=message):
-        yukawa.volume_density(phi)
+        couplings.volume_density(phi)
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -19,7 +19,7 @@ NOT_COMPUTED = report.NOT_COMPUTED
 
 
 def full_results(figs=None, **meta_changes):
-    """A small fake run with every metadata key the report reads, the quick configuration and a Yukawa table."""
+    """A small fake run with every metadata key the report reads, the quick configuration and a coupling table."""
     base = make_results()
     meta = dict(base.metadata)
     meta.update({"T_stderr": 1.234e-4, "det_g_stderr": 2.5e-6, "n_eval_points": 4096, "nonpositive_points": 3,
@@ -68,9 +68,9 @@ def source_value(res, key):
         for p in rest.split("."):
             cur = cur[int(p)] if isinstance(cur, list) else cur[p]
         return cur
-    if head == "yukawa":
+    if head == "coupling":
         i, field = rest.split(".", 1)
-        return res.yukawa.to_dict(orient="records")[int(i)][field]
+        return res.couplings.to_dict(orient="records")[int(i)][field]
     if head == "table":
         t, r, c = map(int, rest.split("."))
         return list(res.tables.values())[t].iat[r - 1, c]
@@ -127,10 +127,10 @@ def test_every_number_in_the_tex_is_the_runs():
             "b2_harm_gap", "b3_harm_gap", "n_eval_points", "profile", "seed", "config.batch", "config.phases.0.lr",
             "config.phases.3.epochs", "derived.kappa_T_rel", "derived.det_g_rel", "derived.stderr_points"}
     assert must <= keys, must - keys
-    records = res.yukawa.to_dict(orient="records")
-    assert {f"yukawa.{i}.mapped" for i in range(len(records))} <= keys            # every mapped ratio printed
+    records = res.couplings.to_dict(orient="records")
+    assert {f"coupling.{i}.mapped" for i in range(len(records))} <= keys            # every mapped ratio printed
     triplets = {(r["kind"], r["triplet"]) for r in records}
-    assert sum(k.endswith(".Y") and k.startswith("yukawa.") for k in keys) == len(triplets)   # one row per triplet
+    assert sum(k.endswith(".Y") and k.startswith("coupling.") for k in keys) == len(triplets)   # one row per triplet
     # exact targets and proper mathematics, not text
     for frac in (r"\frac{1}{61}", r"\frac{65}{32}", r"\frac{3472}{891}"):
         assert frac in tex
@@ -138,6 +138,12 @@ def test_every_number_in_the_tex_is_the_runs():
         assert math_ in tex
     assert "kappa\\_T" not in tex.replace("\\rv{kappa_T", "") and "T\\textasciicircum{}6" not in tex
     assert "arXiv:1211.0269" in tex and "arXiv:1207.4470" in tex and "Geom.\\ Topol.\\ 19 (2015)" in tex
+    # what each coupling is, with its sources: topological pairing, moduli Yukawa, no chiral matter, the ansatz
+    for arxiv in ("hep-th/0203061", "math/0010054", "0709.2987", "0802.0723", "hep-th/0109152"):
+        assert f"arXiv:{arxiv}" in tex
+    assert "topological triple pairing" in tex and "moduli Yukawa" in tex and "no chiral matter" in tex
+    assert "GIFT ansatz" in tex and "Yukawa-type" not in tex
+    assert r"whatever the gluing angle" in tex and "1+21+77=99" in tex
     assert not report.tex_problems(tex)
 
 
@@ -164,26 +170,26 @@ def test_missing_and_nonfinite_fields_say_not_computed():
     assert printed["det_g_measured"] == "2.0301" and printed["b2_harm"] == "21"
     assert not re.search(r"\b(nan|inf|None)\b", tex)
     assert not report.tex_problems(tex)
-    # a near-empty run: no configuration, no Yukawa table, only two metadata keys
+    # a near-empty run: no configuration, no coupling table, only two metadata keys
     bare = export.Results(model_state={}, config={}, coords=None, metric=None, history=None, metadata={"profile": "quick", "seed": 0},
-                          yukawa=None)
+                          couplings=None)
     tex, values = report.render(bare)
     assert not report.tex_problems(tex) and "not computed" in tex
     assert all(text == NOT_COMPUTED for key, text in rv_values(tex) if key not in ("profile", "seed"))
 
 
-def test_compact_yukawa_accepts_the_long_and_the_compact_shape():
-    long = make_results().yukawa.to_dict(orient="records")
-    rows, cols = report.compact_yukawa(long)
+def test_compact_couplings_accepts_the_long_and_the_compact_shape():
+    long = make_results().couplings.to_dict(orient="records")
+    rows, cols = report.compact_couplings(long)
     assert len(rows) == 2 and [c[0] for c in cols] == ["m_s/m_d", "m_tau/m_e", "m_tau/m_mu", "Q_Koide"]
-    compact = [{"kind": "wedge", "triplet": "(0, 1, 0)", "Y": 2.0, "Y_stderr": 0.1, "epsilon": 0.9,
+    compact = [{"kind": "topological triple pairing", "triplet": "(0, 1, 0)", "Y": 2.0, "Y_stderr": 0.1, "epsilon": 0.9,
                 "m_s/m_d": 1.5, "m_tau/m_e": 2.2, "m_tau/m_mu": 1.4, "Q_Koide": 0.4}]
-    rows, cols = report.compact_yukawa(compact)
+    rows, cols = report.compact_couplings(compact)
     assert len(rows) == 1 and rows[0]["cells"]["m_tau/m_e"] == (0, "m_tau/m_e") and len(cols) == 4
     base = make_results()
-    res = export.Results(**{**base.__dict__, "yukawa": None, "metadata": {**base.metadata, "yukawa_table": compact}})
+    res = export.Results(**{**base.__dict__, "couplings": None, "metadata": {**base.metadata, "coupling_table": compact}})
     tex, values = report.render(res)
-    assert values["yukawa.0.m_tau/m_e"] == 2.2 and r"\rv{yukawa.0.m_tau/m_e}{2.2}" in tex
+    assert values["coupling.0.m_tau/m_e"] == 2.2 and r"\rv{coupling.0.m_tau/m_e}{2.2}" in tex
     assert r"$\dim K_7 + 10\,\dim E_8$\\ $+ 10\,H^*$" in tex and not report.tex_problems(tex)
 
 

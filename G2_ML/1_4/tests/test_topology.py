@@ -49,6 +49,7 @@ def test_tcs_published_example_and_general_formula():
     assert T.tcs_betti(a, b) == (2, 23 + 10 + 4 + 2)
     shared = T.Gluing(rank_intersection=1, rank_sum=4, rank_Nminus_Tplus=1, rank_Nplus_Tminus=0)
     assert T.tcs_betti(a, b, shared) == (1 + 2, 1 + 18 + 1 + 0 + 14 + 2)
+    assert T.tcs_parity_allows(*T.tcs_betti(a, b, shared))                       # non-orthogonal gluing: odd too
     with pytest.raises(ValueError, match="rk"):
         T.tcs_betti(a, b, T.Gluing(1, 5, 0, 0))
     with pytest.raises(ValueError, match="even"):
@@ -61,8 +62,16 @@ def test_parity_and_gift_pair():
             blk = T.BuildingBlock("x", b3=b3p, rank_N=1, rank_ker=k + 1)
             b2, b3 = T.tcs_betti(blk, T.P3_BLOCK)
             assert (b2 + b3) % 2 == 1 and T.orthogonal_tcs_allows(b2, b3)
+            assert T.tcs_parity_allows(b2, b3)
     sc = StructuralConstants()
     assert not T.orthogonal_tcs_allows(sc.b2_K7, sc.b3_K7)                       # 21 + 77 = 98 is even
+    # any gluing angle (Crowley-Nordstroem): nu = 24 is even, 1 + 21 + 77 = 99 is odd
+    assert T.semicharacteristic(1, 0, sc.b2_K7, sc.b3_K7) == 1 and T.TCS_NU == 24
+    assert not T.tcs_parity_allows(sc.b2_K7, sc.b3_K7)
+    assert T.tcs_parity_allows(sc.b2_K7, sc.b3_K7, b1=1)                         # b1 enters the semicharacteristic
+    assert T.tcs_parity_allows(12, 31) and not T.orthogonal_tcs_allows(12, 31)   # parity alone is weaker
+    with pytest.raises(ValueError, match="non-negative"):
+        T.semicharacteristic(1, 0, -1, 3)
 
 
 def test_topology_report():
@@ -73,4 +82,6 @@ def test_topology_report():
     assert (rows.loc["Joyce T^7/Z2^3", "b2"], rows.loc["Joyce T^7/Z2^3", "b3"]) == (12, 43)
     assert rows.loc["TCS of two P^3 blocks", "b3"] == 155
     assert "not reachable" in rows.loc["GIFT targets", "how"]
+    assert "any gluing angle" in rows.loc["GIFT targets", "how"] and "99 is odd" in rows.loc["GIFT targets", "how"]
+    assert "1211.0269" in rows.loc["GIFT targets", "source"]
     assert df["source"].str.len().min() > 5

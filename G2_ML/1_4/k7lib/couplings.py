@@ -1,16 +1,26 @@
-"""Yukawa-type couplings of the learned geometry, and the TauLayer that maps them to mass ratios.
+"""Couplings of the learned geometry, named for what they are, and the GIFT ansatz that maps them to mass ratios.
 
 Two degree-consistent couplings are computed (DESIGN §6):
-  (a) wedge couplings  Y_ijk = int_chart omega_i ^ omega_j ^ Phi_k  for 2-forms omega and 3-forms Phi;
-      the integrand is a top form c(x) dx^0..6, so the integral is the coordinate integral of c
-      (no metric enters), estimated by Monte Carlo with a standard error;
-  (b) the cubic derivative of Hitchin's volume functional V(phi) = int sqrt(det g(phi)) d^7x
-      (N. Hitchin, "The geometry of three-forms in six and seven dimensions", 2000),
-      d^3 V / dt_i dt_j dt_k along phi + sum_a t_a Phi_a at t = 0, by nested forward-mode autograd.
+  (a) the topological triple pairing  Y_ijk = int omega_i ^ omega_j ^ Phi_k  of 2-forms omega and 3-forms
+      Phi. For closed forms on a closed 7-manifold it depends only on their cohomology classes (Stokes:
+      changing a form by an exact one changes the integrand by an exact 7-form), so it is a cup-product
+      pairing H^2 x H^2 x H^3 -> R, fixed by topology and blind to the metric. In M-theory on a G2
+      manifold it is the coefficient of the gauge kinetic term of the vector multiplets (Beasley-Witten,
+      hep-th/0203061), not a Yukawa coupling. On the chart the integrand is a top form c(x) dx^0..6, so the
+      integral is the coordinate integral of c (no metric enters), estimated by Monte Carlo with a
+      standard error;
+  (b) Hitchin's cubic: the third derivative of the volume functional V(phi) = int sqrt(det g(phi)) d^7x
+      (N. Hitchin, "The geometry of three-forms in six and seven dimensions", math/0010054),
+      d^3 V / dt_i dt_j dt_k along phi + sum_a t_a Phi_a at t = 0, by nested forward-mode autograd. On
+      harmonic 3-forms of a torsion-free G2 structure this is the Yukawa coupling of the moduli
+      (Karigiannis-Leung arXiv:0709.2987; Grigorian-Yau arXiv:0802.0723).
+A smooth G2 manifold carries no chiral fermions (Acharya-Witten hep-th/0109152): chiral matter needs
+conical singularities, so neither number is a Yukawa coupling of chiral quarks or leptons.
 
-`TauLayer` turns a normalised coupling into mass ratios using only the structural integers and
-tau; `gift_reference_ratios` gives the GIFT v2.2 integer formulas; `yukawa_table` sets the two side
-by side as a diagnostic. Nothing here is fitted: the map has no continuous parameter.
+`TauLayer` is the GIFT ansatz: a map from a normalised coupling to mass ratios that GIFT assumes (it is
+not derived here or elsewhere), using only the structural integers and tau; `gift_reference_ratios`
+gives the GIFT v2.2 integer formulas; `ansatz_table` sets the two side by side as a diagnostic.
+Nothing here is fitted: the map has no continuous parameter.
 """
 from __future__ import annotations
 
@@ -32,15 +42,19 @@ from .inputs import check_phi, check_points
 TRIPLE_PRODUCT_VANISHES = (
     "The literal integral of phi_i ^ phi_j ^ phi_k of three 3-forms vanishes identically on a "
     "7-manifold, because the integrand is a 9-form and every form of degree above 7 is zero; "
-    "the couplings computed here are int omega_i ^ omega_j ^ Phi_k (2 + 2 + 3 = 7) and the cubic "
-    "derivative of the Hitchin volume functional."
+    "the couplings computed here are the topological triple pairing int omega_i ^ omega_j ^ Phi_k "
+    "(2 + 2 + 3 = 7) and the cubic derivative of the Hitchin volume functional (the moduli Yukawa)."
 )
 
 # d^3/ds^3 s^(7/3) at s = 1: sqrt(det g(s phi)) = s^(7/3) sqrt(det g(phi)) since B(phi) is cubic in phi.
 HITCHIN_CUBIC_FACTOR = Fraction(7, 3) * Fraction(4, 3) * Fraction(1, 3)
 
+# The `kind` of each Couplings, as tables and the report print it.
+PAIRING_KIND = "topological triple pairing"
+HITCHIN_KIND = "Hitchin cubic (moduli Yukawa)"
 
-# ---------------------------------------------------------------- mass-ratio map
+
+# ---------------------------------------------------------------- the GIFT ansatz: coupling -> mass ratios
 @dataclass(frozen=True)
 class Sector:
     """A mass ratio m_heavy / m_light between two generations of one fermion family.
@@ -66,9 +80,9 @@ SECTORS = (
 
 @dataclass(frozen=True)
 class TauLayer:
-    """Exact tau = 3472/891 and kappa_T = 1/61 (from `ZeroParamGeometry`) and the coupling -> mass map.
+    """Exact tau = 3472/891 and kappa_T = 1/61 (from `ZeroParamGeometry`) and the GIFT ansatz coupling -> mass.
 
-    Map (a diagnostic convention, not a derivation): a normalised geometric coupling
+    The map is an ansatz that GIFT assumes; nothing derives it from the geometry: a normalised coupling
     eps = |Y| / Y_scale plays the role of the single expansion parameter of a Froggatt-Nielsen
     hierarchy (C. Froggatt, H. Nielsen, Nucl. Phys. B147 (1979) 277), m_g ∝ eps^(tau (N_gen - g)) for
     generation g, with GIFT's hierarchy parameter tau as the charge per generation step. Hence
@@ -114,8 +128,8 @@ class TauLayer:
         """Exact exponent e with m_heavy / m_light = eps^e, e = -tau * n."""
         return -self.tau * self.steps(sector)
 
-    def yukawa_to_mass_ratio(self, Y_geom, sector: str):
-        """m_heavy / m_light = |Y_geom|^(-tau n) for a normalised coupling Y_geom (float or tensor).
+    def ansatz_mass_ratio(self, Y_geom, sector: str):
+        """GIFT ansatz m_heavy / m_light = |Y_geom|^(-tau n) for a normalised coupling Y_geom (float or tensor).
 
         Raises ValueError for an unknown sector, or for a coupling that is zero or not finite
         (no hierarchy can be read from it).
@@ -132,9 +146,9 @@ class TauLayer:
         return eps ** float(e)
 
     def lepton_masses(self, Y_geom) -> tuple:
-        """(m_e, m_mu, m_tau) / m_e from the map, using the two lepton sectors."""
-        r_te = self.yukawa_to_mass_ratio(Y_geom, "m_tau/m_e")
-        r_tm = self.yukawa_to_mass_ratio(Y_geom, "m_tau/m_mu")
+        """(m_e, m_mu, m_tau) / m_e from the ansatz, using the two lepton sectors."""
+        r_te = self.ansatz_mass_ratio(Y_geom, "m_tau/m_e")
+        r_tm = self.ansatz_mass_ratio(Y_geom, "m_tau/m_mu")
         return 1.0, r_te / r_tm, r_te
 
 
@@ -261,7 +275,7 @@ def _check_triplets(triplets, sizes, name="triplets"):
     return tuple(out)
 
 
-# ---------------------------------------------------------------- (a) wedge couplings
+# ---------------------------------------------------------------- (a) the topological triple pairing
 @lru_cache(maxsize=None)
 def _wedge22_table(device: str, dtype: torch.dtype) -> torch.Tensor:
     """T[a, b, L] = sign(a, b) when 2-forms a, b are disjoint with a u b = L (packed 4-form index)."""
@@ -285,8 +299,12 @@ def _norms(w: torch.Tensor, k: int, g=None) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class WedgeCouplings:
-    """Y_ijk = int omega_i ^ omega_j ^ Phi_k d^7x, all (n2, n2, n3) float64.
+class TriplePairing:
+    """Y_ijk = int omega_i ^ omega_j ^ Phi_k d^7x, all (n2, n2, n3) float64: a topological pairing.
+
+    For closed forms on a closed manifold Y depends only on the classes [omega_i], [omega_j], [Phi_k]
+    (the gauge kinetic term of Beasley-Witten, hep-th/0203061); on the chart, a manifold with
+    boundary, it is the coordinate integral of the top form and only its scale-free part is meaningful.
 
     `scale` = int |omega_i|_g |omega_j|_g |Phi_k|_g sqrt(det g) d^7x bounds the size of Y up to a
     constant of order one (the comass of the wedge), so eps = |Y| / scale is a normalised coupling,
@@ -306,12 +324,12 @@ class WedgeCouplings:
         triplets = _check_triplets(triplets, (n2, n2, n3))
         idx = torch.tensor(triplets, dtype=torch.long, device="cpu").T
         vals, se, sc = self.Y[tuple(idx)], self.stderr[tuple(idx)], self.scale[tuple(idx)]
-        return Couplings("wedge", triplets, vals, se, vals.abs() / sc)
+        return Couplings(PAIRING_KIND, triplets, vals, se, vals.abs() / sc)
 
 
-def wedge_couplings(omega2, Phi3, x: torch.Tensor, weights=None, volume: float = 1.0, *,
-                    metric=None, chunk: int = 256, progress: bool = False) -> WedgeCouplings:
-    """Monte Carlo Y_ijk = int_chart omega_i ^ omega_j ^ Phi_k.
+def triple_pairing(omega2, Phi3, x: torch.Tensor, weights=None, volume: float = 1.0, *,
+                    metric=None, chunk: int = 256, progress: bool = False) -> TriplePairing:
+    """Monte Carlo Y_ijk = int_chart omega_i ^ omega_j ^ Phi_k, the topological triple pairing (`TriplePairing`).
 
     omega2: x (batch, 7) -> packed 2-forms (batch, n2, 21); Phi3: x -> packed 3-forms (batch, n3, 35);
     x (N, 7) sample points drawn with density p, weights (N,) = 1 / (p(x) * volume) (None: uniform),
@@ -328,7 +346,7 @@ def wedge_couplings(omega2, Phi3, x: torch.Tensor, weights=None, volume: float =
     N = x.shape[0]
     moments, scale = _Moments(), None
     with torch.no_grad():
-        for s in _chunks(N, chunk, progress, "wedge couplings"):
+        for s in _chunks(N, chunk, progress, "triple pairing"):
             xc, wc = x[s: s + chunk], weights[s: s + chunk]
             om, ph = omega2(xc), Phi3(xc)
             if om.ndim != 3 or om.shape[0] != xc.shape[0] or om.shape[-1] != F.n_components(2):
@@ -346,10 +364,10 @@ def wedge_couplings(omega2, Phi3, x: torch.Tensor, weights=None, volume: float =
             part = torch.einsum("b,bi,bj,bk->ijk", wc * vol, n_om, n_om, n_ph)
             scale = part if scale is None else scale + part
     Y, se = moments.integral(volume)
-    return WedgeCouplings(Y=Y, stderr=se, scale=scale * volume / N, n_points=N, volume=volume)
+    return TriplePairing(Y=Y, stderr=se, scale=scale * volume / N, n_points=N, volume=volume)
 
 
-# ---------------------------------------------------------------- (b) Hitchin cubic
+# ---------------------------------------------------------------- (b) Hitchin cubic: the moduli Yukawa
 def volume_density(phi: torch.Tensor) -> torch.Tensor:
     """sqrt(det g(phi)) = |det B(phi)|^(1/9) for packed phi (batch, 35) -> (batch,).
 
@@ -396,7 +414,7 @@ def hitchin_volume(phi_field, x: torch.Tensor, weights=None, volume: float = 1.0
     """V(phi) = int sqrt(det g(phi)) d^7x by Monte Carlo: (value, standard error), float64 tensors.
 
     phi_field: x (batch, 7) -> packed (batch, 35) (or dense) 3-forms; x, weights, volume as in
-    `wedge_couplings`. A non-positive phi raises ValueError (g2.metric_data_packed).
+    `triple_pairing`. A non-positive phi raises ValueError (g2.metric_data_packed).
     """
     check_points(x)
     weights, volume = _check_sampling(x, weights, volume)
@@ -433,12 +451,16 @@ class HitchinCubic:
         return self.values.abs() / (float(HITCHIN_CUBIC_FACTOR) * self.V) * unit[t].prod(-1)
 
     def couplings(self) -> Couplings:
-        return Couplings("hitchin", self.triplets, self.values, self.stderr, self.normalised)
+        return Couplings(HITCHIN_KIND, self.triplets, self.values, self.stderr, self.normalised)
 
 
 def hitchin_cubic(phi_field, directions, x: torch.Tensor, weights=None, volume: float = 1.0,
                   triplets=None, *, chunk: int = 512, progress: bool = False) -> HitchinCubic:
     """Cubic derivatives of Hitchin's volume functional along 3-form directions.
+
+    At a torsion-free phi and along harmonic 3-forms these are the moduli Yukawa couplings
+    (Karigiannis-Leung arXiv:0709.2987; Grigorian-Yau arXiv:0802.0723); the learned phi has small
+    but non-zero torsion, so here they are that coupling's value at a nearby, not torsion-free, point.
 
     V(t) = int sqrt(det g(phi + sum_a t_a Phi_a)) d^7x;  returns d^3 V / dt_i dt_j dt_k at t = 0
     = int D^3 rho(phi)[Phi_i, Phi_j, Phi_k] d^7x with rho = |det B|^(1/9) (Hitchin 2000), the
@@ -485,7 +507,7 @@ def hitchin_cubic(phi_field, directions, x: torch.Tensor, weights=None, volume: 
                         norms2=norms2, n_points=N)
 
 
-# ---------------------------------------------------------------- the diagnostic table
+# ---------------------------------------------------------------- the GIFT-ansatz table (a diagnostic)
 def choose_triplets(couplings: Couplings, n: int = 3, significance: float = 2.0) -> tuple:
     """The n triplets with the largest normalised coupling among those with |Y| > significance * stderr."""
     ok = (couplings.values.abs() > significance * couplings.stderr) & torch.isfinite(couplings.normalised) \
@@ -498,12 +520,13 @@ def choose_triplets(couplings: Couplings, n: int = 3, significance: float = 2.0)
     return tuple(picked)
 
 
-def yukawa_table(couplings: Couplings, triplets=None, layer: TauLayer | None = None,
+def ansatz_table(couplings: Couplings, triplets=None, layer: TauLayer | None = None,
                  n: int = 3, significance: float = 2.0) -> pd.DataFrame:
-    """Geometric couplings beside mapped mass ratios and the GIFT integer formulas (a diagnostic, never a fit).
+    """Couplings beside the mass ratios the GIFT ansatz assigns them and the GIFT integer formulas.
 
-    One row per (triplet, quantity): the coupling Y with its standard error, eps = normalised |Y|,
-    the TauLayer map eps^(-tau n) for each sector, Koide's Q of the mapped lepton masses, and the
+    A diagnostic, never a fit, and not a derivation: the map is the ansatz `TauLayer` assumes.
+    One row per (triplet, quantity): the coupling's kind, Y with its standard error, eps = normalised
+    |Y|, the ansatz eps^(-tau n) for each sector, Koide's Q of the mapped lepton masses, and the
     GIFT v2.2 formula (text), exact value and float, with mapped / GIFT.
     triplets: which couplings to show (default `choose_triplets(couplings, n, significance)`).
     """
@@ -521,7 +544,7 @@ def yukawa_table(couplings: Couplings, triplets=None, layer: TauLayer | None = N
         Y, se, eps = (float(v[i]) for v in (couplings.values, couplings.stderr, couplings.normalised))
         mapped = {}
         for s in SECTORS:
-            mapped[s.name] = layer.yukawa_to_mass_ratio(eps, s.name) if eps > 0 else float("nan")
+            mapped[s.name] = layer.ansatz_mass_ratio(eps, s.name) if eps > 0 else float("nan")
         m = layer.lepton_masses(eps) if eps > 0 else (float("nan"),) * 3
         mapped["Q_Koide"] = koide_q(*m) if eps > 0 else float("nan")
         for name, ref in refs.items():
@@ -537,25 +560,26 @@ def yukawa_table(couplings: Couplings, triplets=None, layer: TauLayer | None = N
 
 
 def coupling_tables(*couplings, layer: TauLayer | None = None) -> tuple:
-    """(table, notes): the long yukawa_table of every Couplings given, concatenated (None when none has
-    a coupling above its noise), and one note per kind left out, saying why (no triplet to map)."""
+    """(table, notes): the long ansatz_table of every Couplings given (kind column: PAIRING_KIND or
+    HITCHIN_KIND), concatenated (None when none has a coupling above its noise), and one note per
+    kind left out, saying why (no triplet to map)."""
     import pandas as pd
 
     tables, notes = [], []
     for cp in couplings:
         try:
-            tables.append(yukawa_table(cp, layer=layer))
+            tables.append(ansatz_table(cp, layer=layer))
         except ValueError as err:            # a kind with no coupling above 2 standard errors is said, not mapped
             notes.append(f"{cp.kind}: {err}")
     return (pd.concat(tables, ignore_index=True) if tables else None), notes
 
 
 def compact_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The long `yukawa_table` folded to one row per (kind, triplet): Y, its standard error and eps, then
+    """The long `ansatz_table` folded to one row per (kind, triplet): Y, its standard error and eps, then
     for each quantity the mapped value followed by its GIFT integer formula ("formula = exact")."""
     need = {"kind", "triplet", "Y", "Y_stderr", "epsilon", "quantity", "mapped", "gift_formula", "gift_exact"}
     if not isinstance(table, pd.DataFrame) or not need <= set(table.columns):
-        raise ValueError(f"compact_table needs the long yukawa_table with columns {sorted(need)}")
+        raise ValueError(f"compact_table needs the long ansatz_table with columns {sorted(need)}")
     rows = []
     for _, grp in table.groupby(["kind", "triplet"], sort=False):
         first = grp.iloc[0]

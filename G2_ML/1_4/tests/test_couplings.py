@@ -1,4 +1,5 @@
-"""TauLayer, GIFT reference ratios, wedge couplings and the Hitchin cubic (float64, small samples)."""
+"""The GIFT ansatz (TauLayer), GIFT reference ratios, the topological triple pairing and the Hitchin cubic
+(float64, small samples)."""
 import ast
 import inspect
 import math
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from k7lib import forms as F
-from k7lib import g2, yukawa
+from k7lib import couplings, g2
 from k7lib.constants import StructuralConstants, ZeroParamGeometry
 from k7lib.fixtures import pullback_packed, random_frame
 
@@ -23,7 +24,7 @@ def chart_points(n, L=1.0, seed=0):
 
 # ---------------------------------------------------------------- TauLayer and references
 def test_tau_layer_holds_exact_fractions():
-    layer = yukawa.TauLayer()
+    layer = couplings.TauLayer()
     assert isinstance(layer.tau, Fraction) and isinstance(layer.kappa_T, Fraction)
     assert layer.tau == ZeroParamGeometry().tau == Fraction(3472, 891)
     assert layer.kappa_T == Fraction(1, 61)
@@ -32,54 +33,54 @@ def test_tau_layer_holds_exact_fractions():
 
 
 def test_module_types_no_float_literal_for_tau_or_kappa():
-    tree = ast.parse(inspect.getsource(yukawa))
+    tree = ast.parse(inspect.getsource(couplings))
     floats = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, float)]
     for bad in (3472 / 891, 1 / 61, 65 / 32):
         assert not any(math.isclose(v, bad, rel_tol=1e-3) for v in floats)
 
 
 def test_mass_map_is_a_power_of_the_coupling_and_multiplicative():
-    layer = yukawa.TauLayer()
+    layer = couplings.TauLayer()
     eps = 0.3
     tau = float(layer.tau)
-    assert layer.yukawa_to_mass_ratio(eps, "m_s/m_d") == pytest.approx(eps ** -tau, rel=1e-14)
-    assert layer.yukawa_to_mass_ratio(-eps, "m_tau/m_mu") == pytest.approx(eps ** -tau, rel=1e-14)
-    r = {s: layer.yukawa_to_mass_ratio(eps, s) for s in layer.sectors}
+    assert layer.ansatz_mass_ratio(eps, "m_s/m_d") == pytest.approx(eps ** -tau, rel=1e-14)
+    assert layer.ansatz_mass_ratio(-eps, "m_tau/m_mu") == pytest.approx(eps ** -tau, rel=1e-14)
+    r = {s: layer.ansatz_mass_ratio(eps, s) for s in layer.sectors}
     assert r["m_tau/m_e"] == pytest.approx(r["m_tau/m_mu"] ** 2, rel=1e-12)  # two equal steps
-    t = layer.yukawa_to_mass_ratio(torch.tensor([0.3, 0.5]), "m_tau/m_e")
+    t = layer.ansatz_mass_ratio(torch.tensor([0.3, 0.5]), "m_tau/m_e")
     assert torch.allclose(t, torch.tensor([0.3, 0.5], dtype=torch.float64) ** (-2 * tau))
     m = layer.lepton_masses(1.0)
-    assert yukawa.koide_q(*m) == pytest.approx(1 / 3)           # degenerate masses give Q = 1/3
+    assert couplings.koide_q(*m) == pytest.approx(1 / 3)           # degenerate masses give Q = 1/3
 
 
 def test_unknown_sector_and_bad_coupling_raise():
-    layer = yukawa.TauLayer()
+    layer = couplings.TauLayer()
     with pytest.raises(ValueError, match="unknown sector 'm_c/m_s'.*m_s/m_d.*m_tau/m_mu.*m_tau/m_e"):
-        layer.yukawa_to_mass_ratio(0.5, "m_c/m_s")
+        layer.ansatz_mass_ratio(0.5, "m_c/m_s")
     with pytest.raises(ValueError, match="non-zero"):
-        layer.yukawa_to_mass_ratio(0.0, "m_s/m_d")
+        layer.ansatz_mass_ratio(0.0, "m_s/m_d")
     with pytest.raises(ValueError, match="finite"):
-        layer.yukawa_to_mass_ratio(torch.tensor([float("nan")]), "m_s/m_d")
+        layer.ansatz_mass_ratio(torch.tensor([float("nan")]), "m_s/m_d")
 
 
 def test_gift_reference_ratios_equal_their_integers():
-    refs = yukawa.gift_reference_ratios()
+    refs = couplings.gift_reference_ratios()
     expected = {"m_s/m_d": Fraction(20), "m_tau/m_e": Fraction(3477), "m_tau/m_mu": Fraction(84, 5),
                 "Q_Koide": Fraction(2, 3)}
     assert {k: r.exact for k, r in refs.items()} == expected
     assert all(isinstance(r.exact, Fraction) for r in refs.values())
     # computed from the integers, not stored: other integers give other values
-    other = yukawa.gift_reference_ratios(StructuralConstants(Weyl_factor=7))
+    other = couplings.gift_reference_ratios(StructuralConstants(Weyl_factor=7))
     assert other["m_s/m_d"].exact == 28 and other["m_tau/m_mu"].exact == Fraction(84, 7)
 
 
 def test_literal_triple_product_note():
-    assert "9-form" in yukawa.TRIPLE_PRODUCT_VANISHES
+    assert "9-form" in couplings.TRIPLE_PRODUCT_VANISHES
     a, b, c = (torch.randn(35, dtype=torch.float64) for _ in range(3))
     assert F.wedge_packed(F.wedge_packed(a, b, 3, 3), c, 6, 3).numel() == 0   # nothing above degree 7
 
 
-# ---------------------------------------------------------------- wedge couplings
+# ---------------------------------------------------------------- the topological triple pairing
 def basis_field(k, idx, coef=None):
     """x -> (batch, len(idx), C(7,k)) with unit components idx (optionally times coef(x))."""
     ci = F.combo_index(k)
@@ -94,10 +95,10 @@ def basis_field(k, idx, coef=None):
 
 def test_wedge_of_constant_forms_is_volume_times_sign(f64):
     x = chart_points(64, L=1.5)
-    vol = yukawa.chart_volume(1.5)
+    vol = couplings.chart_volume(1.5)
     om = basis_field(2, [(0, 1), (2, 3), (0, 2), (1, 3)])
     ph = basis_field(3, [(4, 5, 6), (0, 1, 2)])
-    w = yukawa.wedge_couplings(om, ph, x, volume=vol, chunk=20)
+    w = couplings.triple_pairing(om, ph, x, volume=vol, chunk=20)
     assert w.Y[0, 1, 0] == pytest.approx(vol, abs=1e-13)         # dx01 ^ dx23 ^ dx456 = +vol
     assert w.Y[2, 3, 0] == pytest.approx(-vol, abs=1e-13)        # dx02 ^ dx13 = -dx0123
     assert w.Y[0, 1, 1] == 0 and w.Y[0, 0, 0] == 0               # repeated indices
@@ -116,10 +117,10 @@ def test_wedge_symmetric_in_the_two_2forms_and_mc_error_honest(f64):
     def ph(x):
         return Bm[None] * torch.cos(2 * math.pi * x[:, 2])[:, None, None] ** 2
 
-    w = yukawa.wedge_couplings(om, ph, x, volume=2.0, chunk=128)
+    w = couplings.triple_pairing(om, ph, x, volume=2.0, chunk=128)
     assert torch.allclose(w.Y, w.Y.transpose(0, 1), atol=1e-12)     # 2-forms commute: Y_ijk = Y_jik
     # exact integral: the lambda-odd part integrates to 0, <cos^2> = 1/2, <1 + .5 sin> = 1
-    T = yukawa._wedge22_table("cpu", torch.float64)
+    T = couplings._wedge22_table("cpu", torch.float64)
     top = torch.einsum("ia,acL,jc,kL->ijk", A, T, A, F.star0_packed(Bm, 3))
     exact = 2.0 * 0.5 * top * (1 + 0.5 ** 2 / 2) + 2.0 * 0.5 * torch.einsum(
         "ia,acL,jc,kL->ijk", A.flip(0), T, A.flip(0), F.star0_packed(Bm, 3)) * (1 / 3)
@@ -132,16 +133,42 @@ def test_wedge_weights_and_input_errors(f64):
     x = chart_points(32)
     om = basis_field(2, [(0, 1), (2, 3)])
     ph = basis_field(3, [(4, 5, 6)])
-    w2 = yukawa.wedge_couplings(om, ph, x, weights=torch.full((32,), 2.0), volume=2.0)
+    w2 = couplings.triple_pairing(om, ph, x, weights=torch.full((32,), 2.0), volume=2.0)
     assert w2.Y[0, 1, 0] == pytest.approx(4.0)
     with pytest.raises(ValueError, match="weights"):
-        yukawa.wedge_couplings(om, ph, x, weights=torch.ones(31), volume=2.0)
+        couplings.triple_pairing(om, ph, x, weights=torch.ones(31), volume=2.0)
     with pytest.raises(ValueError, match="volume"):
-        yukawa.wedge_couplings(om, ph, x, volume=-1.0)
+        couplings.triple_pairing(om, ph, x, volume=-1.0)
     with pytest.raises(ValueError, match="omega2"):
-        yukawa.wedge_couplings(ph, ph, x, volume=2.0)
+        couplings.triple_pairing(ph, ph, x, volume=2.0)
     with pytest.raises(ValueError, match="L must be"):
-        yukawa.chart_volume(0)
+        couplings.chart_volume(0)
+
+
+def test_triple_pairing_sees_classes_only_on_a_closed_torus(f64):
+    """On T^7 adding an exact form to omega leaves int omega ^ omega' ^ Phi unchanged (Stokes): omega_0 =
+    dx01 + d(sin(2 pi x2) dx3) and omega_1 = dx01 are one class; the integrands differ pointwise by
+    multiples of cos(2 pi x2), which integrate to 0 on a grid exact for these trigonometric polynomials."""
+    n = 8
+    x = torch.rand(n * 16, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x[:, 2] = torch.arange(n, dtype=torch.float64).repeat(16) / n          # equispaced in x2
+    ci = F.combo_index(2)
+
+    def om(x):
+        out = torch.zeros(x.shape[0], 3, 21, dtype=x.dtype)
+        out[:, 0, ci[(0, 1)]] = 1.0
+        out[:, 0, ci[(2, 3)]] = 2 * math.pi * torch.cos(2 * math.pi * x[:, 2])    # d(sin(2 pi x2) dx3)
+        out[:, 1, ci[(0, 1)]] = 1.0
+        out[:, 2, ci[(2, 3)]] = 1.0
+        return out
+
+    w = couplings.triple_pairing(om, basis_field(3, [(4, 5, 6)]), x, volume=1.0)
+    for j in range(3):                                   # class 0 = class 1 against every 2-form
+        assert float((w.Y[0, j, 0] - w.Y[1, j, 0]).abs()) < 1e-12
+    assert float(w.stderr[0, 1, 0]) > 0.1                # ... although the integrands differ pointwise
+    assert float(w.Y[0, 2, 0]) == pytest.approx(1.0, abs=1e-12)
+    cp = w.couplings([(0, 2, 0)])
+    assert cp.kind == couplings.PAIRING_KIND == "topological triple pairing"
 
 
 # ---------------------------------------------------------------- Hitchin cubic
@@ -153,11 +180,11 @@ def test_hitchin_cubic_along_phi0_is_28_27_volume(f64):
     def phi_field(x):
         return phi.expand(x.shape[0], 35)
 
-    h = yukawa.hitchin_cubic(phi_field, lambda x: phi.expand(x.shape[0], 1, 35), x, volume=2.0)
+    h = couplings.hitchin_cubic(phi_field, lambda x: phi.expand(x.shape[0], 1, 35), x, volume=2.0)
     V_exact = 2.0 * abs(float(torch.linalg.det(A)))  # sqrt det(A^T A) = |det A|
     assert float(h.V) == pytest.approx(V_exact, rel=1e-12)
-    assert yukawa.HITCHIN_CUBIC_FACTOR == Fraction(28, 27)
-    assert float(h.values[0]) == pytest.approx(float(yukawa.HITCHIN_CUBIC_FACTOR) * V_exact, rel=1e-12)
+    assert couplings.HITCHIN_CUBIC_FACTOR == Fraction(28, 27)
+    assert float(h.values[0]) == pytest.approx(float(couplings.HITCHIN_CUBIC_FACTOR) * V_exact, rel=1e-12)
     assert float(h.normalised[0]) == pytest.approx(1.0, rel=1e-12)
     assert float(h.norms2[0]) == pytest.approx(7 * V_exact, rel=1e-12)   # |phi|^2_g = 7
 
@@ -175,12 +202,12 @@ def test_hitchin_cubic_mixed_derivative_matches_finite_differences(f64):
         return D0[None] * (1 + 0.3 * x[:, 3])[:, None, None]
 
     trip = [(0, 1, 2), (2, 0, 1)]
-    h = yukawa.hitchin_cubic(phi_field, directions, x, volume=2.0, triplets=trip, chunk=10)
+    h = couplings.hitchin_cubic(phi_field, directions, x, volume=2.0, triplets=trip, chunk=10)
     assert float(h.values[0]) == pytest.approx(float(h.values[1]), rel=1e-12)   # symmetric
 
     def V(t):
         shifted = lambda y: phi_field(y) + torch.einsum("a,bac->bc", t, directions(y))
-        return float(yukawa.hitchin_volume(shifted, x, volume=2.0)[0])
+        return float(couplings.hitchin_volume(shifted, x, volume=2.0)[0])
 
     def fd(hstep):   # third-order central difference for d^3 V / dt0 dt1 dt2, error O(h^2)
         tot = 0.0
@@ -199,23 +226,23 @@ def test_hitchin_rejects_non_positive_phi(f64):
     split = g2.phi0_packed().clone()
     split[F.combo_index(3)[(0, 5, 6)]] = -1.0          # B of signature (3, 4): not a G2 form
     with pytest.raises(ValueError, match="not positive"):
-        yukawa.hitchin_cubic(lambda x: split.expand(x.shape[0], 35),
+        couplings.hitchin_cubic(lambda x: split.expand(x.shape[0], 35),
                              lambda x: torch.ones(x.shape[0], 1, 35, dtype=x.dtype), x, volume=2.0)
     with pytest.raises(ValueError, match="triplet"):
-        yukawa.hitchin_cubic(lambda x: g2.phi0_packed()[None].expand(x.shape[0], 35),
+        couplings.hitchin_cubic(lambda x: g2.phi0_packed()[None].expand(x.shape[0], 35),
                              lambda x: torch.ones(x.shape[0], 1, 35, dtype=x.dtype), x, triplets=[(0, 0, 1)])
 
 
 # ---------------------------------------------------------------- the table
-def test_yukawa_table_columns_and_values(f64):
+def test_ansatz_table_columns_and_values(f64):
     x = chart_points(32)
     om = basis_field(2, [(0, 1), (2, 3), (0, 2), (1, 3)],
                      coef=[lambda x: torch.ones_like(x[:, 0]), lambda x: 1 + 0 * x[:, 0],
                            lambda x: 0.5 + 0 * x[:, 0], lambda x: 0.4 + 0 * x[:, 0]])
     ph = basis_field(3, [(4, 5, 6)])
-    w = yukawa.wedge_couplings(om, ph, x, volume=2.0)
+    w = couplings.triple_pairing(om, ph, x, volume=2.0)
     cp = w.couplings()
-    df = yukawa.yukawa_table(cp, n=2)
+    df = couplings.ansatz_table(cp, n=2)
     assert isinstance(df, pd.DataFrame)
     assert {"triplet", "Y", "Y_stderr", "epsilon", "quantity", "exponent", "mapped", "gift_formula",
             "gift_exact", "gift_value", "mapped/gift"} <= set(df.columns)
@@ -224,10 +251,11 @@ def test_yukawa_table_columns_and_values(f64):
     row = df[(df.triplet == "(0, 1, 0)") & (df.quantity == "m_s/m_d")].iloc[0]
     assert row.Y == pytest.approx(2.0) and row.mapped == pytest.approx(row.epsilon ** -float(Fraction(3472, 891)))
     with pytest.raises(ValueError, match="not among"):
-        yukawa.yukawa_table(cp, triplets=[(1, 0, 0)])
-    zero = yukawa.Couplings("wedge", ((0, 0, 0),), torch.zeros(1), torch.zeros(1), torch.zeros(1))
+        couplings.ansatz_table(cp, triplets=[(1, 0, 0)])
+    assert set(df["kind"]) == {couplings.PAIRING_KIND}
+    zero = couplings.Couplings(couplings.PAIRING_KIND, ((0, 0, 0),), torch.zeros(1), torch.zeros(1), torch.zeros(1))
     with pytest.raises(ValueError, match="standard errors"):
-        yukawa.yukawa_table(zero)
+        couplings.ansatz_table(zero)
 
 
 def test_compact_table_one_row_per_triplet(f64):
@@ -236,8 +264,8 @@ def test_compact_table_one_row_per_triplet(f64):
                      coef=[lambda x: torch.ones_like(x[:, 0]), lambda x: 1 + 0 * x[:, 0],
                            lambda x: 0.5 + 0 * x[:, 0], lambda x: 0.4 + 0 * x[:, 0]])
     ph = basis_field(3, [(4, 5, 6)])
-    long = yukawa.yukawa_table(yukawa.wedge_couplings(om, ph, x, volume=2.0).couplings(), n=2)
-    df = yukawa.compact_table(long)
+    long = couplings.ansatz_table(couplings.triple_pairing(om, ph, x, volume=2.0).couplings(), n=2)
+    df = couplings.compact_table(long)
     assert len(df) == 2 and list(df.columns[:5]) == ["kind", "triplet", "Y", "Y_stderr", "epsilon"]
     cols = list(df.columns)
     for q in ("m_s/m_d", "m_tau/m_e", "m_tau/m_mu", "Q_Koide"):
@@ -245,8 +273,8 @@ def test_compact_table_one_row_per_triplet(f64):
     assert df["m_tau/m_e GIFT"].iloc[0] == "dim_K7 + 10*dim_E8 + 10*H* = 3477"
     row = long[(long.triplet == df.triplet.iloc[0]) & (long.quantity == "m_s/m_d")].iloc[0]
     assert df["m_s/m_d"].iloc[0] == row.mapped
-    with pytest.raises(ValueError, match="long yukawa_table"):
-        yukawa.compact_table(df)
+    with pytest.raises(ValueError, match="long ansatz_table"):
+        couplings.compact_table(df)
 
 
 def test_couplings_on_orthonormal_harmonic_forms(f64):
@@ -259,8 +287,9 @@ def test_couplings_on_orthonormal_harmonic_forms(f64):
     om, ph = r.two.representatives(), r.three.representatives()
     x = chart_points(64, L=L)
     assert om(x).shape == (64, 15, 21) and ph(x).shape == (64, 20, 35)
-    w = yukawa.wedge_couplings(om, ph, x, volume=2 * L)
+    w = couplings.triple_pairing(om, ph, x, volume=2 * L)
     assert float(w.Y.abs().max()) < 1e-12
-    h = yukawa.hitchin_cubic(flat, r.three.representatives(3), x[:16], volume=2 * L)
+    h = couplings.hitchin_cubic(flat, r.three.representatives(3), x[:16], volume=2 * L)
     assert bool(torch.isfinite(h.values).all())
+    assert h.couplings().kind == couplings.HITCHIN_KIND == "Hitchin cubic (moduli Yukawa)"
     assert torch.allclose(h.norms2, torch.ones(3, dtype=torch.float64), atol=1e-10)   # orthonormal directions
