@@ -229,14 +229,14 @@ have odd ν, so it is not a twisted connected sum. For orthogonal gluing Corti�
 (Thm 4.9) give the finer b2 + b3 = 23 + b3(Z+) + b3(Z−) + 2(k+ + k−). Extra-twisted connected sums and Joyce's
 orbifold resolutions are not covered (some of Joyce's examples have odd ν). The topology table computes
 these numbers with sources."""),
-    ("code", """from k7lib import harmonic, topology, export
+    ("code", """from k7lib import harmonic, hodge, topology, export
 n_harm = N_HARMONIC or (20000 if S.config.profile == "full" else 2048)
 H = harmonic.extract(model, n_harm, S.config.L, seed=S.config.seed, progress=True)
 display(export.harmonic_table(H))
 display(pd.DataFrame({"b_eff (Gram rank)": [H.b2_eff, H.b3_eff], "b_harm (Hodge projection)": [H.b2_harm, H.b3_harm],
                       "chart [-L,L] x T^6": [topology.chart_support()["b2"], topology.chart_support()["b3"]]},
                      index=["b2", "b3"]))
-harmonic.plot_spectra(H)"""),
+figures.spectra_figure(H)"""),
     ("md", """*Harmonic spectra.* Left: the normalised Gram eigenvalues of the raw candidates; every point above
 the noise floor counts toward $b_{\\rm eff}$, which is linear independence only. Right: the normalised
 spectrum of the Gram matrix of the candidates' harmonic parts; the harmonic classes are the O(1)
@@ -247,7 +247,7 @@ For φ = e^{3f(y1)}φ0 with f = a sin(2π y1) (g = e^{2f} g0) the harmonic field
 is ∝ e^{−(7−2k)f} dy1∧dy_K with ‖h‖² = 2L / I0((7−2k)a), and a class without dy1 keeps its constant form,
 ‖h‖² = 2L·I0((7−2k)a); the exact dλ-forms must vanish. The table gives the relative errors against the
 Fourier degree of the basis and the number of points (the basis error enters ‖h‖² quadratically)."""),
-    ("code", """display(harmonic.convergence_table())"""),
+    ("code", """display(hodge.convergence_table())"""),
     ("code", """display(topology.topology_report())"""),
     ("md", """## 9. Couplings: a topological pairing, Hitchin's cubic and the GIFT ansatz
 Two couplings that do not vanish by degree, each with its Monte Carlo standard error:
@@ -290,7 +290,7 @@ number, with the standard errors $s/\\sqrt N$ of $\\langle T\\rangle$ and $\\lan
 notebook) and PDF (for the article). Every file is written to a temporary name first and renamed only
 when all succeeded, so a failed export keeps the previous ones."""),
     ("code", """paths = export.write_outputs(S.out_dir, export.results_from_run(result, ev, H, Y, n_points=N_EVAL,
-                             topology=topology.chart_support(), figures={"chart": figures.chart_figure(S.config.L), "spectra": harmonic.plot_spectra(H),
+                             topology=topology.chart_support(), figures={"chart": figures.chart_figure(S.config.L), "spectra": figures.spectra_figure(H),
                                       "history": figures.history_figure(result.history, S.config)}))
 display(pd.Series({k: str(v) for k, v in paths.items()}, name="file").to_frame())"""),
     ("md", """## 11. Summary

@@ -44,6 +44,7 @@ def mlp_field(L: float):
 
 def child(args) -> None:
     import torch
+    from k7lib import candidates, hodge
     from k7lib import harmonic as H
 
     torch.set_num_threads(args.threads)
@@ -51,11 +52,11 @@ def child(args) -> None:
     phi = mlp_field(L)
     t0 = time.perf_counter()
     x = H.sample_chart(args.points, L, seed=0)
-    for b in (H.candidates_2forms(), H.candidates_3forms(L)):
+    for b in (candidates.candidates_2forms(), candidates.candidates_3forms(L)):
         H.integrate(b, phi, x, 2 * L, dirichlet=False)
     t_gram = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = H.project(phi, L, args.points, seed=0)
+    out = hodge.project(phi, L, args.points, seed=0)
     t_proj = time.perf_counter() - t0
     p2, p3 = out[2][0], out[3][0]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024     # Linux: KiB
@@ -81,6 +82,7 @@ def main(argv=None) -> int:
         child(args)
         return 0
     import torch
+    from k7lib import candidates, hodge
     from k7lib import harmonic as H
 
     n = args.points
@@ -97,11 +99,11 @@ def main(argv=None) -> int:
     import pandas as pd
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print("accuracy on the conformal fixture (a = 0.2, L = 2):")
-        print(H.convergence_table(settings=((1, 1, 512), (1, 2, 1024), (1, 3, 2048), (3, 2, 2048), (3, 3, 8192))))
+        print(hodge.convergence_table(settings=((1, 1, 512), (1, 2, 1024), (1, 3, 2048), (3, 2, 2048), (3, 3, 8192))))
     t0 = time.perf_counter()
     from k7lib.fixtures import conformal_fibre_field
     r = H.extract(conformal_fibre_field(0.2), 2048, 2.0)
-    e = [H.fixture_errors(s.projection, 0.2) for s in (r.two, r.three)]
+    e = [hodge.fixture_errors(s.projection, 0.2) for s in (r.two, r.three)]
     print(f"default extract on the conformal fixture (2048 points): b_harm = ({r.b2_harm}, {r.b3_harm}), "
           f"b_eff = ({r.b2_eff}, {r.b3_eff}), worst relative error of |h|^2 "
           f"{max(max(x['with_dy1'], x['without_dy1']) for x in e):.2e}, {time.perf_counter() - t0:.1f} s")

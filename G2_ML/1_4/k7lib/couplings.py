@@ -35,7 +35,7 @@ from torch.func import jvp, vmap
 
 from . import forms as F
 from . import g2
-from .chart import chart_volume  # noqa: F401  (re-exported: the chart's coordinate volume 2L)
+
 from .constants import StructuralConstants, ZeroParamGeometry
 from .inputs import check_phi, check_points
 

@@ -216,3 +216,45 @@ def link_residuals_figure(residuals: dict, path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
+
+
+def spectra_figure(result) -> Figure:
+    """Figure (2 x 2): for 2- and 3-forms, the normalised Gram spectrum of the candidates (b_eff, noise
+    floor) and the normalised spectrum of their harmonic parts (b_harm, round-off floor, the gap), with
+    the spectrum of the projected closed constant forms dx^I beside it; log scales."""
+    fig = Figure(figsize=(11, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for row, s in enumerate((result.two, result.three)):
+        ax = axes[row, 0]
+        nu = s.gram_eigenvalues.numpy()
+        idx = np.arange(1, len(nu) + 1)
+        ax.errorbar(idx, np.maximum(nu, s.roundoff_floor * 1e-3), yerr=s.gram_se.numpy(), fmt="o", ms=3, lw=0.8,
+                    label="normalised Gram eigenvalue")
+        ax.axhline(s.noise_floor, color="tab:red", ls="--", lw=1, label=f"noise floor {s.noise_floor:.1e}")
+        ax.axhline(s.gram_threshold, color="tab:green", ls=":", lw=1.2, label=f"b{s.degree}_eff = {s.b_eff}")
+        ax.set_yscale("log")
+        ax.set_xlabel("index (decreasing)")
+        ax.set_ylabel("eigenvalue of D^-1/2 G D^-1/2")
+        ax.set_title(f"{s.degree}-forms: Gram spectrum ({s.n_candidates} candidates)")
+        ax.legend(fontsize=8)
+        ax = axes[row, 1]
+        if s.harmonic_eigenvalues is not None:
+            hv, p = s.harmonic_eigenvalues.numpy(), s.projection
+            low = s.harmonic_floor * 1e-3
+            ax.plot(np.arange(1, len(hv) + 1), np.maximum(hv, low), "o", ms=3,
+                    label=f"harmonic parts of the {len(hv)} candidates")
+            cv = p.class_eigenvalues.numpy()
+            ax.plot(np.arange(1, len(cv) + 1), np.maximum(cv, low), "s", ms=4, mfc="none",
+                    label=f"projected dx^I ({len(cv)} closed forms)")
+            ax.axhline(s.harmonic_floor, color="tab:red", ls="--", lw=1, label=f"round-off floor {s.harmonic_floor:.1e}")
+            ax.axhline(s.harmonic_threshold, color="tab:green", ls=":", lw=1.2,
+                       label=f"b{s.degree}_harm = {s.b_harm} (gap x{s.harmonic_gap:.1e})")
+            ax.set_yscale("log")
+        ax.set_xlabel("index (decreasing)")
+        ax.set_ylabel("eigenvalue of the normalised harmonic Gram")
+        ax.set_title(f"{s.degree}-forms: Hodge projection (absolute boundary conditions)")
+        ax.legend(fontsize=8)
+    sp = result.settings.spectral
+    fig.suptitle(f"Harmonic extraction: {result.n_points} points, L = {result.L:g}, basis P_{sp.legendre_degree} x "
+                 f"Fourier {sp.fourier_degree}{' + pairs' if sp.mixed_pairs else ''}")
+    return fig

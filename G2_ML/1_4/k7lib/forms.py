@@ -409,3 +409,58 @@ def volume_form(g: torch.Tensor) -> torch.Tensor:
     """vol_g = sqrt(det g) dx^0..6 as a dense 7-form (*batch, 7^7)."""
     _, det = metric_data(g)
     return unpack(det.sqrt()[..., None], DIM)
+
+
+# ---------------------------------------------------------------- Hodge star of a metric and its derivative
+@lru_cache(maxsize=None)
+def derivation_table(k: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """T (49, C, C): D^k(X) = sum_ab X_ab T[7a+b], the derivative of Lambda^k at the identity,
+    D^k(X) = d/de Lambda^k(I + e X) at e = 0 (X acting on one index at a time).
+    Exact from Lambda^k(I + E_ab) - I, since Lambda^k(I + e E_ab) is affine in e."""
+    eye = torch.eye(DIM, dtype=torch.float64, device="cpu")
+    E = torch.zeros(DIM * DIM, DIM, DIM, dtype=torch.float64, device="cpu")
+    E.view(-1, DIM * DIM)[torch.arange(DIM * DIM, device="cpu"), torch.arange(DIM * DIM, device="cpu")] = 1
+    T = exterior_power(eye + E, k) - torch.eye(n_components(k), dtype=torch.float64, device="cpu")
+    return T.to(dtype=dtype, device=device)
+
+
+@lru_cache(maxsize=None)
+def dx_wedge_table(p: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """W (C(7,p+1), 7 C(7,p)) with W[:, i C(7,p) + J] the matrix of alpha -> dx^i ^ alpha on p-forms."""
+    n = n_components(p)
+    W = torch.zeros(n_components(p + 1), DIM * n, dtype=torch.float64, device="cpu")
+    ck = combo_index(p + 1)
+    for i in range(DIM):
+        for j, J in enumerate(combos(p)):
+            if i not in J:
+                W[ck[tuple(sorted((i,) + J))], i * n + j] = perm_sign((i,) + J)
+    return W.to(dtype=dtype, device=device)
+
+
+def hodge_matrix_and_d(g: torch.Tensor, dg: torch.Tensor, orientation: torch.Tensor, k: int):
+    """S and K for *_g on k-forms from g (batch, 7, 7) and its derivatives dg (batch, 7, 7, 7) = d_i g.
+
+    S (batch, C(7,7-k), C(7,k)) with *w = S w, S = o sqrt(det g) *0 Lambda^k(g^{-1}) (DESIGN §3).
+    K (batch, C(7,8-k), C(7,k)) = sum_i dx^i ^ d_i S, so that d(*w) = K w + sum_i dx^i ^ S d_i w.
+    With G = g^{-1} and X_i = G^{-1} d_i G = -(d_i g) G:  d_i Lambda^k(G) = Lambda^k(G) D^k(X_i)
+    (multiplicativity of Lambda^k) and d_i sqrt(det g) = -(1/2) tr(X_i) sqrt(det g), hence
+    d_i S = S (D^k(X_i) - (1/2) tr(X_i)). Only g is differentiated (49 numbers per direction).
+    """
+    ginv, det = metric_data(g)
+    S = hodge_matrix(ginv, det, orientation, k)
+    X = -torch.einsum("bxyi,byz->bixz", dg, ginv)                          # (batch, 7 directions, 7, 7)
+    T = derivation_table(k, device_key(g.device), g.dtype)
+    n = n_components(k)
+    D = (X.reshape(-1, DIM * DIM) @ T.reshape(DIM * DIM, -1)).reshape(g.shape[0], DIM, n, n)
+    tr = torch.diagonal(X, dim1=-2, dim2=-1).sum(-1)                         # (batch, 7)
+    dS = torch.matmul(S[:, None], D) - 0.5 * tr[:, :, None, None] * S[:, None]   # (batch, 7, C', C) = d_i S
+    W = dx_wedge_table(DIM - k, device_key(g.device), g.dtype)
+    K = torch.matmul(W, dS.reshape(g.shape[0], -1, n))                       # sum_i dx^i ^ d_i S
+    return S, K
+
+
+def hodge_matrix(ginv: torch.Tensor, det: torch.Tensor, orientation: torch.Tensor, k: int) -> torch.Tensor:
+    """S (batch, C(7,7-k), C(7,k)) with *_g w = S @ w: S = o sqrt(det g) *0 Lambda^k(g^{-1}) (DESIGN §3)."""
+    Lk = exterior_power(ginv, k)
+    rows = star0_packed(Lk.transpose(-1, -2), k).transpose(-1, -2)    # *0 applied to every column
+    return (orientation * det.sqrt())[:, None, None] * rows

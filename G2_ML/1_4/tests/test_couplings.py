@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from k7lib import forms as F
-from k7lib import couplings, g2
+from k7lib import chart, couplings, g2
 from k7lib.constants import StructuralConstants, ZeroParamGeometry
 from k7lib.fixtures import pullback_packed, random_frame
 
@@ -95,7 +95,7 @@ def basis_field(k, idx, coef=None):
 
 def test_wedge_of_constant_forms_is_volume_times_sign(f64):
     x = chart_points(64, L=1.5)
-    vol = couplings.chart_volume(1.5)
+    vol = chart.chart_volume(1.5)
     om = basis_field(2, [(0, 1), (2, 3), (0, 2), (1, 3)])
     ph = basis_field(3, [(4, 5, 6), (0, 1, 2)])
     w = couplings.triple_pairing(om, ph, x, volume=vol, chunk=20)
@@ -142,7 +142,7 @@ def test_wedge_weights_and_input_errors(f64):
     with pytest.raises(ValueError, match="omega2"):
         couplings.triple_pairing(ph, ph, x, volume=2.0)
     with pytest.raises(ValueError, match="L must be"):
-        couplings.chart_volume(0)
+        chart.chart_volume(0)
 
 
 def test_triple_pairing_sees_classes_only_on_a_closed_torus(f64):
@@ -280,10 +280,11 @@ def test_compact_table_one_row_per_triplet(f64):
 def test_couplings_on_orthonormal_harmonic_forms(f64):
     """Flat phi0: the harmonic forms are the fibre forms dy^I / sqrt(2L), L2_g-orthonormal. A 7-form needs
     dlambda, so every wedge coupling of fibre forms vanishes; Hitchin's cubic sees unit norms."""
+    from k7lib import candidates, hodge
     from k7lib import harmonic as H
     L = 1.0
     flat = lambda x: g2.phi0_packed(x.dtype).expand(x.shape[0], 35) + 0 * x[:, :1]
-    r = H.extract(flat, 1024, L, settings=H.ProjectionSettings(H.SpectralBasis(1, 1)))
+    r = H.extract(flat, 1024, L, settings=hodge.ProjectionSettings(hodge.SpectralBasis(1, 1)))
     om, ph = r.two.representatives(), r.three.representatives()
     x = chart_points(64, L=L)
     assert om(x).shape == (64, 15, 21) and ph(x).shape == (64, 20, 35)

@@ -13,12 +13,13 @@ from k7lib import sampling
 from k7lib import forms as F
 from k7lib import g2
 from k7lib.fixtures import conformal_fibre_field, generic_field, lambda_frame_field
+from k7lib import candidates, figures, hodge
 from k7lib import harmonic as H
 from k7lib.derivatives import value_and_jacobian
 
 L = 2.0
 A_CONF = 0.2
-LIGHT = H.ProjectionSettings(H.SpectralBasis(1, 1))      # small basis: counts only (accuracy is tested at the defaults)
+LIGHT = hodge.ProjectionSettings(hodge.SpectralBasis(1, 1))      # small basis: counts only (accuracy is tested at the defaults)
 
 
 def flat_phi(x):
@@ -41,10 +42,10 @@ def test_exterior_power_is_transform(f64):
     M = torch.randn(4, 7, 7)
     for k in range(8):
         w = torch.randn(4, F.n_components(k))
-        P = H.exterior_power(M, k)
+        P = F.exterior_power(M, k)
         assert torch.allclose(torch.einsum("bij,bj->bi", P, w), F.transform_packed(w, k, M), atol=1e-12)
     A, B = torch.randn(7, 7), torch.randn(7, 7)
-    assert torch.allclose(H.exterior_power(A @ B, 3), H.exterior_power(A, 3) @ H.exterior_power(B, 3), atol=1e-10)
+    assert torch.allclose(F.exterior_power(A @ B, 3), F.exterior_power(A, 3) @ F.exterior_power(B, 3), atol=1e-10)
 
 
 def test_hodge_derivative_matches_forward_mode(f64):
@@ -60,12 +61,12 @@ def test_hodge_derivative_matches_forward_mode(f64):
     for k in (2, 3):
         def S_of(y):
             m = g2.metric_data_packed(phi(y), check=False)
-            return H.hodge_matrix(m.ginv, m.det, m.orientation, k)
+            return F.hodge_matrix(m.ginv, m.det, m.orientation, k)
         S1, jS = value_and_jacobian(S_of, x)
         K1 = F.d_from_jacobian(jS.transpose(1, 2), 7 - k).transpose(1, 2)
         g, jg = value_and_jacobian(lambda y: g2.metric_data_packed(phi(y), check=False).g, x)
         o = torch.sign(torch.linalg.det(g2.bilinear_B_packed(phi(x))))
-        S2, K2 = H.hodge_matrix_and_d(g, jg, o, k)
+        S2, K2 = F.hodge_matrix_and_d(g, jg, o, k)
         assert torch.allclose(S1, S2, atol=1e-12) and torch.allclose(K1, K2, atol=1e-10)
         # S is the Hodge star of forms.star_packed
         w = torch.randn(32, F.n_components(k))
@@ -80,7 +81,7 @@ def test_conformal_gram_and_dirichlet_match_quadrature(f64):
     f = lambda lam: 0.3 * torch.sin(lam)
     x = sampling.chart_points(n, Lq, seed=2, method="uniform")
     x[:, 0] = -Lq + (torch.arange(n) + 0.5) * (2 * Lq / n)          # midpoint rule in lambda
-    ints = H.integrate(H.constant_basis(2), conformal_phi(f), x, volume=2 * Lq, chunk=1000)
+    ints = H.integrate(candidates.constant_basis(2), conformal_phi(f), x, volume=2 * Lq, chunk=1000)
     G_ref = quad(lambda t: math.exp(0.9 * math.sin(t)), -Lq, Lq)[0]
     E_ref = quad(lambda t: 9 * (0.3 * math.cos(t)) ** 2 * math.exp(0.3 * math.sin(t)), -Lq, Lq)[0]
     assert torch.allclose(ints.gram, G_ref * torch.eye(21), rtol=1e-6, atol=1e-9)
@@ -92,8 +93,8 @@ def test_profile_dirichlet_matches_quadrature(f64):
     """Flat metric, h(lambda) = tanh(2 lambda): w = h dx12 has |dw|^2 = h'^2 and d*w = 0;
     w = h dx01 has dw = 0 and |d*w|^2 = h'^2 (*dx01 = dx23456). So E = int h'^2 times I."""
     Lq, n = 1.0, 2000
-    coef = torch.stack([H.basis_form((1, 2)), H.basis_form((0, 1))])[None]
-    basis = H.CandidateBasis(2, ("h*dx12", "h*dx01"), lambda x: torch.tanh(2 * x[:, :1]), coef)
+    coef = torch.stack([candidates.basis_form((1, 2)), candidates.basis_form((0, 1))])[None]
+    basis = candidates.CandidateBasis(2, ("h*dx12", "h*dx01"), lambda x: torch.tanh(2 * x[:, :1]), coef)
     x = sampling.chart_points(n, Lq, seed=4, method="uniform")
     x[:, 0] = -Lq + (torch.arange(n) + 0.5) * (2 * Lq / n)
     E_ref = quad(lambda t: (2 / math.cosh(2 * t) ** 2) ** 2, -Lq, Lq)[0]
@@ -146,13 +147,13 @@ def test_harmonic_representatives_are_orthonormal_constants(flat_result, f64):
 
 
 def test_constant_3forms_alone(f64):
-    r = H.extract(flat_phi, 400, L, basis3=H.constant_basis(3), settings=LIGHT)
+    r = H.extract(flat_phi, 400, L, basis3=candidates.constant_basis(3), settings=LIGHT)
     assert (r.b3_eff, r.b3_harm) == (35, 20)
     assert float(r.three.gram_se.max()) < 1e-12                  # constant integrand: no sampling noise
 
 
 def test_tcs_modes_are_not_constant_combinations(flat_result, f64):
-    tcs = H.tcs_modes(L)
+    tcs = candidates.tcs_modes(L)
     assert tcs.n_modes == 42 and len(set(tcs.names)) == 42
     x = sampling.chart_points(400, L, seed=5, method="uniform")
     w = tcs(x)                                                   # (400, 42, 35)
@@ -177,8 +178,8 @@ def test_nontrivial_frame_counts_stable_when_points_double(f64):
 def test_lambda_only_metric_projection_is_identity_on_fibre_forms(f64):
     """g = A(lambda)^T A(lambda) with no lambda-y mixing: every dy^I is closed, co-closed and has no
     normal part, so h = dy^I: nothing is subtracted (to round-off)."""
-    out = H.project(lambda_frame_field, L, 1024, seed=2, settings=LIGHT,
-                    candidates={2: H.constant_basis(2), 3: H.constant_basis(3)})
+    out = hodge.project(lambda_frame_field, L, 1024, seed=2, settings=LIGHT,
+                    candidates={2: candidates.constant_basis(2), 3: candidates.constant_basis(3)})
     for k in (2, 3):
         p, _, _ = out[k]
         fibre = torch.tensor([0 not in I for I in F.combos(k)])
@@ -204,7 +205,7 @@ def test_conformal_fixture_norms_within_one_percent(conformal_result, f64):
     assert (conformal_result.b2_harm, conformal_result.b3_harm) == (15, 20)
     for spec in (conformal_result.two, conformal_result.three):
         p = spec.projection
-        e = H.fixture_errors(p, A_CONF)
+        e = hodge.fixture_errors(p, A_CONF)
         assert e["with_dy1"] < 1e-2 and e["without_dy1"] < 1e-2 and e["exact"] < 1e-12
         k = spec.degree
         x = sampling.chart_points(200, L, seed=8, method="uniform")
@@ -220,8 +221,8 @@ def test_conformal_fixture_norms_within_one_percent(conformal_result, f64):
 
 
 def test_conformal_error_falls_with_basis_and_points(f64):
-    coarse = H.convergence_table(settings=((1, 1, 512),), a=A_CONF).iloc[0]
-    fine = H.convergence_table(settings=((1, 3, 4096),), a=A_CONF).iloc[0]
+    coarse = hodge.convergence_table(settings=((1, 1, 512),), a=A_CONF).iloc[0]
+    fine = hodge.convergence_table(settings=((1, 3, 4096),), a=A_CONF).iloc[0]
     for col in ("2-forms: rel. error with dy1", "2-forms: without dy1", "3-forms: rel. error with dy1",
                 "3-forms: without dy1"):
         assert fine[col] < 0.2 * coarse[col]
@@ -248,32 +249,32 @@ def test_every_metric_gives_the_chart_classes(f64):
 
 
 def test_dependent_set_loses_rank_and_names_it(f64):
-    dup = H.CandidateBasis(2, ("dup",), H._ones, (H.basis_form((0, 1)) + H.basis_form((2, 3)))[None, None])
+    dup = candidates.CandidateBasis(2, ("dup",), candidates._ones, (candidates.basis_form((0, 1)) + candidates.basis_form((2, 3)))[None, None])
     with pytest.warns(H.RankDeficiencyWarning, match="dup"):
-        r = H.extract(flat_phi, 400, L, basis2=H.constant_basis(2) + dup, basis3=H.constant_basis(3))
+        r = H.extract(flat_phi, 400, L, basis2=candidates.constant_basis(2) + dup, basis3=candidates.constant_basis(3))
     assert r.b2_eff == 21 and r.two.n_candidates == 22
     assert {"dup", "dx01", "dx23"} <= set(r.two.null_modes)
 
 
 def test_bad_input(f64):
     with pytest.raises(ValueError, match="wrong degree"):
-        H.CandidateBasis(3, ("a",), H._ones, torch.zeros(1, 1, 21))
-    bad_shape = H.CandidateBasis(2, ("a", "b"), lambda x: x[:, :1], torch.zeros(2, 2, 21))
+        candidates.CandidateBasis(3, ("a",), candidates._ones, torch.zeros(1, 1, 21))
+    bad_shape = candidates.CandidateBasis(2, ("a", "b"), lambda x: x[:, :1], torch.zeros(2, 2, 21))
     with pytest.raises(ValueError, match="profiles returned"):
-        H.extract(flat_phi, 400, L, basis2=bad_shape, basis3=H.constant_basis(3), settings=LIGHT)
+        H.extract(flat_phi, 400, L, basis2=bad_shape, basis3=candidates.constant_basis(3), settings=LIGHT)
     with pytest.raises(ValueError, match="expected 2-forms"):
-        H.extract(flat_phi, 400, L, basis2=H.constant_basis(3), settings=LIGHT)
+        H.extract(flat_phi, 400, L, basis2=candidates.constant_basis(3), settings=LIGHT)
     with pytest.raises(ValueError, match="wrong degree"):
-        H.extract(flat_phi, 400, L, basis3=H.constant_basis(2), settings=LIGHT)
+        H.extract(flat_phi, 400, L, basis3=candidates.constant_basis(2), settings=LIGHT)
     with pytest.raises(ValueError, match="too few points"):
         H.extract(flat_phi, 100, L)
     with pytest.raises(ValueError, match="L must be"):
         H.extract(flat_phi, 1000, -1.0)
-    degenerate = lambda x: H.basis_form((0, 1, 2)).expand(x.shape[0], 35) + 0 * x[:, :1]
+    degenerate = lambda x: candidates.basis_form((0, 1, 2)).expand(x.shape[0], 35) + 0 * x[:, :1]
     with pytest.raises(ValueError, match="not positive"):
-        H.integrate(H.constant_basis(2), degenerate, sampling.chart_points(300, L, method="uniform"), 2 * L)
+        H.integrate(candidates.constant_basis(2), degenerate, sampling.chart_points(300, L, method="uniform"), 2 * L)
     with pytest.raises(ValueError, match="not positive"):
-        H.project(degenerate, L, 512, settings=LIGHT)
+        hodge.project(degenerate, L, 512, settings=LIGHT)
 
     def nan_phi(x):
         out = flat_phi(x).clone()
@@ -282,18 +283,18 @@ def test_bad_input(f64):
     with pytest.raises(ValueError, match="non-finite"):
         H.extract(nan_phi, 1000, L, settings=LIGHT)
     with pytest.raises(ValueError, match="more unknowns|cannot be solved.*unknowns"):
-        H.project(flat_phi, L, 64, settings=H.ProjectionSettings(H.SpectralBasis(3, 30)))
+        hodge.project(flat_phi, L, 64, settings=hodge.ProjectionSettings(hodge.SpectralBasis(3, 30)))
     with pytest.raises(ValueError, match="cannot be solved.*Fourier degree 5 is aliased"):
-        H.project(flat_phi, L, 128, settings=H.ProjectionSettings(H.SpectralBasis(1, 5), n_lambda=16))
+        hodge.project(flat_phi, L, 128, settings=hodge.ProjectionSettings(hodge.SpectralBasis(1, 5), n_lambda=16))
     with pytest.raises(ValueError, match="cannot be solved.*Legendre degree 9"):
-        H.project(flat_phi, L, 4096, settings=H.ProjectionSettings(H.SpectralBasis(9, 1), n_lambda=8))
+        hodge.project(flat_phi, L, 4096, settings=hodge.ProjectionSettings(hodge.SpectralBasis(9, 1), n_lambda=8))
     with pytest.raises(ValueError, match="legendre_degree"):
-        H.SpectralBasis(0, 1)
+        hodge.SpectralBasis(0, 1)
 
 
 def test_plot_spectra(flat_result):
     matplotlib.use("Agg")
-    fig = H.plot_spectra(flat_result)
+    fig = figures.spectra_figure(flat_result)
     axes = fig.get_axes()
     assert len(axes) == 4
     assert all(len(ax.lines) >= 2 for ax in axes)               # data + threshold lines
@@ -310,7 +311,7 @@ def test_harmonic_table_shows_both_counts_and_the_gap(flat_result):
 
 
 def test_spectral_basis_derivatives_are_exact(f64):
-    sb = H.SpectralBasis(3, 2, mixed_pairs=True)
+    sb = hodge.SpectralBasis(3, 2, mixed_pairs=True)
     x = sampling.chart_points(16, L, seed=3, method="uniform")
     s, D = sb(x, L)
     assert s.shape == (16, sb.n_profiles) and D.shape == (16, sb.n_profiles, 7)
@@ -325,13 +326,13 @@ def test_spectral_basis_derivatives_are_exact(f64):
 def test_twist_candidates_follow_the_chart_twist():
     """At lambda = -L the twisted modes are dx_a ^ wI; at +L the chart has turned wI into wJ."""
     L = 2.0
-    basis = H.tcs_modes(L)
+    basis = candidates.tcs_modes(L)
     x = torch.zeros(2, 7, dtype=torch.float64)
     x[:, 0] = torch.tensor([-L, L], dtype=torch.float64)
     w = basis(x)
     i = basis.names.index("twist*dx1^wI")
-    wI = H.basis_form((3, 4)) + H.basis_form((5, 6))
-    wJ = H.basis_form((3, 5)) - H.basis_form((4, 6))
-    e1 = H.basis_form((1,))
+    wI = candidates.basis_form((3, 4)) + candidates.basis_form((5, 6))
+    wJ = candidates.basis_form((3, 5)) - candidates.basis_form((4, 6))
+    e1 = candidates.basis_form((1,))
     assert torch.allclose(w[0, i], F.wedge_packed(e1, wI, 1, 2), atol=1e-12)
     assert torch.allclose(w[1, i], F.wedge_packed(e1, wJ, 1, 2), atol=1e-12)
