@@ -200,12 +200,12 @@ epoch at which the training batches met each target (1% and $2\\times10^{-4}$, 5
 from k7lib.train import targets_met
 model = copy.deepcopy(result.model).double().eval()      # float64 analyses; the trained model stays as it is
 ev = evaluate(model, S.config.L, n_points=N_EVAL, seed=S.config.seed)
-display(pd.DataFrame({"measured": [ev["T_mean"], ev["det_mean"]],
+display(pd.DataFrame({"measured": [ev.T_mean, ev.det_mean],
                       "target": [float(zp.kappa_T), float(zp.det_g_target)],
-                      "relative error": [ev["T_over_kappa"] - 1, ev["det_rel_err"]],
-                      "standard error": [ev["T_over_kappa_stderr"], ev["det_rel_err_stderr"]]},
+                      "relative error": [ev.T_over_kappa - 1, ev.det_rel_err],
+                      "standard error": [ev.T_over_kappa_stderr, ev.det_rel_err_stderr]},
                      index=["<T>", "<det g>"]))
-print({k: ev[k] for k in ("det_std", "eig_min", "nonpositive", "anti_flat")})
+print({k: getattr(ev, k) for k in ("det_std", "eig_min", "nonpositive", "anti_flat")})
 print("first epoch each target held on the training batches:", targets_met(result.history))"""),
     ("md", """## 8. Harmonic forms: b2 and b3
 The chart [−L, L] × T⁶ has a boundary and λ is a global function, so dλ∧dy_J = d(λ dy_J) is exact: its
@@ -300,7 +300,8 @@ rank and harmonic count beside what the chart supports. The last column is reach
     ("code", """display(figures.summary_table(export.read_outputs(S.out_dir)))"""),
     ("md", """## 12. Explore and validate (optional)
 The learned metric itself: the first eigenvalue $\\lambda_1$ of its Laplace–Beltrami operator $\\Delta_g$
-(Rayleigh–Ritz, with $\\lambda_1 H^*$ against 13 as a diagnostic), the Ricci curvature and its hotspots,
+(Rayleigh–Ritz, with $\\lambda_1 H^*$ against 13 as a diagnostic only: see the length table below), the Ricci
+curvature and its hotspots,
 geodesics with their energy drift, neck-versus-bulk statistics and refinement guidance; and the $G_2$
 identities on the learned forms. The same runs from the command line: `python -m k7lib explore` and
 `python -m k7lib validate`."""),
@@ -308,7 +309,9 @@ identities on the learned forms. The same runs from the command line: `python -m
     from k7lib import explore, validate
     from IPython.display import Image
     ex = explore.explore_run(model, S.config, out_dir=S.out_dir / "explore")
-    display(pd.Series({"lambda1": ex["spectral"]["lambda1"], "lambda1 * H*": ex["spectral"]["lambda1_H_star"],
+    display(pd.Series({"lambda1": ex["spectral"]["lambda1"], "(pi / 2L)^2": ex["spectral"]["neck_mode_pi_over_2L_squared"],
+                       "lambda1 Vol^(2/7)": ex["spectral"]["lambda1_volume_2_7"],
+                       "lambda1 * H*": ex["spectral"]["lambda1_H_star"],
                        "seed 001's quoted lambda1 * H*": ex["spectral"]["seed_quoted_lambda1_H_star"],
                        "scalar curvature min": ex["curvature"]["scalar"]["min"],
                        "scalar curvature max": ex["curvature"]["scalar"]["max"],
@@ -319,6 +322,14 @@ identities on the learned forms. The same runs from the command line: `python -m
     ("md", """*Exploration figure* (when `EXPLORE` is on). Six panels of the learned metric: look for the
 spectral estimate $\\lambda_1$ settling as the basis grows, curvature hotspots sitting in the neck where the
 twist turns, and a small energy drift along the geodesics (the integrator is trustworthy there)."""),
+    ("md", """*What $\\lambda_1 H^*$ depends on.* On the chart $[-L, L]\\times T^6$ the first eigenvalue is the neck mode,
+$\\lambda_1 \\approx (\\pi/2L)^2 / g_{\\lambda\\lambda}$ for a metric close to a constant one, so $\\lambda_1 H^*$ is fixed by the
+length $L$ the chart was given; and $H^* = 99$ belongs to compact K7, not to this chart. The table computes
+$\\lambda_1$ of the background metric $g(\\varphi_{\\rm bg})$ at $L = 1, 2, 4$ beside $(\\pi/2L)^2$: the ratio is
+$1/g_{\\lambda\\lambda}$ at every $L$, and $\\lambda_1 H^*$ moves by a factor 16. $\\lambda_1 {\\rm Vol}^{2/7}$ does not change
+under a constant rescaling $g \\to c^2 g$; it still changes with $L$, the shape of the chart."""),
+    ("code", """from k7lib import spectrum
+display(spectrum.length_dependence((1.0, 2.0, 4.0)))"""),
     ("md", """## 13. A curved test: the link of the quintic (optional)
 On the 7-dimensional link of the Fermat quintic (a circle bundle over the Calabi–Yau threefold $Q$),
 $\\varphi = \\eta\\wedge\\omega + \\operatorname{Re}\\Omega$ and $\\psi = \\tfrac12\\omega\\wedge\\omega - \\eta\\wedge\\operatorname{Im}\\Omega$

@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "k7lib"
 PLOTTING, COMMAND_LINE = {"k7lib.figures"}, {"k7lib.cli"}
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    rel = path.relative_to(package.parent).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
@@ -34,10 +34,10 @@ def resolve(current: str, is_package: bool, level: int, module: str | None) -> s
 def scan(package: Path = PACKAGE) -> dict:
     """{module: {"lines", "imports" (k7lib modules), "private" [(module, name)], "external" set}}."""
     files = sorted(package.rglob("*.py"))
-    names = {module_name(f) for f in files}
+    names = {module_name(f, package) for f in files}
     out = {}
     for f in files:
-        mod, is_pkg = module_name(f), f.name == "__init__.py"
+        mod, is_pkg = module_name(f, package), f.name == "__init__.py"
         tree = ast.parse(f.read_text())
         aliases, info = {}, {"lines": len(f.read_text().splitlines()), "imports": set(), "private": [], "external": set()}
         for node in ast.walk(tree):

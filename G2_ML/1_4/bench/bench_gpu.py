@@ -128,14 +128,14 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         info = polish(result.model, replace(cfg, polish_points=args.polish_points or full.polish_points))
         _sync(device)
-        print(f"polish on {info['n_points']} Sobol points: {time.perf_counter() - t0:.1f} s, {info['iters']} step(s), "
-              f"residuals {info['before'][0]:+.1e}, {info['before'][1]:+.1e} -> {info['after'][0]:+.1e}, "
-              f"{info['after'][1]:+.1e} (far from the targets after few epochs; accepted: {info['accepted']})")
+        print(f"polish on {info.n_points} Sobol points: {time.perf_counter() - t0:.1f} s, {info.iters} step(s), "
+              f"residuals {info.before[0]:+.1e}, {info.before[1]:+.1e} -> {info.after[0]:+.1e}, "
+              f"{info.after[1]:+.1e} (far from the targets after few epochs; accepted: {info.accepted})")
         model = result.model.double().eval()
         t0 = time.perf_counter()
         ev = evaluate(model, cfg.L, n_points=10_000, seed=cfg.seed)
         print(f"evaluation on 10^4 float64 points: {time.perf_counter() - t0:.1f} s; <T>/kappa_T = "
-              f"{ev['T_over_kappa']:.4f}, <det g> rel. err {ev['det_rel_err']:+.2e}, min eig g {ev['eig_min']:.3f}")
+              f"{ev.T_over_kappa:.4f}, <det g> rel. err {ev.det_rel_err:+.2e}, min eig g {ev.eig_min:.3f}")
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()

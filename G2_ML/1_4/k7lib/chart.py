@@ -4,14 +4,14 @@ Its points are drawn by `k7lib.sampling`.
 
 Points are x (batch, 7): x[:, 0] = lambda in [-L, L] (the neck coordinate, not periodic;
 lambda = -L lies deep in the left block, +L deep in the right one) and x[:, 1:] = y in
-[0, 1)^6, periodic fibre coordinates of period 1 (DESIGN §5).
+[0, 1)^6, periodic fibre coordinates of period 1 (docs/conventions.md §5).
 
 With t = lambda / L the regions are (all transitions C-infinity, built from `smooth_step`):
   left  = 1 on t <= -3/4, falls to 0 over [-3/4, -1/4];
   right = 0 on t <= 1/4, rises to 1 over [1/4, 3/4];
   neck  = 1 - left - right (1 on |t| <= 1/4, support |t| < 3/4).
 
-Background (DESIGN §3, §5): phi_bg = s^3 A(lambda)^* phi0, i.e. (phi_bg)_{ijk} =
+Background (docs/conventions.md §3, §5): phi_bg = s^3 A(lambda)^* phi0, i.e. (phi_bg)_{ijk} =
 s^3 A_ai A_bj A_ck (phi0)_{abc}, with A = W(lambda) R(theta(lambda)) and det A = 1, so that
 g(phi_bg) = s^2 A^T A (Bryant/Hitchin) and det g(phi_bg) = s^14 = 65/32 exactly at every point.
   - s = (det_g_target)^(1/14), det_g_target = 65/32 from `ZeroParamGeometry` (a scale of phi,

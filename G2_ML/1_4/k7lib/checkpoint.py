@@ -1,4 +1,4 @@
-"""Numbered training checkpoints (DESIGN §8): one file per save, atomic, loaded as data only.
+"""Numbered training checkpoints (docs/conventions.md §8): one file per save, atomic, loaded as data only.
 
 A checkpoint is `ckpt_{global_epoch:07d}.pt` in the run folder (runs.py), global_epoch being
 the number of completed epochs. It is a dict of tensors and plain Python types only:

@@ -90,9 +90,9 @@ def train_main(argv=None) -> int:
     ev = evaluate(result.model, config.L, n_points=args.eval_points, seed=config.seed,
                   dtype=getattr(torch, config.eval_dtype))
     print(f"{result.summary()}\n"
-          f"float64 on {ev['n_points']} fresh points: <T>/kappa_T = {ev['T_over_kappa']:.4f}, "
-          f"<det g> = {ev['det_mean']:.6f} (rel. err {ev['det_rel_err']:+.2e}), min eig g = {ev['eig_min']:.4f}, "
-          f"non-positive points = {ev['nonpositive']}, anti-flat = {ev['anti_flat']:.4f}; run folder {result.run_dir}")
+          f"float64 on {ev.n_points} fresh points: <T>/kappa_T = {ev.T_over_kappa:.4f}, "
+          f"<det g> = {ev.det_mean:.6f} (rel. err {ev.det_rel_err:+.2e}), min eig g = {ev.eig_min:.4f}, "
+          f"non-positive points = {ev.nonpositive}, anti-flat = {ev.anti_flat:.4f}; run folder {result.run_dir}")
     return 0
 
 

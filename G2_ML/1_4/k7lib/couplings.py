@@ -1,6 +1,6 @@
 """Couplings of the learned geometry, named for what they are, and the GIFT ansatz that maps them to mass ratios.
 
-Two degree-consistent couplings are computed (DESIGN §6):
+Two degree-consistent couplings are computed (docs/conventions.md §6):
   (a) the topological triple pairing  Y_ijk = int omega_i ^ omega_j ^ Phi_k  of 2-forms omega and 3-forms
       Phi. For closed forms on a closed 7-manifold it depends only on their cohomology classes (Stokes:
       changing a form by an exact one changes the integrand by an exact 7-form), so it is a cup-product
@@ -38,6 +38,7 @@ from . import g2
 
 from .constants import StructuralConstants, ZeroParamGeometry
 from .inputs import check_phi, check_points
+from .montecarlo import Moments, check_chunk, chunks
 
 TRIPLE_PRODUCT_VANISHES = (
     "The literal integral of phi_i ^ phi_j ^ phi_k of three 3-forms vanishes identically on a "
@@ -207,47 +208,6 @@ def _check_sampling(x, weights, volume):
     return weights, volume
 
 
-def _check_chunk(chunk):
-    if not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-
-
-def _chunks(n, chunk, progress, desc):
-    starts = range(0, n, chunk)
-    if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc=desc, total=math.ceil(n / chunk))
-    return starts
-
-
-class _Moments:
-    """Running sums of f - K and (f - K)^2 (float64) for Monte Carlo means and standard errors.
-
-    The shift K (the first chunk's mean) keeps the variance free of cancellation when the
-    integrand is nearly constant.
-    """
-
-    def __init__(self):
-        self.s1 = self.s2 = self.shift = None
-        self.n = 0
-
-    def add(self, f: torch.Tensor):              # f (batch, ...) = w(x) * integrand(x)
-        f = f.to(torch.float64)
-        if self.shift is None:
-            self.shift = f.mean(0)
-        f = f - self.shift
-        s1, s2 = f.sum(0), (f * f).sum(0)
-        self.s1 = s1 if self.s1 is None else self.s1 + s1
-        self.s2 = s2 if self.s2 is None else self.s2 + s2
-        self.n += f.shape[0]
-
-    def integral(self, volume: float):
-        """(volume * mean f, volume * std(f) / sqrt(n))."""
-        mean = self.s1 / self.n
-        var = ((self.s2 - self.n * mean * mean) / (self.n - 1)).clamp_min(0)
-        return volume * (mean + self.shift), volume * (var / self.n).sqrt()
-
-
 @dataclass(frozen=True)
 class Couplings:
     """Couplings on chosen triplets: values and standard errors (m,), normalised magnitudes eps (m,)."""
@@ -342,12 +302,12 @@ def triple_pairing(omega2, Phi3, x: torch.Tensor, weights=None, volume: float = 
     """
     check_points(x)
     weights, volume = _check_sampling(x, weights, volume)
-    _check_chunk(chunk)
+    check_chunk(chunk)
     N = x.shape[0]
-    moments, scale = _Moments(), None
+    moments, scale = Moments(), None
     with torch.no_grad():
-        for s in _chunks(N, chunk, progress, "triple pairing"):
-            xc, wc = x[s: s + chunk], weights[s: s + chunk]
+        for s in chunks(N, chunk, progress, "triple pairing"):
+            xc, wc = x[s], weights[s]
             om, ph = omega2(xc), Phi3(xc)
             if om.ndim != 3 or om.shape[0] != xc.shape[0] or om.shape[-1] != F.n_components(2):
                 raise ValueError(f"omega2 must return packed 2-forms (batch, n2, 21), got {tuple(om.shape)}")
@@ -371,7 +331,7 @@ def triple_pairing(omega2, Phi3, x: torch.Tensor, weights=None, volume: float = 
 def volume_density(phi: torch.Tensor) -> torch.Tensor:
     """sqrt(det g(phi)) = |det B(phi)|^(1/9) for packed phi (batch, 35) -> (batch,).
 
-    With g = |det B|^(-1/9) B (DESIGN §3), det g = |det B|^(2/9). log|det B| is taken from a
+    With g = |det B|^(-1/9) B (docs/conventions.md §3), det g = |det B|^(2/9). log|det B| is taken from a
     Cholesky factor of sign(det B) B: torch.linalg.det/slogdet give wrong second and higher
     forward-mode derivatives in torch 2.13, the Cholesky route gives correct ones.
     """
@@ -418,13 +378,13 @@ def hitchin_volume(phi_field, x: torch.Tensor, weights=None, volume: float = 1.0
     """
     check_points(x)
     weights, volume = _check_sampling(x, weights, volume)
-    _check_chunk(chunk)
-    moments = _Moments()
+    check_chunk(chunk)
+    moments = Moments()
     with torch.no_grad():
-        for s in range(0, x.shape[0], chunk):
-            phi = _phi_values(phi_field, x[s: s + chunk])
+        for s in chunks(x.shape[0], chunk):
+            phi = _phi_values(phi_field, x[s])
             g2.metric_data_packed(phi, check=True)
-            moments.add(weights[s: s + chunk] * _density(phi, _orientation(phi)))
+            moments.add(weights[s] * _density(phi, _orientation(phi)))
     return moments.integral(volume)
 
 
@@ -472,12 +432,12 @@ def hitchin_cubic(phi_field, directions, x: torch.Tensor, weights=None, volume: 
     """
     check_points(x)
     weights, volume = _check_sampling(x, weights, volume)
-    _check_chunk(chunk)
+    check_chunk(chunk)
     N = x.shape[0]
-    moments, vmom, nmom = _Moments(), _Moments(), _Moments()
+    moments, vmom, nmom = Moments(), Moments(), Moments()
     n_dir = None
-    for s in _chunks(N, chunk, progress, "Hitchin cubic"):
-        xc, wc = x[s: s + chunk], weights[s: s + chunk]
+    for s in chunks(N, chunk, progress, "Hitchin cubic"):
+        xc, wc = x[s], weights[s]
         with torch.no_grad():
             phi = _phi_values(phi_field, xc).detach()
             D = directions(xc)

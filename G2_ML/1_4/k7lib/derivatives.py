@@ -5,7 +5,7 @@ dense (batch, 7, ..., 7) or packed (batch, C(7,k)). The field must act pointwise
 the output depends on row n of x only), which every network and chart field here does.
 
 method="autograd": torch.func.jvp along the 7 coordinate directions, batched with vmap:
-  exact derivatives at the cost of about one forward pass per direction (DESIGN §7).
+  exact derivatives at the cost of about one forward pass per direction (docs/conventions.md §7).
 method="fd": central differences d_m w ~ (w(x + h e_m) - w(x - h e_m)) / 2h, 14 extra
   evaluations, truncation error O(h^2) (h^2/6 * third derivative), round-off O(eps/h).
 """
@@ -76,7 +76,7 @@ def d_packed(field, x: torch.Tensor, k: int, method: str = "autograd", h: float 
 def d(field, x: torch.Tensor, method: str = "autograd", h: float | None = None) -> torch.Tensor:
     """Exterior derivative of a dense k-form field: x (batch, 7) -> dense (k+1)-form (batch, 7^(k+1)).
 
-    (d omega)_{m i1..ik} = (k+1) d_[m omega_{i1..ik]} (DESIGN §3), computed in packed form as
+    (d omega)_{m i1..ik} = (k+1) d_[m omega_{i1..ik]} (docs/conventions.md §3), computed in packed form as
     (d omega)_L = sum_{m in L} sign(m, L\\m) d_m omega_{L\\m}.
     """
     if method not in METHODS:

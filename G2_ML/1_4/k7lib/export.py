@@ -5,7 +5,7 @@
 plus fig_<name>.png for each figure, directly in out_dir (the notebook, the LaTeX figure paths
 and the reader expect them there; out_dir also holds explore/, validation/ and the executed
 notebook, which an export never touches). The .pt file is data only: it loads with
-torch.load(weights_only=True) (DESIGN §8).
+torch.load(weights_only=True) (docs/conventions.md §8).
 
 The files are replaced as one set, never one by one:
   1. stage: every file is written (flushed, fsynced, mode 0666 less the umask) into a fresh
@@ -22,6 +22,7 @@ export at a time per folder.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from . import runs
 from .report import render_tex, tex_problems
 from .constants import StructuralConstants, ZeroParamGeometry
 from .inputs import check_points
+from .montecarlo import chunks
 
 SUFFIX = "v1_4"
 FILES = {
@@ -383,10 +385,10 @@ def _read_set(out_dir: Path, paths: dict) -> dict:
             "tex": tex, "figures": sorted(p for n, p in paths.items() if n.startswith("fig_") and n.endswith(".png"))}
 
 
-def results_from_run(result, evaluation: dict, harmonic, couplings: pd.DataFrame | None = None, *,
+def results_from_run(result, evaluation, harmonic, couplings: pd.DataFrame | None = None, *,
                      n_points: int = 4096, seed: int | None = None, figures: dict | None = None,
                      topology: dict | None = None) -> Results:
-    """Collect a trained run (train.TrainResult), its float64 evaluation (train.evaluate), the
+    """Collect a trained run (train.TrainResult), its float64 evaluation (train.Evaluation), the
     harmonic extraction (harmonic.HarmonicResult) and the coupling table into `Results`.
 
     coords are n_points fresh uniform chart points and metric = g(phi(coords)) in float64.
@@ -396,16 +398,15 @@ def results_from_run(result, evaluation: dict, harmonic, couplings: pd.DataFrame
 
     cfg = result.config
     seed = cfg.seed if seed is None else seed
-    import copy
     model = copy.deepcopy(result.model).double().eval()      # float64 evaluation, caller's model untouched
     p = next(model.parameters())
     x, _ = sampling.uniform(n_points, cfg.L, torch.Generator().manual_seed(seed + 7919), dtype=torch.float64, device=p.device)
     with torch.no_grad():
-        g = torch.cat([g2.metric_data_packed(model(x[i:i + 2048]), check=True).g for i in range(0, n_points, 2048)])
-    extra = {"det_g_std": evaluation["det_std"], "T_mean": evaluation["T_mean"],
-             **standard_errors(evaluation, model, x, cfg.method),
-             "eig_min": evaluation["eig_min"], "nonpositive_points": evaluation["nonpositive"],
-             "anti_flat": evaluation["anti_flat"], "n_eval_points": evaluation["n_points"],
+        g = torch.cat([g2.metric_data_packed(model(x[s]), check=True).g for s in chunks(n_points, 2048)])
+    extra = {"det_g_std": evaluation.det_std, "T_mean": evaluation.T_mean,
+             **standard_errors(evaluation.to_dict(), model, x, cfg.method),
+             "eig_min": evaluation.eig_min, "nonpositive_points": evaluation.nonpositive,
+             "anti_flat": evaluation.anti_flat, "n_eval_points": evaluation.n_points,
              "n_harmonic_points": harmonic.n_points, "run": result.run_dir.name,
              "harmonic_spectrum_2": harmonic.two.harmonic_eigenvalues, "harmonic_spectrum_3": harmonic.three.harmonic_eigenvalues,
              "b2_harm_gap": harmonic.two.harmonic_gap, "b3_harm_gap": harmonic.three.harmonic_gap,
@@ -416,7 +417,7 @@ def results_from_run(result, evaluation: dict, harmonic, couplings: pd.DataFrame
                       "topology_note": topology.get("note", "")})
     metadata = build_metadata(cfg.to_dict(), b2_eff=harmonic.b2_eff, b3_eff=harmonic.b3_eff,
                               b2_harm=harmonic.b2_harm, b3_harm=harmonic.b3_harm,
-                              kappa_T_measured=evaluation["T_mean"], det_g_measured=evaluation["det_mean"],
+                              kappa_T_measured=evaluation.T_mean, det_g_measured=evaluation.det_mean,
                               extra=extra)
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     return Results(model_state=state, config=cfg.to_dict(), coords=x.double().cpu(), metric=g.double().cpu(),
@@ -450,8 +451,8 @@ def standard_errors(evaluation: dict, model, x: torch.Tensor, method: str = "aut
         s, source = float(evaluation["T_std"]), "evaluation points"
     else:
         with torch.no_grad():
-            T = torch.cat([torsion_packed(model, x[i:i + 1024], method=method, check=False).T
-                           for i in range(0, x.shape[0], 1024)]).double()
+            T = torch.cat([torsion_packed(model, x[s], method=method, check=False).T
+                           for s in chunks(x.shape[0], 1024)]).double()
         T = T[torch.isfinite(T)]
         s = float(T.std()) if T.numel() > 1 else float("nan")
         source = f"{T.numel()} exported points"

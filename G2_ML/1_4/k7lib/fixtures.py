@@ -1,4 +1,4 @@
-"""Analytic 3-form fields with known torsion (DESIGN §3 fixtures), for tests and the notebook.
+"""Analytic 3-form fields with known torsion (docs/conventions.md §3 fixtures), for tests and the notebook.
 
 (a) phi = F^* phi0 for a diffeomorphism F: torsion-free.
 (b) phi = e^{3f} phi0: g = e^{2f} I, tau1 = df, |d phi|^2 = 36 |df|^2_g, |d psi|^2 = 48 |df|^2_g.

@@ -1,6 +1,6 @@
 """Exterior algebra on R^7, batched, from precomputed index/sign tables.
 
-Conventions (DESIGN §3): a k-form is stored *packed*, as its C(7,k) components
+Conventions (docs/conventions.md §3): a k-form is stored *packed*, as its C(7,k) components
 omega_I for increasing multi-indices I in `itertools.combinations` order, or *dense*,
 as a fully antisymmetric tensor omega_{i1..ik} with omega = (1/k!) omega_{i1..ik} dx^{i1..ik}.
 Packed and dense components agree: omega_I = omega_{i1..ik} for I = (i1 < .. < ik).
@@ -273,7 +273,7 @@ def transform_packed(w: torch.Tensor, k: int, M: torch.Tensor, power: torch.Tens
     """Apply M (*batch, 7, 7) to every index: w'_{a1..ak} = M_{a1 i1} .. M_{ak ik} w_{i1..ik}.
 
     With M = g^{-1} this raises all indices (Lambda^k(g^{-1}) w); with M = g it lowers.
-    Sequential contractions on the dense tensor, never minors (DESIGN §7); when many forms share
+    Sequential contractions on the dense tensor, never minors (docs/conventions.md §7); when many forms share
     one M, pass power = exterior_power(M, k) and each form costs one matrix product.
     """
     if power is not None:
@@ -316,7 +316,7 @@ def metric_data(g: torch.Tensor):
 
 def inner_packed(a: torch.Tensor, b: torch.Tensor, k: int, g: torch.Tensor,
                  ginv: torch.Tensor | None = None, det: torch.Tensor | None = None) -> torch.Tensor:
-    """<a, b>_g = sum_{I,J} a_I Lambda^k(g^{-1})_{IJ} b_J (DESIGN §3).
+    """<a, b>_g = sum_{I,J} a_I Lambda^k(g^{-1})_{IJ} b_J (docs/conventions.md §3).
 
     For k >= 4 Jacobi's complementary-minor identity gives
     <a, b>_g = det(g)^{-1} <*0 a, *0 b> with the (7-k)-form indices lowered by g,
@@ -350,7 +350,7 @@ def star_packed(w: torch.Tensor, k: int, g: torch.Tensor, ginv: torch.Tensor | N
 def d_from_jacobian(jac: torch.Tensor, k: int) -> torch.Tensor:
     """Exterior derivative from first derivatives: jac (*batch, C(7,k), 7) = d_m w_I -> (dw) packed.
 
-    (dw)_L = sum_{m in L} sign(m, L\\m) d_m w_{L\\m}  (DESIGN §3).
+    (dw)_L = sum_{m in L} sign(m, L\\m) d_m w_{L\\m}  (docs/conventions.md §3).
     """
     if k == DIM:
         return jac.new_zeros(*jac.shape[:-2], 0)
@@ -440,7 +440,7 @@ def dx_wedge_table(p: int, device: str, dtype: torch.dtype) -> torch.Tensor:
 def hodge_matrix_and_d(g: torch.Tensor, dg: torch.Tensor, orientation: torch.Tensor, k: int):
     """S and K for *_g on k-forms from g (batch, 7, 7) and its derivatives dg (batch, 7, 7, 7) = d_i g.
 
-    S (batch, C(7,7-k), C(7,k)) with *w = S w, S = o sqrt(det g) *0 Lambda^k(g^{-1}) (DESIGN §3).
+    S (batch, C(7,7-k), C(7,k)) with *w = S w, S = o sqrt(det g) *0 Lambda^k(g^{-1}) (docs/conventions.md §3).
     K (batch, C(7,8-k), C(7,k)) = sum_i dx^i ^ d_i S, so that d(*w) = K w + sum_i dx^i ^ S d_i w.
     With G = g^{-1} and X_i = G^{-1} d_i G = -(d_i g) G:  d_i Lambda^k(G) = Lambda^k(G) D^k(X_i)
     (multiplicativity of Lambda^k) and d_i sqrt(det g) = -(1/2) tr(X_i) sqrt(det g), hence
@@ -460,7 +460,7 @@ def hodge_matrix_and_d(g: torch.Tensor, dg: torch.Tensor, orientation: torch.Ten
 
 
 def hodge_matrix(ginv: torch.Tensor, det: torch.Tensor, orientation: torch.Tensor, k: int) -> torch.Tensor:
-    """S (batch, C(7,7-k), C(7,k)) with *_g w = S @ w: S = o sqrt(det g) *0 Lambda^k(g^{-1}) (DESIGN §3)."""
+    """S (batch, C(7,7-k), C(7,k)) with *_g w = S @ w: S = o sqrt(det g) *0 Lambda^k(g^{-1}) (docs/conventions.md §3)."""
     Lk = exterior_power(ginv, k)
     rows = star0_packed(Lk.transpose(-1, -2), k).transpose(-1, -2)    # *0 applied to every column
     return (orientation * det.sqrt())[:, None, None] * rows

@@ -1,6 +1,6 @@
 """The G2 3-form, its metric (Bryant/Hitchin), its dual 4-form, and the G2 identity checks.
 
-phi0 = e^{012} + e^{034} + e^{056} + e^{135} - e^{146} - e^{236} - e^{245}   (DESIGN §3,
+phi0 = e^{012} + e^{034} + e^{056} + e^{135} - e^{146} - e^{236} - e^{245}   (docs/conventions.md §3,
 Bryant's convention, 0-indexed), psi0 = *phi0. The metric of a 3-form:
   B_ij vol_0 = (1/6) iota_i phi ^ iota_j phi ^ phi,   g = det(B)^(-1/9) B
 (R. Bryant, "Some remarks on G2-structures", 2005, eq. (2.17); N. Hitchin, "The geometry of
@@ -66,7 +66,7 @@ def bilinear_B_packed(phi: torch.Tensor) -> torch.Tensor:
     return torch.einsum("...iI,...IJ,...jJ->...ij", a, T, a) / 6
 
 
-@dataclass
+@dataclass(frozen=True)
 class PhiMetric:
     """g(phi) and what comes with it, all (*batch, ...)."""
     g: torch.Tensor            # (*batch, 7, 7)
@@ -125,7 +125,7 @@ def psi_tangent_packed(phi: torch.Tensor, psi: torch.Tensor, m: PhiMetric, eta: 
 
 
 def metric_from_phi(phi: torch.Tensor, check: bool = True) -> torch.Tensor:
-    """Metric of a dense 3-form: phi (*batch, 7, 7, 7) -> g (*batch, 7, 7) (Bryant/Hitchin, DESIGN §3)."""
+    """Metric of a dense 3-form: phi (*batch, 7, 7, 7) -> g (*batch, 7, 7) (Bryant/Hitchin, docs/conventions.md §3)."""
     check_phi(phi, layout="dense")
     return metric_data_packed(F.pack(phi, 3, check=True), check=check).g
 
@@ -143,7 +143,7 @@ def psi_from_phi(phi: torch.Tensor, check: bool = True) -> torch.Tensor:
     return F.unpack(psi_packed(F.pack(phi, 3, check=True), check=check), 4)
 
 
-@dataclass
+@dataclass(frozen=True)
 class G2Identities:
     """Per-point G2 identity residuals, each (*batch,); exact values in the comments."""
     norm2_phi: torch.Tensor        # |phi|^2_g = 7
@@ -195,7 +195,7 @@ def as_packed_field(phi_field):
 
 
 def metric_field_from_phi(phi_field):
-    """Metric field x (batch, 7) -> g(phi(x)) (batch, 7, 7) of a 3-form field (Bryant/Hitchin, DESIGN §3).
+    """Metric field x (batch, 7) -> g(phi(x)) (batch, 7, 7) of a 3-form field (Bryant/Hitchin, docs/conventions.md §3).
 
     phi_field returns packed (batch, 35) or dense (batch, 7, 7, 7) 3-forms. Positivity is
     not re-checked here (it is checked once on the sample points by the callers).

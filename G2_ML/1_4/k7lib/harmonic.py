@@ -5,7 +5,7 @@ Topology. lambda = x^0 is a global function on the chart (not periodic), so dlam
 is exact and the cohomology is that of T^6: (b2, b3) = (15, 20) for every metric, one class per constant
 fibre form dy^I (y = x^1..x^6). A periodic T^7 would have (21, 35); that statement holds for T^7 only.
 
-Gram spectra (DESIGN §6: Gram rank is linear independence, not harmonicity), on n_points uniform
+Gram spectra (docs/conventions.md §6: Gram rank is linear independence, not harmonicity), on n_points uniform
 random points:
   G_ab = int <w_a, w_b>_g vol_g ~ V mean_x( r(x) <w_a,w_b>_g sqrt(det g) )  (V = 2L, r the importance weight)
   * Normalised Gram spectrum nu: eigenvalues of D^{-1/2} G D^{-1/2}, D = diag G.
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from .derivatives import METHODS, value_and_jacobian
 from .candidates import CandidateBasis, candidates_2forms, candidates_3forms
 from .hodge import HodgeProjection, ProjectionSettings, check_finite, project, rank_at_gap
 from .inputs import check_sampling
+from .montecarlo import progress_bar
 from .g2 import as_packed_field
 
 
@@ -49,7 +50,7 @@ class RankDeficiencyWarning(UserWarning):
 
 
 # ---------------------------------------------------------------- integrals
-@dataclass
+@dataclass(frozen=True)
 class Integrals:
     """Monte Carlo estimates for one candidate set (all float64).
 
@@ -184,11 +185,7 @@ def integrate(basis: CandidateBasis, phi_field, x: torch.Tensor, volume: float,
     Esum = torch.zeros(n, n, dtype=torch.float64, device="cpu") if dirichlet else None
     steps = [(b, s, min(s + chunk, bounds[b + 1])) for b in range(n_batches)
              for s in range(bounds[b], bounds[b + 1], chunk)]
-    it = steps
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(steps, desc=f"{basis.degree}-form integrals", leave=False)
-    for b, s, e in it:
+    for b, s, e in progress_bar(steps, progress, f"{basis.degree}-form integrals"):
         G, E = _chunk_sums(basis, field_, x[s:e], weights[s:e], dirichlet, method, h, pairs)
         Gb[b] += G.cpu()
         if dirichlet:
@@ -201,7 +198,7 @@ def integrate(basis: CandidateBasis, phi_field, x: torch.Tensor, volume: float,
 
 
 # ---------------------------------------------------------------- spectra
-@dataclass
+@dataclass(frozen=True)
 class FormSpectrum:
     """Gram spectrum (b_eff) and harmonic projection (b_harm) of one candidate set; float64 tensors.
 
@@ -337,14 +334,12 @@ def _harmonic_spectrum(spec: FormSpectrum, proj: HodgeProjection, H: torch.Tenso
     hv = torch.linalg.eigvalsh(d[:, None] * H * d[None, :]).flip(0)
     floor = 10 * n * float(torch.finfo(torch.float64).eps) * max(float(hv[0]), 1e-300)
     b, gap, thr = rank_at_gap(hv, floor)
-    spec.harmonic_gram, spec.harmonic_eigenvalues = H, hv
-    spec.harmonic_floor, spec.harmonic_threshold, spec.b_harm, spec.harmonic_gap = floor, thr, b, gap
-    spec.projection = proj
-    return spec
+    return replace(spec, harmonic_gram=H, harmonic_eigenvalues=hv, harmonic_floor=floor, harmonic_threshold=thr,
+                   b_harm=b, harmonic_gap=gap, projection=proj)
 
 
 # ---------------------------------------------------------------- the whole extraction
-@dataclass
+@dataclass(frozen=True)
 class HarmonicResult:
     """Gram spectra and harmonic projections for 2-forms (`two`) and 3-forms (`three`) on [-L, L] x T^6."""
     two: FormSpectrum
@@ -414,8 +409,7 @@ def extract(phi_field, n_points: int, L: float, seed: int = 0, chunk: int = 512,
         ints = integrate(b, phi_field, x, volume, chunk=chunk, n_batches=n_batches, dirichlet=False, progress=progress)
         spectra.append(analyse(ints, b, dtype_eps=eps))
     proj = project(phi_field, L, n_points, seed, settings, {2: basis2, 3: basis3}, progress, device)
-    for spec, k in zip(spectra, (2, 3)):
-        _harmonic_spectrum(spec, *proj[k])
+    spectra = [_harmonic_spectrum(spec, *proj[k]) for spec, k in zip(spectra, (2, 3))]
     return HarmonicResult(two=spectra[0], three=spectra[1], L=float(L), n_points=n_points, seed=seed,
                           settings=settings)
 

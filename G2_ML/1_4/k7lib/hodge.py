@@ -56,6 +56,7 @@ from . import forms as F
 from . import g2, sampling
 from .g2 import as_packed_field
 from .candidates import CandidateBasis, candidates_2forms, candidates_3forms, constant_basis, form_name
+from .montecarlo import chunks
 
 # ---------------------------------------------------------------- Hodge projection (absolute boundary conditions)
 RCOND = 1e-10       # relative eigenvalue cutoff of the Jacobi-scaled normal matrix (its kernel: closed beta's)
@@ -224,7 +225,7 @@ def closed_representatives(k: int) -> CandidateBasis:
     return constant_basis(k)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HodgeProjection:
     """Harmonic fields h_I = w_I - d alpha_I of the closed constant forms w_I = dx^I (one degree k).
 
@@ -337,13 +338,9 @@ def project(phi_field, L: float, n_points: int, seed: int = 0, settings: Project
         acc[k] = [torch.zeros(shape, dtype=torch.float64, device=x.device)
                   for shape in ((n_s, n_s, nJ, nJ), (n_s, nJ, n_v), (n_v, n_v))]
     support = sp.support
-    starts = range(0, n_q, settings.chunk)
-    if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc="Hodge projection", leave=False)
     with torch.no_grad():
-        for s in starts:
-            xc, wc = x[s: s + settings.chunk], wq[s: s + settings.chunk]
+        for s in chunks(n_q, settings.chunk, progress, "Hodge projection"):
+            xc, wc = x[s], wq[s]
             phi = packed(xc.to(_field_dtype(phi_field, xc))).to(torch.float64)
             check_finite(phi, xc)
             m = g2.metric_data_packed(phi, check=True)                   # non-positive phi: ValueError

@@ -2,7 +2,7 @@
 
 Averages over a batch carry the sampler's importance weights, self-normalised:
 <f> = sum(w f) / sum(w) (sampling.uniform), so a constant is averaged exactly whatever the draw.
-With T = sqrt(|d phi|^2_g + |d psi|^2_g), psi = *phi (DESIGN §3), kappa_T = 1/61 and
+With T = sqrt(|d phi|^2_g + |d psi|^2_g), psi = *phi (docs/conventions.md §3), kappa_T = 1/61 and
 det_g_target = 65/32 from `ZeroParamGeometry`:
   kappa      = ((<T> - kappa_T) / kappa_T)^2          seed's (<T> - kappa_T)^2 over kappa_T^2,
                                                         so its weight is O(1)
@@ -44,7 +44,7 @@ def targets() -> tuple[float, float]:
     return float(z.kappa_T), float(z.det_g_target)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossTerms:
     """Named loss terms (0-dim tensors, attached to the graph), the weighted total, detached diagnostics.
 

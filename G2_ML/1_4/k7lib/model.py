@@ -11,7 +11,7 @@ correction = MLP(features(x)) with
   correction vanishes at initialisation and phi starts as the background.
 
 Parameter names: net.0 (input layer), net.2, net.4, ... (hidden layers), head (output).
-Warm start from v1.3c (DESIGN §9) assumes its network was an nn.Sequential `net` of 6 tanh
+Warm start from v1.3c (docs/conventions.md §9) assumes its network was an nn.Sequential `net` of 6 tanh
 layers of width 256 on 168 Fourier inputs (sin/cos(2 pi l x), l = 1..12, 7 coordinates):
 net.0 (256 x 168), net.2 ... net.10 (256 x 256), net.12 (35 x 256). With the full profile
 (6 x 256) its hidden layers net.2..net.10 match by name and shape. Its input layer (other
@@ -96,7 +96,7 @@ class K7PhiModel(nn.Module):
         if not isinstance(state_dict, dict):
             raise ValueError(f"warm-start weights must be a state dict, got {type(state_dict).__name__}")
         own = self.state_dict()
-        report = LoadReport()
+        loaded, skipped = [], []
         why = {}
         for name, value in state_dict.items():
             if not isinstance(value, torch.Tensor):
@@ -109,25 +109,25 @@ class K7PhiModel(nn.Module):
         bad_layers = {name.rpartition(".")[0] for name in why}
         for name in state_dict:
             if name in why:
-                report.skipped.append((name, why[name]))
+                skipped.append((name, why[name]))
             elif name.rpartition(".")[0] in bad_layers:
-                report.skipped.append((name, "another tensor of its layer does not match"))
+                skipped.append((name, "another tensor of its layer does not match"))
             else:
-                report.loaded.append(name)
-        if not report.loaded:
+                loaded.append(name)
+        if not loaded:
             raise ValueError("warm-start weights match no parameter of the model by name and shape "
                              f"({len(state_dict)} tensors offered, e.g. {list(state_dict)[:3]}; "
                              f"model expects e.g. {list(own)[:3]})")
         with torch.no_grad():
-            for name in report.loaded:
+            for name in loaded:
                 own[name].copy_(state_dict[name].to(own[name].dtype))
-        report.kept = [name for name in own if name not in report.loaded]
+        report = LoadReport(loaded=loaded, skipped=skipped, kept=[name for name in own if name not in loaded])
         if verbose:
             print(report)
         return report
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadReport:
     """What `load_compatible` copied and what it left."""
     loaded: list = field(default_factory=list)     # names copied

@@ -54,6 +54,18 @@ class SpectralGap:
     lattice_degree: int
     convergence: pd.DataFrame          # n_lambda, n_fourier, n_basis, lambda1, lambda1_H_star
     settings: SpectralSettings
+    L: float                           # the chart's half-length
+    volume: float                      # Vol_g of the chart, int sqrt(det g) d^7x on the quadrature
+
+    @property
+    def neck_mode(self) -> float:
+        """(pi / 2L)^2: the first Neumann eigenvalue of d^2/dlambda^2 on [-L, L] (flat metric)."""
+        return (math.pi / (2 * self.L)) ** 2
+
+    @property
+    def lambda1_volume(self) -> float:
+        """lambda1 Vol^(2/7): invariant under g -> c^2 g (lambda1 -> lambda1 / c^2, Vol -> c^7 Vol)."""
+        return self.lambda1 * self.volume ** (2 / 7)
 
     @property
     def lambda1_H_star(self) -> float:
@@ -65,6 +77,8 @@ class SpectralGap:
         return {
             "lambda1": self.lambda1, "H_star": self.H_star, "lambda1_H_star": self.lambda1_H_star,
             "seed_quoted_lambda1_H_star": SEED_GAP_PRODUCT,
+            "L": self.L, "neck_mode_pi_over_2L_squared": self.neck_mode, "volume": self.volume,
+            "lambda1_volume_2_7": self.lambda1_volume,
             "lambda0_residual": float(self.eigenvalues[0]),
             "eigenvalues": [float(e) for e in self.eigenvalues],
             "n_basis": self.n_basis, "n_quadrature_points": self.n_quadrature,
@@ -203,4 +217,25 @@ def spectral_gap(metric_field, L: float, n_fourier: int = 1, n_lambda: int = 6, 
     conv = pd.DataFrame(rows).sort_values(["n_basis", "n_lambda"]).reset_index(drop=True)
     return SpectralGap(lambda1=float(ev_final[1]), eigenvalues=ev_final, H_star=H, n_basis=n_basis,
                        n_quadrature=int(quad.x.shape[0]), lattice_degree=quad.degree, convergence=conv,
-                       settings=settings)
+                       settings=settings, L=L, volume=float(quad.m.sum()))
+
+
+def length_dependence(lengths=(1.0, 2.0, 4.0), phi_of_length=None, **settings) -> pd.DataFrame:
+    """lambda1 of the chart [-L, L] x T^6 against its length, beside the neck mode (pi / 2L)^2.
+
+    phi_of_length(L) -> 3-form field x -> phi (default: the chart's background `chart.phi_background`,
+    det g = 65/32). On the chart the first eigenvalue is the neck mode: for a metric near the flat one
+    lambda1 ~ (pi / 2L)^2 / g_lambda lambda, set by L, so lambda1 H* (H* = 99 belongs to compact K7, not to
+    this chart) is a statement about L. lambda1 Vol^(2/7) is invariant under constant rescalings of g;
+    it still depends on L, the shape of the chart. settings: passed to `spectral_gap`.
+    Returns one row per L: L, lambda1, neck_mode, ratio, volume, lambda1_volume_2_7, lambda1_H_star.
+    """
+    from . import chart, g2
+    rows = []
+    for L in lengths:
+        L = check_length(L)
+        phi = (lambda x, L=L: chart.phi_background(x, L)) if phi_of_length is None else phi_of_length(L)
+        sg = spectral_gap(g2.metric_field_from_phi(phi), L, **settings)
+        rows.append({"L": L, "lambda1": sg.lambda1, "neck_mode": sg.neck_mode, "ratio": sg.lambda1 / sg.neck_mode,
+                     "volume": sg.volume, "lambda1_volume_2_7": sg.lambda1_volume, "lambda1_H_star": sg.lambda1_H_star})
+    return pd.DataFrame(rows)

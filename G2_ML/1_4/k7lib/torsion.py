@@ -1,7 +1,7 @@
 """Torsion of a G2 structure given as a 3-form field phi(x).
 
 T^2 = |d phi|^2_g + |d psi|^2_g with g = g(phi), psi = *phi (so d*phi = d psi).
-Torsion classes (DESIGN §3; Bryant 2005, Prop. 1):
+Torsion classes (docs/conventions.md §3; Bryant 2005, Prop. 1):
   tau0 = (1/7) *(phi ^ d phi),          tau1 = (1/12) *(phi ^ *d phi),
   tau3 = *d phi - tau0 phi - 3 *(tau1 ^ phi),   tau2 = 4 *(tau1 ^ psi) - *d psi,
 so that d phi = tau0 psi + 3 tau1 ^ phi + *tau3 and d psi = 4 tau1 ^ psi + tau2 ^ phi.
@@ -20,7 +20,7 @@ from .g2 import as_packed_field
 from .inputs import check_points
 
 
-@dataclass
+@dataclass(frozen=True)
 class TorsionPacked:
     """Packed geometry of a 3-form field at a batch of points (all (batch, ...))."""
     phi: torch.Tensor          # (batch, 35)
@@ -76,7 +76,7 @@ def torsion_packed(phi_field, x: torch.Tensor, method: str = "autograd", h: floa
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class TorsionClasses:
     """Torsion classes, packed: tau0 (batch,), tau1 (batch, 7), tau2 (batch, 21), tau3 (batch, 35)."""
     tau0: torch.Tensor
@@ -100,9 +100,9 @@ def torsion_classes_packed(t: TorsionPacked) -> TorsionClasses:
     return TorsionClasses(tau0=tau0, tau1=tau1, tau2=tau2, tau3=tau3)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Torsion:
-    """Dense torsion data of a 3-form field at a batch of points (DESIGN §3 conventions)."""
+    """Dense torsion data of a 3-form field at a batch of points (docs/conventions.md §3 conventions)."""
     g: torch.Tensor            # (batch, 7, 7)
     psi: torch.Tensor          # (batch, 7, 7, 7, 7)
     dphi: torch.Tensor         # (batch, 7^4)

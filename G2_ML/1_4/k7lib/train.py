@@ -28,7 +28,7 @@ import bisect
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +41,7 @@ from .chart import region_weights
 from .config import Config
 from .losses import compute_losses, targets
 from .model import K7PhiModel
+from .montecarlo import chunks
 from .torsion import torsion_packed
 
 ARCHITECTURE = ("L", "width", "depth", "n_fourier", "n_chebyshev")
@@ -113,7 +114,7 @@ def resume_command(config: Config, run: str, root: str | Path, epoch: int, lr_sc
     return " ".join(parts)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
     """What `train` returns: the model (train dtype), the history table, the run folder, the config."""
     model: K7PhiModel
@@ -132,6 +133,54 @@ class TrainResult:
         return (f"{self.run_dir.name}: {epochs} epochs{' + polish' if polished else ''}, loss {last.loss:.4g}, "
                 f"<T>/kappa_T {last.T_mean / kappa:.4f}, <det g> {last.det_mean:.5f} (target {det_t:.5f}), "
                 f"rollbacks {int(last.rollbacks)}")
+
+
+@dataclass(frozen=True)
+class Polish:
+    """What `polish` returns. before / after: the residuals r = (<T>/kappa_T - 1, <det g>/(65/32) - 1) on
+    its n_points Sobol points before and after; iters: Gauss-Newton steps taken; accepted: False when
+    the step was refused (weights restored); eig_min, nonpositive: smallest eigenvalue of g and count of
+    non-positive points after; note: why no step was possible, or ""."""
+    iters: int
+    before: list
+    after: list
+    accepted: bool
+    n_points: int
+    eig_min: float
+    nonpositive: int
+    note: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate` returns (float64 on fresh scrambled Sobol points, non-positive points excluded).
+
+    n_points, scrambles: points and independent scrambles; T_mean, det_mean: the means of the torsion
+    density T and of det g; T_over_kappa, det_rel_err = det_mean / (65/32) - 1; *_stderr: standard
+    errors from the spread of the per-scramble means (nan with one scramble); det_std: pointwise spread
+    of det g; eig_min: smallest eigenvalue of g; nonpositive: points where phi is not positive;
+    anti_flat: neck-weighted RMS of d g / d lambda.
+    """
+    n_points: int
+    scrambles: int
+    T_mean: float
+    T_stderr: float
+    T_over_kappa: float
+    T_over_kappa_stderr: float
+    det_mean: float
+    det_stderr: float
+    det_rel_err: float
+    det_rel_err_stderr: float
+    det_std: float
+    eig_min: float
+    nonpositive: int
+    anti_flat: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 class PhaseScheduler:
@@ -473,16 +522,16 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
         info = polish(model, config)
         row = {"phase": len(config.phases) + 1, "phase_name": "polish", "epoch": 0, "global_epoch": total}
         kappa_T, det_t = targets()
-        row.update({"T_mean": kappa_T * (1 + info["after"][0]), "det_mean": det_t * (1 + info["after"][1]),
-                    "eig_min": info["eig_min"], "lr": 0.0, "rollbacks": rollbacks, "skipped": 0,
+        row.update({"T_mean": kappa_T * (1 + info.after[0]), "det_mean": det_t * (1 + info.after[1]),
+                    "eig_min": info.eig_min, "lr": 0.0, "rollbacks": rollbacks, "skipped": 0,
                     # the polish's own objective: the squared relative residuals on its points
-                    "loss": info["after"][0] ** 2 + info["after"][1] ** 2,
-                    "loss_kappa": info["after"][0] ** 2, "loss_det": info["after"][1] ** 2})
+                    "loss": info.after[0] ** 2 + info.after[1] ** 2,
+                    "loss_kappa": info.after[0] ** 2, "loss_det": info.after[1] ** 2})
         _append_row(history, row)
         events.append({"global_epoch": total, "reason": (
-            f"polish: {info['iters']} Gauss-Newton step(s) on {info['n_points']} Sobol points, <T>/kappa_T - 1 "
-            f"{info['before'][0]:+.2e} -> {info['after'][0]:+.2e}, <det g>/(65/32) - 1 {info['before'][1]:+.2e} -> "
-            f"{info['after'][1]:+.2e}" + (f"; {info['note']}" if info["note"] else "" if info["accepted"]
+            f"polish: {info.iters} Gauss-Newton step(s) on {info.n_points} Sobol points, <T>/kappa_T - 1 "
+            f"{info.before[0]:+.2e} -> {info.after[0]:+.2e}, <det g>/(65/32) - 1 {info.before[1]:+.2e} -> "
+            f"{info.after[1]:+.2e}" + (f"; {info.note}" if info.note else "" if info.accepted
                                           else "; refused (phi would lose positivity)")),
             "restored_to": total, "lr_scale": scheduler.lr_scale, "rollback": rollbacks})
         (tqdm.write if progress else (lambda m: None))(events[-1]["reason"])
@@ -504,7 +553,7 @@ def _flat_grads(model, outputs) -> list:
     return out
 
 
-def polish(model, config: Config, chunk: int = 1024) -> dict:
+def polish(model, config: Config, chunk: int = 1024) -> Polish:
     """Put <T> and <det g> on kappa_T and 65/32 on a fixed set of scrambled Sobol points.
 
     Gauss-Newton with the minimum-norm step: with r = (<T>/kappa_T - 1, <det g>/(65/32) - 1) and
@@ -513,7 +562,7 @@ def polish(model, config: Config, chunk: int = 1024) -> dict:
     polish_iters times or until max |r| < polish_tol; in float64; g = g(phi) throughout (only
     phi's weights move). The step is refused (weights restored) if it makes phi non-positive
     anywhere on the points or the smallest eigenvalue of g fall below eig_margin.
-    Returns {"iters", "before", "after" (r on the points), "accepted", "n_points"}.
+    Returns `Polish`.
     """
     kappa_T, det_t = targets()
     param = next(model.parameters())
@@ -526,9 +575,9 @@ def polish(model, config: Config, chunk: int = 1024) -> dict:
         sums = torch.zeros(2, dtype=torch.float64, device=device)
         grads = [0.0, 0.0]
         eig_min, bad = math.inf, 0
-        for i in range(0, n, chunk):
+        for s in chunks(n, chunk):
             with torch.set_grad_enabled(need_grad):
-                t = torsion_packed(model, x[i:i + chunk], method=config.method, check=False)
+                t = torsion_packed(model, x[s], method=config.method, check=False)
                 sT, sD = t.T.sum() / (n * kappa_T), t.metric.det.sum() / (n * det_t)
             with torch.no_grad():
                 g = t.metric.g.detach()
@@ -579,12 +628,12 @@ def polish(model, config: Config, chunk: int = 1024) -> dict:
                 p.copy_(q)
         r = torch.tensor(before, dtype=torch.float64)
     model.to(dtype0)
-    return {"iters": iters, "before": before, "after": r.tolist(), "accepted": accepted, "n_points": n,
-            "eig_min": eig_min, "nonpositive": bad, "note": note}
+    return Polish(iters=iters, before=list(before), after=r.tolist(), accepted=accepted, n_points=n, eig_min=eig_min,
+                  nonpositive=bad, note=note)
 
 
 def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.dtype = torch.float64,
-             method: str = "autograd", chunk: int = 1024, scrambles: int = 8) -> dict:
+             method: str = "autograd", chunk: int = 1024, scrambles: int = 8) -> Evaluation:
     """Final numbers on fresh scrambled Sobol points, in `dtype` (float64 by default), chunked.
 
     The n_points are `scrambles` independent scrambles (chart.sobol) of n_points / scrambles
@@ -611,8 +660,8 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
     eig_min, nonpos = math.inf, 0
     for s, size in enumerate(sizes):
         x_all = sampling.sobol(size, L, seed=epoch_seed(seed, EVAL_STREAM + s), dtype=dtype, device=device)
-        for i in range(0, size, chunk):
-            x = x_all[i:i + chunk]
+        for s_ in chunks(size, chunk):
+            x = x_all[s_]
             with torch.no_grad():             # forward-mode derivatives only; no graph to keep
                 t = torsion_packed(model, x, method=method, check=False)
                 _, dg = metric_lambda_derivative(t)
@@ -638,10 +687,10 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
     ok = sums[:, 0] > 0
     per = sums[ok, 1:3] / sums[ok, :1]                          # per-scramble means of T and det g
     se = (per.std(0) / math.sqrt(len(per))).tolist() if len(per) > 1 else [math.nan, math.nan]
-    return {"n_points": n_points, "scrambles": scrambles, "T_mean": T_mean, "T_stderr": se[0],
-            "T_over_kappa": T_mean / kappa_T, "T_over_kappa_stderr": se[0] / kappa_T,
-            "det_mean": det_mean, "det_stderr": se[1], "det_rel_err": det_mean / det_t - 1,
-            "det_rel_err_stderr": se[1] / det_t,
-            "det_std": math.sqrt(max(float(total[3]) / counted - det_mean**2, 0.0)),
-            "eig_min": eig_min, "nonpositive": nonpos,
-            "anti_flat": math.sqrt(float(total[4]) / max(float(total[5]), 1e-300))}
+    return Evaluation(n_points=n_points, scrambles=scrambles, T_mean=T_mean, T_stderr=se[0],
+                      T_over_kappa=T_mean / kappa_T, T_over_kappa_stderr=se[0] / kappa_T,
+                      det_mean=det_mean, det_stderr=se[1], det_rel_err=det_mean / det_t - 1,
+                      det_rel_err_stderr=se[1] / det_t,
+                      det_std=math.sqrt(max(float(total[3]) / counted - det_mean**2, 0.0)),
+                      eig_min=eig_min, nonpositive=nonpos,
+                      anti_flat=math.sqrt(float(total[4]) / max(float(total[5]), 1e-300)))

@@ -5,7 +5,7 @@ Per point (float64, g = g(phi), psi = *phi):
 (Bryant, "Some remarks on G2-structures", 2005, §2; `k7lib.g2.g2_identities`), and the torsion
 |d phi|_g, |d psi|_g, T = sqrt(|d phi|^2 + |d psi|^2) with the torsion classes tau0..tau3
 (`k7lib.torsion`), together with the split identities
-  |d phi|^2 = 7 tau0^2 + 36 |tau1|^2 + |tau3|^2,   |d psi|^2 = 48 |tau1|^2 + |tau2|^2   (DESIGN §3)
+  |d phi|^2 = 7 tau0^2 + 36 |tau1|^2 + |tau3|^2,   |d psi|^2 = 48 |tau1|^2 + |tau2|^2   (docs/conventions.md §3)
 whose residuals test the decomposition itself. The model has no separate psi, so the psi
 check measures round-off of the Hodge star only; it is reported as such.
 

@@ -61,7 +61,7 @@ def test_background_det_is_exact_and_metric_is_g_of_phi(f64):
     m = g2.metric_data_packed(phi)
     target = float(ZeroParamGeometry().det_g_target)
     assert (m.det - target).abs().max() < 1e-13
-    # g(phi_bg) = s^2 A^T A (DESIGN §3: g of a pulled-back phi0), with s^14 = 65/32.
+    # g(phi_bg) = s^2 A^T A (docs/conventions.md §3: g of a pulled-back phi0), with s^14 = 65/32.
     A = chart.frame(x[:, 0], L)
     s2 = chart.scale_s() ** 2
     assert torch.allclose(m.g, s2 * A.transpose(-1, -2) @ A, atol=1e-12)

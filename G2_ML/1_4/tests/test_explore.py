@@ -349,3 +349,19 @@ def test_explore_command_errors(tmp_path, capsys):
     assert "error: run '7' not found" in capsys.readouterr().err
     with pytest.raises(ValueError, match="n_points"):
         E.ExploreSettings(n_points=0).validate()
+
+
+def test_lambda1_is_the_neck_mode_set_by_the_length_of_the_chart():
+    """Background metric: g_ll = s^2 = (65/32)^(1/7) everywhere and sqrt(det g) constant, so the neck mode
+    cos(pi (l + L) / 2L) is an exact eigenfunction in the basis: lambda1 = (pi / 2L)^2 / s^2 at every L,
+    lambda1 H* scales as 1/L^2, and lambda1 Vol^(2/7) (scale-invariant) still depends on L."""
+    table = Sp.length_dependence((1.0, 2.0, 4.0), n_points=257)
+    s2 = (65 / 32) ** (1 / 7)
+    assert np.allclose(table["ratio"], 1 / s2, rtol=1e-10, atol=0)
+    assert np.allclose(table["neck_mode"], (math.pi / (2 * table["L"])) ** 2, rtol=1e-14)
+    assert np.allclose(table["volume"], 2 * table["L"] * math.sqrt(65 / 32), rtol=1e-12)
+    assert table["lambda1_H_star"].iloc[0] / table["lambda1_H_star"].iloc[2] == pytest.approx(16, rel=1e-10)
+    v = table["lambda1_volume_2_7"].to_numpy()
+    assert np.allclose(v, table["lambda1"] * table["volume"] ** (2 / 7), rtol=1e-14) and v[0] > 3 * v[2]
+    with pytest.raises(ValueError, match="L must be a positive finite number"):
+        Sp.length_dependence((0.0,))

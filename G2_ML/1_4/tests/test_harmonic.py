@@ -27,7 +27,7 @@ def flat_phi(x):
 
 
 def conformal_phi(f):
-    """phi = e^{3 f(lambda)} phi0: g = e^{2f} I (DESIGN §3 fixture (b))."""
+    """phi = e^{3 f(lambda)} phi0: g = e^{2f} I (docs/conventions.md §3 fixture (b))."""
     return lambda x: torch.exp(3 * f(x[:, 0]))[:, None] * g2.phi0_packed(x.dtype)
 
 

@@ -318,7 +318,7 @@ def test_polish_lowers_both_residuals_through_phi_and_is_resumable(tmp_path):
     redo = train(cfg, run="run_1", root=tmp_path, resume=12, progress=False)
     for a, b in zip(redo.model.state_dict().values(), res.model.state_dict().values()):
         assert torch.equal(a, b)
-    assert math.isfinite(evaluate(res.model, cfg.L, n_points=64)["T_mean"])
+    assert math.isfinite(evaluate(res.model, cfg.L, n_points=64).T_mean)
 
 
 def test_polish_reaches_its_tolerance_near_the_targets(monkeypatch):
@@ -335,8 +335,8 @@ def test_polish_reaches_its_tolerance_near_the_targets(monkeypatch):
     start = T.polish(model, replace(cfg, polish_iters=1, polish_tol=1e9))["before"]   # measures only
     monkeypatch.setattr(T, "targets", lambda: (kappa * (1 + start[0]) * 1.01, det * (1 + start[1]) * 1.001))
     info = T.polish(model, cfg)
-    assert info["accepted"] and abs(info["before"][0] + 0.0099) < 1e-3 and abs(info["before"][1] + 0.000999) < 1e-5
-    assert max(abs(v) for v in info["after"]) < 1e-9 and info["iters"] <= 6
+    assert info.accepted and abs(info.before[0] + 0.0099) < 1e-3 and abs(info.before[1] + 0.000999) < 1e-5
+    assert max(abs(v) for v in info.after) < 1e-9 and info.iters <= 6
 
 
 def test_evaluation_reports_standard_errors_from_independent_scrambles():
@@ -346,9 +346,9 @@ def test_evaluation_reports_standard_errors_from_independent_scrambles():
     model = K7PhiModel(tiny()).double()
     a = evaluate(model, 2.0, n_points=400, seed=0)
     b = evaluate(model, 2.0, n_points=400, seed=1)
-    assert a["scrambles"] == 8 and a["T_stderr"] > 0 and a["det_stderr"] >= 0
-    assert a["T_mean"] != b["T_mean"]                                 # other seed, other scrambles
-    assert abs(a["T_mean"] - b["T_mean"]) < 6 * math.hypot(a["T_stderr"], b["T_stderr"])
+    assert a.scrambles == 8 and a.T_stderr > 0 and a.det_stderr >= 0
+    assert a.T_mean != b.T_mean                                 # other seed, other scrambles
+    assert abs(a.T_mean - b.T_mean) < 6 * math.hypot(a.T_stderr, b.T_stderr)
     with pytest.raises(ValueError, match="n_points"):
         evaluate(model, 2.0, n_points=0)
 

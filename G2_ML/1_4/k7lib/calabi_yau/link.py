@@ -1,6 +1,6 @@
 """G2 structures on the link L = {z in C^5 : |z| = 1, z0^5 + ... + z4^5 = 0} of the Fermat quintic.
 
-L is a circle bundle over Q (`k7lib.quintic`) under z -> [z]. Normalisations (checked by the tests):
+L is a circle bundle over Q (`calabi_yau.quintic`) under z -> [z]. Normalisations (checked by the tests):
   omega = (i/2) d dbar log|z|^2 restricted to Q (a line has area pi, vol(Q) = 5 pi^3/3!);
   eta   = (1/2) Im(sum_i zbar_i dz_i) on L, so that d eta = pi^* omega and eta(d/dtheta) = 1/2
           for the fibre rotation z -> e^{i theta} z;
@@ -99,7 +99,7 @@ def holomorphic_volume_packed(device: str, dtype: torch.dtype) -> tuple[torch.Te
     return re.to(device), im.to(device)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChartForms:
     """Kahler and contact data at chart points, packed (batch, C(7,k)) unless stated."""
     omega: torch.Tensor        # (batch, 21) pulled back omega_FS

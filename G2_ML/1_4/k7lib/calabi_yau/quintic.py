@@ -168,7 +168,7 @@ def omega_ratio(z: torch.Tensor, scale=None, elim=None) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- sampling
-@dataclass
+@dataclass(frozen=True)
 class QuinticSample:
     """Points of Q with Monte Carlo weights: sum_n weights[n] f(z_n) estimates int_Q f omega^3/3!.
 

@@ -28,11 +28,11 @@ with eta' = eta (FS contact form) or, with `correct_eta`, eta' = eta + (1/4) d^c
 i.e. eta' = eta + (1/2) Im(d_a phi_NN dw^a), for which d eta' = omega_FS + (i/2) d dbar phi_NN = omega_NN.
 Exactly (to round-off): d omega_NN = 0 and d psi = 0 in both cases (omega_FS ^ Omega = 0 by type);
 d phi = omega_NN ^ d eta' is omega_NN^2 only with the corrected eta. psi = *phi and phi ^ psi = 7 vol hold
-where r = |Omega|_{omega_NN} = 1 (`links` module docstring: phi ^ psi / vol = (3 + 4 r^2)/r^{4/3}), i.e.
+where r = |Omega|_{omega_NN} = 1 (`calabi_yau.link` module docstring: phi ^ psi / vol = (3 + 4 r^2)/r^{4/3}), i.e.
 only as well as the Monge-Ampere equation is solved; with the volume-matched kappa, r = 1 everywhere is
 exactly the Ricci-flat condition.
 
-Command line: `python -m k7lib links ricci [options]` (or `python -m k7lib.ricci_flat`) trains, reports sigma
+Command line: `python -m k7lib links ricci [options]` (`cli`, calling `fit_run`) trains, reports sigma
 on fresh samples and the link's identities, and saves a numbered run under runs/ricci.
 """
 from __future__ import annotations
@@ -156,7 +156,7 @@ def ddbar(potential, Z: torch.Tensor, dZ: torch.Tensor, with_gradient: bool = Fa
     return h, 0.5 * torch.complex(grad[:, :nd], -grad[:, nd:])
 
 
-@dataclass
+@dataclass(frozen=True)
 class KahlerData:
     """Per point of Q in its patch: h (batch, 3, 3) of omega_NN, h_fs of omega_FS, |Omega|^2 = |dp/dz_e|^{-2}."""
     h: torch.Tensor
@@ -327,7 +327,7 @@ def train(config: RicciConfig, progress: bool = False):
 
 
 # ---------------------------------------------------------------- the link's G2 structure
-@dataclass
+@dataclass(frozen=True)
 class LinkData:
     """Forms at chart points of the link (packed (batch, C(7,k))), built from omega_NN."""
     omega: torch.Tensor        # (batch, 21) omega_NN
