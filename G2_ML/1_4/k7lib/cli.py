@@ -32,6 +32,14 @@ def add_run_arguments(parser) -> None:
                         help="torch intra-op threads (default: torch's own; 1 is fastest on busy shared cores)")
 
 
+def add_analysis_arguments(parser, seed: int, out_help: str, progress_help: str) -> None:
+    """--seed, --out, the run options and --progress: the options of a command that analyses a trained run."""
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--out", default=None, help=out_help)
+    add_run_arguments(parser)
+    parser.add_argument("--progress", action="store_true", help=progress_help)
+
+
 def load_from_args(args):
     """(model, config) of the run named by add_run_arguments' options; ValueError naming what is missing."""
     runs.resolve_run(args.run, args.root)          # a missing run is a clear error before any loading
@@ -107,10 +115,7 @@ def explore_parser() -> argparse.ArgumentParser:
     p.add_argument("--spectral-points", type=int, default=d.spectral_points, help="lattice points on T^6")
     p.add_argument("--geodesics", type=int, default=d.n_geodesics)
     p.add_argument("--geodesic-steps", type=int, default=d.geodesic_steps)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", default=None, help="output folder (default: G2_ML/1_4/outputs)")
-    add_run_arguments(p)
-    p.add_argument("--progress", action="store_true", help="show progress bars")
+    add_analysis_arguments(p, d.seed, "output folder (default: G2_ML/1_4/outputs)", "show progress bars")
     return p
 
 
@@ -146,10 +151,7 @@ def validate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m k7lib validate",
                                 description=COMMANDS["validate"])
     p.add_argument("--points", type=int, default=1024, help="number of Sobol points on the chart")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output folder (default: G2_ML/1_4/outputs; plots in OUT/plots)")
-    add_run_arguments(p)
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_analysis_arguments(p, 0, "output folder (default: G2_ML/1_4/outputs; plots in OUT/plots)", "show a progress bar")
     return p
 
 
@@ -300,16 +302,16 @@ def _links_ricci(args) -> int:
                             max_seconds=args.max_seconds)
     out = RF.fit_run(config, args.n_eval, tuple(args.eval_seeds), args.n_link, args.kappa_draws, args.root,
                      args.progress)
-    info, a, run = out["summary"], out["sigma"].attrs, out["run"]
+    info, a, run = out.summary, out.sigma.attrs, out.run
     print(f"Monge-Ampere training: {info['epochs_run']} epochs on {config.n_train} points, "
           f"{info['training_seconds']:.1f} s -> {run}")
-    print(f"sigma on {len(out['sigma'])} fresh samples of {args.n_eval} points (mean +- std over samples): "
+    print(f"sigma on {len(out.sigma)} fresh samples of {args.n_eval} points (mean +- std over samples): "
           f"Fubini-Study {a['sigma_fs'][0]:.4f} +- {a['sigma_fs'][1]:.4f}, learned {a['sigma_nn'][0]:.4f} "
           f"+- {a['sigma_nn'][1]:.4f}")
     with pd.option_context("display.width", 140, "display.float_format", "{:.3e}".format):
         print(f"G2 structure of the link on {args.n_link} chart points (kappa = {info['kappa_volume_matched']:.5f} "
               f"+- {info['kappa_volume_matched_se']:.5f}, volume matched; mean |error|):")
-        print(out["link_checks"].pivot(index="check", columns="metric", values="mean_abs").to_string())
+        print(out.link_checks.pivot(index="check", columns="metric", values="mean_abs").to_string())
     return 0
 
 

@@ -15,6 +15,7 @@ import torch
 from torch.func import jvp, vmap
 
 from . import forms as F
+from .inputs import check_points
 
 METHODS = ("autograd", "fd")
 
@@ -24,17 +25,12 @@ def default_step(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).eps) ** (1.0 / 3.0)
 
 
-def _check_points(x: torch.Tensor) -> None:
-    if x.ndim != 2 or x.shape[-1] != F.DIM:
-        raise ValueError(f"points x must have shape (batch, 7), got {tuple(x.shape)}")
-
-
 def value_and_jacobian(field, x: torch.Tensor, method: str = "autograd", h: float | None = None):
     """(field(x), J) with J[..., m] = d field / d x^m; output shape (*out, 7) for field(x) of shape out.
 
     `field` may return a tensor or a tuple of tensors (then both values are tuples).
     """
-    _check_points(x)
+    check_points(x, values=False)
     if method == "autograd":
         basis = torch.eye(F.DIM, dtype=x.dtype, device=x.device)[:, None, :].expand(F.DIM, *x.shape)
         value, tangents = vmap(lambda v: jvp(field, (x,), (v,)), out_dims=(None, 0))(basis)
@@ -81,7 +77,7 @@ def d(field, x: torch.Tensor, method: str = "autograd", h: float | None = None) 
     """
     if method not in METHODS:
         raise ValueError(f"unknown derivative method {method!r}; choose one of {METHODS}")
-    _check_points(x)
+    check_points(x, values=False)
     probe = field(x[:1])
     k = probe.ndim - 1
     if k < 0 or any(s != F.DIM for s in probe.shape[1:]):

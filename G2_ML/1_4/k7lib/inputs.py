@@ -56,12 +56,15 @@ def _check_values(t: torch.Tensor, name: str, expected: str, noun: str) -> torch
     return t
 
 
-def check_points(x, name: str = "x") -> torch.Tensor:
-    """x itself if it is a float32/float64 tensor of shape (batch, 7), batch >= 1, all finite."""
+def check_points(x, name: str = "x", values: bool = True) -> torch.Tensor:
+    """x itself if it is a float32/float64 tensor of shape (batch, 7), batch >= 1, all finite.
+
+    values=False checks the shape only (inside traced derivatives, where reading values is not possible).
+    """
     expected = "of shape (batch, 7) with batch >= 1"
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[-1] != DIM:
         raise ValueError(f"{name} must be a tensor {expected}, got {_shape(x)}")
-    return _check_values(x, name, expected, "point")
+    return _check_values(x, name, expected, "point") if values else x
 
 
 def check_phi(phi, name: str = "phi", layout: str = "any") -> torch.Tensor:

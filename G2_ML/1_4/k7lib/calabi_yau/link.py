@@ -413,7 +413,6 @@ def analyse(models: dict, structure: LinkStructure, x: torch.Tensor, method: str
     of |error| and the error relative to the reference scale; components has one row per (field, check,
     component); residuals holds the raw per-point arrays for plots.
     """
-    import pandas as pd
 
     check_chart(x)
     exact = lambda y: phi_psi_packed(y, structure)

@@ -43,6 +43,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch.func import jacfwd, jacrev, vmap
 
@@ -211,7 +212,6 @@ def sigma_table(potential, n: int, seeds=(101, 102, 103), method: str = "lines")
     One row per seed (sigma_fs, sigma_nn, MA residual means) and the summary (mean, std over seeds) in
     `table.attrs`. method 'lines' or 'projections' (`quintic` samplers; the latter gives 5 n points).
     """
-    import pandas as pd
 
     samplers = {"lines": Qn.sample_lines, "projections": Qn.sample_projections}
     if method not in samplers:
@@ -415,7 +415,6 @@ def link_comparison(x: torch.Tensor, potential, kappa: float, method: str = "aut
 
     For phi_wedge_psi and r the error is |value - 7| and |r - 1|.
     """
-    import pandas as pd
 
     rows = []
     for name, pot, corr in (("fubini_study", None, False), ("learned", potential, False),
@@ -439,12 +438,26 @@ def load_run(run=None, root: str | Path = DEFAULT_RUNS) -> R.SavedRun:
                       build=lambda c: {"potential": KahlerPotential(c.width, c.depth, c.powers)})
 
 
+@dataclass(frozen=True)
+class RicciRun:
+    """A saved Ricci-flat run: its folder, configuration, the JSON summary (training, sigma means and
+    spreads, volume-matched kappa), the sigma table per fresh sample and the link's identity table."""
+    run: Path
+    config: RicciConfig
+    summary: dict
+    sigma: pd.DataFrame
+    link_checks: pd.DataFrame
+
+    def to_dict(self) -> dict:
+        return {"run": str(self.run), "config": asdict(self.config), "summary": self.summary}
+
+
 def fit_run(config: RicciConfig, n_eval: int = 4000, eval_seeds=(101, 102, 103), n_link: int = 64,
-            kappa_draws: int = 20000, root: str | Path = DEFAULT_RUNS, progress: bool = False) -> dict:
+            kappa_draws: int = 20000, root: str | Path = DEFAULT_RUNS, progress: bool = False) -> RicciRun:
     """Train, evaluate sigma on fresh samples and the link's G2 identities; save a numbered run.
 
     The run folder holds potential.pt, config.json, history.csv, sigma.csv, link_checks.csv and
-    summary.json. Returns {"run", "summary", "sigma" (table), "link_checks" (table), "config"}.
+    summary.json.
     """
     for name, v in (("n_eval", n_eval), ("n_link", n_link), ("kappa_draws", kappa_draws)):
         if v < 1:
@@ -468,4 +481,4 @@ def fit_run(config: RicciConfig, n_eval: int = 4000, eval_seeds=(101, 102, 103),
                "kappa_volume_matched": kappa, "kappa_volume_matched_se": kappa_se, "kappa_draws": kappa_draws,
                "n_link": n_link}
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
-    return {"run": run, "summary": summary, "sigma": table, "link_checks": links_table, "config": config}
+    return RicciRun(run=run, config=config, summary=summary, sigma=table, link_checks=links_table)
