@@ -310,7 +310,7 @@ def test_polish_lowers_both_residuals_through_phi_and_is_resumable(tmp_path):
     kappa, det = 1 / 61, 65 / 32
     after = (h.T_mean.iloc[-1] / kappa - 1, h.det_mean.iloc[-1] / det - 1)
     before = polish(train(replace(cfg, polish_points=0), run="before", root=tmp_path, progress=False).model,
-                    replace(cfg, polish_iters=1, polish_tol=1e9))["before"]
+                    replace(cfg, polish_iters=1, polish_tol=1e9)).before
     assert max(map(abs, after)) <= max(map(abs, before)) * (1 + 1e-6)
     # a finished run resumed from its latest file does nothing; from 12 it repeats the same polish
     again = train(cfg, run="run_1", root=tmp_path, resume="latest", progress=False)
@@ -332,7 +332,7 @@ def test_polish_reaches_its_tolerance_near_the_targets(monkeypatch):
     with torch.no_grad():
         model.head.weight.normal_(std=1e-2)
     kappa, det = T.targets()
-    start = T.polish(model, replace(cfg, polish_iters=1, polish_tol=1e9))["before"]   # measures only
+    start = T.polish(model, replace(cfg, polish_iters=1, polish_tol=1e9)).before      # measures only
     monkeypatch.setattr(T, "targets", lambda: (kappa * (1 + start[0]) * 1.01, det * (1 + start[1]) * 1.001))
     info = T.polish(model, cfg)
     assert info.accepted and abs(info.before[0] + 0.0099) < 1e-3 and abs(info.before[1] + 0.000999) < 1e-5
