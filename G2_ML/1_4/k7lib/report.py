@@ -257,7 +257,7 @@ def compact_couplings(records: list, references: dict | None = None):
 
 
 # ---------------------------------------------------------------- the document
-_PREAMBLE = r"""\documentclass[11pt]{article}
+_PREAMBLE = r"""\documentclass[10pt]{article}
 \usepackage[a4paper,margin=2cm]{geometry}
 \usepackage{amsmath,amssymb}
 \usepackage{graphicx}

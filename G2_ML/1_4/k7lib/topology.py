@@ -362,7 +362,5 @@ def chart_support() -> dict:
     sc = StructuralConstants()
     return {"b2": t6[2], "b3": t6[3],
             "note": f"chart [-L,L] x T^6 has the cohomology of T^6 (b2 = {t6[2]}, b3 = {t6[3]}); "
-                    f"(b2, b3) = ({sc.b2_K7}, {sc.b3_K7}) needs a compact K7, and b2 + b3 = "
-                    f"{sc.b2_K7 + sc.b3_K7} is even, which no twisted connected sum gives at any gluing "
-                    f"angle if the parity of nu = {TCS_NU} (Crowley-Nordstroem) is the semicharacteristic's "
-                    f"(cited, not checked against the paper)"}
+                    f"(b2, b3) = ({sc.b2_K7}, {sc.b3_K7}) needs a compact K7 (b2 + b3 = {sc.b2_K7 + sc.b3_K7} "
+                    f"even: no TCS, if the parity of nu = {TCS_NU} is the semicharacteristic's)"}

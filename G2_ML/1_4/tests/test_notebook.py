@@ -1,5 +1,7 @@
 """The notebook: the committed file is what the builder writes, and it runs top to bottom headless."""
 import json
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -71,8 +73,13 @@ def test_notebook_runs_end_to_end_in_the_quick_profile(tmp_path):
     hist = pd.read_csv(out / "history_v1_4.csv")
     for col in ("phase", "epoch", "global_epoch", "loss", "T_mean", "det_mean", "det_std", "eig_min", "lr", "rollbacks"):
         assert col in hist.columns
-    from k7lib.report import tex_wellformed
+    from k7lib.report import compile_tex, log_problems, tex_wellformed
     assert tex_wellformed(out / "results_v1_4.tex")
+    if shutil.which("pdflatex"):        # the run's own article stays within 2-4 pages, without overfull boxes
+        compile_tex(out / "results_v1_4.tex", keep_log=True)
+        log = (out / "results_v1_4.log").read_text(encoding="latin-1")
+        pages = int(re.search(r"Output written on .*?\((\d+) pages?", log, re.S).group(1))
+        assert 2 <= pages <= 4 and log_problems(log) == [], (pages, log_problems(log))
     summary = "".join(o.get("data", {}).get("text/plain", "") for c in nb.cells if c.cell_type == "code"
                       for o in c.get("outputs", []))
     assert "kappa_T" in summary and "det g" in summary and "b3_harm" in summary
