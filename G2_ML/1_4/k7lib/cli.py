@@ -42,13 +42,13 @@ def add_analysis_arguments(parser, seed: int, out_help: str, progress_help: str)
 
 def load_from_args(args):
     """(model, config) of the run named by add_run_arguments' options; ValueError naming what is missing."""
+    from .checkpoint import load_trained
     runs.resolve_run(args.run, args.root)          # a missing run is a clear error before any loading
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
     which = int(args.which) if str(args.which).isdigit() else args.which
-    from .checkpoint import load_trained
     return load_trained(run=args.run, root=args.root, which=which)
 
 

@@ -35,7 +35,6 @@ from torch.func import jvp, vmap
 
 from . import forms as F
 from . import g2
-
 from .constants import StructuralConstants, ZeroParamGeometry
 from .inputs import check_phi, check_points
 from .montecarlo import Moments, check_chunk, chunks

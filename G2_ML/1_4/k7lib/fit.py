@@ -24,12 +24,11 @@ from .montecarlo import progress_bar
 
 
 def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-         grad_clip: float | None = None, apply: bool = True) -> float | None:
-    """Backward and update: returns the gradient norm (None without clipping), or raises nothing.
+         grad_clip: float | None = None) -> float | None:
+    """Backward and update; returns the gradient norm before clipping (None without grad_clip).
 
     With grad_clip the gradients are clipped to that total norm first; a non-finite norm is
-    returned and the update is not applied, so the caller can roll back. apply=False computes the
-    gradients without updating (a step the caller decides to skip).
+    returned and the update is not applied, so the caller can roll back.
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -38,8 +37,7 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.T
         gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
         if not math.isfinite(gnorm):
             return gnorm
-    if apply:
-        optimizer.step()
+    optimizer.step()
     return gnorm
 
 

@@ -86,10 +86,5 @@ def check_sampling(n_points, L, dtype=torch.float64) -> None:
     """n_points a positive integer, L a positive finite number, dtype float32 or float64."""
     if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
         raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
-    try:
-        ok = math.isfinite(float(L)) and float(L) > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"L must be a positive finite number, got {L!r}")
+    check_length(L)
     check_dtype(dtype)

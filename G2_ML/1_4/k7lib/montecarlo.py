@@ -6,7 +6,6 @@ through `Moments`.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -21,11 +20,7 @@ def check_chunk(chunk) -> int:
 def chunks(n: int, size: int, progress: bool = False, desc: str = "", leave: bool = False):
     """Slices covering range(n) in consecutive pieces of at most `size` (a tqdm bar when progress)."""
     size = max(1, int(size))
-    out = [slice(i, min(i + size, n)) for i in range(0, n, size)]
-    if not progress:
-        return out
-    from tqdm.auto import tqdm
-    return tqdm(out, desc=desc, leave=leave, total=math.ceil(n / size))
+    return progress_bar([slice(i, min(i + size, n)) for i in range(0, n, size)], progress, desc, leave)
 
 
 def progress_bar(items, progress: bool, desc: str, leave: bool = False):

@@ -29,6 +29,12 @@ DIM = 7
 METHODS = ("sobol", "uniform")
 
 
+def _check_n(n) -> int:
+    if int(n) != n or n < 1:
+        raise ValueError(f"number of points n must be a positive integer, got {n}")
+    return int(n)
+
+
 def uniform(n: int, L: float, generator: torch.Generator | None = None, neck_weighted: bool = False,
            dtype=torch.float32, device=None):
     """n points of the chart and importance weights: (x (n, 7), w (n,)).
@@ -41,9 +47,7 @@ def uniform(n: int, L: float, generator: torch.Generator | None = None, neck_wei
     y is uniform on [0, 1)^6 in both cases.
     """
     L = check_length(L)
-    if int(n) != n or n < 1:
-        raise ValueError(f"number of points n must be a positive integer, got {n}")
-    n = int(n)
+    n = _check_n(n)
     # drawn where the generator lives (the CPU by default), so a seed gives the same points on every device
     at = generator.device if generator is not None else torch.device("cpu")
     u = torch.rand(n, DIM, generator=generator, dtype=torch.float64, device=at)
@@ -68,8 +72,7 @@ def sobol(n: int, L: float, seed: int = 0, dtype=torch.float64, device=None) -> 
     float64 (the same points on every device), then moved.
     """
     L = check_length(L)
-    if int(n) != n or n < 1:
-        raise ValueError(f"number of points n must be a positive integer, got {n}")
+    n = _check_n(n)
     # the engine keeps 32 bits of its seed: hash the whole integer so (seed, stream) pairs stay distinct
     seed32 = int.from_bytes(hashlib.blake2b(str(int(seed)).encode(), digest_size=4).digest(), "little")
     with torch.device("cpu"):             # SobolEngine builds its tables on the default device
@@ -88,6 +91,17 @@ def chart_points(n: int, L: float, seed: int = 0, method: str = "sobol", dtype=t
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
+def _gauss_product(L: float, n_lambda: int, y: torch.Tensor):
+    """n_lambda Gauss-Legendre nodes in lambda times the fibre points y (n_y, 6), on the CPU in y's dtype:
+    (x (n_lambda n_y, 7), node by node; weights (n_lambda n_y,), the node weight over n_y, summing to 2L)."""
+    nodes, w = np.polynomial.legendre.leggauss(n_lambda)
+    lam = torch.tensor(L * nodes, dtype=y.dtype, device="cpu")
+    w_lam = torch.tensor(L * w, dtype=y.dtype, device="cpu")
+    n_y = y.shape[0]
+    x = torch.cat([lam.repeat_interleave(n_y)[:, None], y.repeat(n_lambda, 1)], dim=1)
+    return x, (w_lam / n_y).repeat_interleave(n_y)
+
+
 def gauss_sobol(n_points: int, L: float, n_lambda: int, seed: int = 0, device=None):
     """Tensor rule on [-L, L] x T^6: (x (N, 7), weights (N,), n_y) with N = n_lambda n_y, sum(weights) = 2L.
 
@@ -103,12 +117,10 @@ def gauss_sobol(n_points: int, L: float, n_lambda: int, seed: int = 0, device=No
         raise ValueError(f"too few points: n_points = {n_points!r} for {n_lambda} Gauss nodes in lambda "
                          f"(need at least {2 * n_lambda})")
     n_y = 1 << int(math.floor(math.log2(n_points / n_lambda)))
-    nodes, w = np.polynomial.legendre.leggauss(n_lambda)
-    lam, wl = torch.tensor(nodes * L, dtype=torch.float64, device="cpu"), torch.tensor(w * L, dtype=torch.float64, device="cpu")
     shift = torch.rand(6, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64, device="cpu")
     y = (torch.quasirandom.SobolEngine(6, scramble=False).draw(n_y, dtype=torch.float64) + shift) % 1.0
-    x = torch.cat([lam.repeat_interleave(n_y)[:, None], y.repeat(n_lambda, 1)], dim=1)
-    return x.to(device), (wl.repeat_interleave(n_y) / n_y).to(device), n_y
+    x, w = _gauss_product(L, n_lambda, y)
+    return x.to(device), w.to(device), n_y
 
 
 @lru_cache(maxsize=None)
@@ -168,14 +180,11 @@ def gauss_lattice(L: float, n_lambda: int, n_points: int, min_degree: int, dtype
     `korobov_generator(n_points, min_degree)`, exact for trigonometric polynomials with
     |k|_1 < degree. Points are ordered node by node (n_points consecutive rows per node).
     """
-    t, w = np.polynomial.legendre.leggauss(n_lambda)
-    lam = torch.tensor(L * t, dtype=dtype, device="cpu")
-    w_lam = torch.tensor(L * w, dtype=dtype, device="cpu")
     z, degree = korobov_generator(n_points, min_degree)
     j = torch.arange(n_points, dtype=torch.float64, device="cpu")[:, None]
     y = torch.remainder(j * torch.tensor(z, dtype=torch.float64, device="cpu") / n_points, 1.0).to(dtype)
-    x = torch.cat([lam.repeat_interleave(n_points)[:, None], y.repeat(n_lambda, 1)], 1)
-    return x, (w_lam / n_points).repeat_interleave(n_points), degree
+    x, w = _gauss_product(L, n_lambda, y)
+    return x, w, degree
 
 
 def link_points(n: int, seed: int = 0) -> torch.Tensor:

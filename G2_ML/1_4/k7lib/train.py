@@ -636,7 +636,7 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
              method: str = "autograd", chunk: int = 1024, scrambles: int = 8) -> Evaluation:
     """Final numbers on fresh scrambled Sobol points, in `dtype` (float64 by default), chunked.
 
-    The n_points are `scrambles` independent scrambles (chart.sobol) of n_points / scrambles
+    The n_points are `scrambles` independent scrambles (sampling.sobol) of n_points / scrambles
     points each (randomised quasi-Monte Carlo): means are over all points, and the standard
     error of a mean is the spread of the per-scramble means / sqrt(scrambles).
     Returns T_mean, T_stderr, T_over_kappa (<T> / kappa_T), det_mean, det_stderr, det_rel_err
@@ -660,8 +660,8 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
     eig_min, nonpos = math.inf, 0
     for s, size in enumerate(sizes):
         x_all = sampling.sobol(size, L, seed=epoch_seed(seed, EVAL_STREAM + s), dtype=dtype, device=device)
-        for s_ in chunks(size, chunk):
-            x = x_all[s_]
+        for part in chunks(size, chunk):
+            x = x_all[part]
             with torch.no_grad():             # forward-mode derivatives only; no graph to keep
                 t = torsion_packed(model, x, method=method, check=False)
                 _, dg = metric_lambda_derivative(t)
