@@ -92,7 +92,7 @@ sys.path.insert(0, str(Path.cwd()))
 import torch, pandas as pd
 from IPython.display import display
 import k7lib
-from k7lib import session
+from k7lib.apps import session
 print(session.environment())
 S = session.configure(PROFILE, run=RUN, resume=RESUME, epochs_scale=EPOCHS_SCALE, lr_scale=LR_SCALE,
                       checkpoint_root=CHECKPOINT_ROOT or (Path(DRIVE_DIR) / "checkpoints" if DRIVE_DIR else None),
@@ -121,8 +121,10 @@ standard 3-form back by a frame with $\\det A = 1$: a warp that stretches a diff
 each block, and a hyper-Kähler rotation of fibre planes whose angle $\\theta(\\lambda)$ rises from $0$ to
 $\\pi/2$ across the neck. So $\\det g(\\varphi_{\\rm bg}) = s^{14} = 65/32$ exactly while the metric varies
 with $\\lambda$; the learned network adds a correction that is zero at initialisation."""),
-    ("code", """from k7lib import chart, figures, sampling
-figures.chart_figure(S.config.L)"""),
+    ("code", """from k7lib.report import figures
+from k7lib.sampling import points as sampling
+chart = S.config.chart          # the one Chart of this run: L and what derives from it
+figures.chart_figure(chart)"""),
     ("md", """*The chart.* Left: the three region weights sum to one at every $\\lambda$. Middle: the twist angle
 $\\theta(\\lambda)$ turns from $0$ to $\\pi/2$ inside the neck only. Right: the eigenvalues of $g(\\varphi_{\\rm bg})$
 change along $\\lambda$ (the metric is not flat) while the title's $\\det g$ stays at $65/32$."""),
@@ -132,9 +134,9 @@ $g = (\\det B)^{-1/9} B$, so $g(\\varphi_0) = I$ and $g(A^*\\varphi_0) = A^{\\ma
 background points, that $\\det g = 65/32$ to round-off and that the $G_2$ identities $|\\varphi|_g^2 = 7$,
 $\\varphi\\wedge\\psi = 7\\,{\\rm vol}_g$ and $\\psi = \\star\\varphi$ hold pointwise."""),
     ("code", """from k7lib import g2
-x = sampling.uniform(512, S.config.L, torch.Generator().manual_seed(1), dtype=torch.float64)[0]
-m = g2.metric_data_packed(chart.phi_background(x, S.config.L))
-ids = g2.g2_identities(k7lib.forms.unpack(chart.phi_background(x, S.config.L), 3))
+x = sampling.uniform(512, chart, torch.Generator().manual_seed(1), dtype=torch.float64)[0]
+m = g2.metric_data_packed(chart.phi_background(x))
+ids = g2.g2_identities(k7lib.forms.unpack(chart.phi_background(x), 3))
 print(f"max |det g - 65/32| on the background: {float((m.det - float(zp.det_g_target)).abs().max()):.2e}")
 display(pd.DataFrame(ids.summary()).T)"""),
     ("md", """## 4. dφ and d*φ
@@ -153,11 +155,11 @@ $L_{\\det} = ((\\langle\\det g\\rangle - \\det g_*)/\\det g_*)^2 + \\operatornam
 margins on $g$ with a mild condition-number term, and an anti-flat term that penalises a neck metric
 that does not vary along $\\lambda$. Here they are on the untrained model ($\\varphi = \\varphi_{\\rm bg}$),
 with the weights $w_i$ of phase 1."""),
-    ("code", """from k7lib.model import K7PhiModel
-from k7lib.losses import compute_losses
+    ("code", """from k7lib.learn.model import K7PhiModel
+from k7lib.learn.losses import compute_losses
 torch.manual_seed(S.config.seed)
-x0, w0 = sampling.uniform(S.config.batch, S.config.L, torch.Generator().manual_seed(0))
-terms = compute_losses(K7PhiModel(S.config), x0, w0, S.config.phases[0].weights, S.config.method, L=S.config.L)
+x0, w0 = sampling.uniform(S.config.batch, chart, torch.Generator().manual_seed(0))
+terms = compute_losses(K7PhiModel(S.config), x0, w0, S.config.phases[0].weights, S.config.method, chart=chart)
 display(pd.Series(terms.row(), name="untrained").to_frame().T)"""),
     ("md", """## 6. Training
 Training minimises $\\sum_i w_i L_i$ in four phases (coarse → tighten $\\kappa_T$ and $\\det g$ → refine →
@@ -169,7 +171,7 @@ epochs (1000 in the full profile); a NaN rolls back to the last good checkpoint 
 rate, a lone loss spike (one heavy-tailed batch) skips its step and three in a row roll back; every event
 is recorded in the history. If rollbacks cannot stop a divergence, the cell shows which checkpoint to
 resume from and with which `LR_SCALE`."""),
-    ("code", """from k7lib.train import evaluate
+    ("code", """from k7lib.learn.train import evaluate
 result = session.train(S)
 print(result.summary())
 figures.history_figure(result.history, S.config)"""),
@@ -182,7 +184,7 @@ Every checkpoint of this run is listed below. After a divergence or a dropped ru
 `RESUME_FROM` to one of these numbers (or `"latest"`) and run this cell — or set `RESUME` in the
 parameters cell and run all: training continues exactly where that checkpoint left it."""),
     ("code", """from dataclasses import replace
-from k7lib.checkpoint import list_checkpoints
+from k7lib.learn.checkpoint import list_checkpoints
 RESUME_FROM = None   # e.g. 2000 or "latest"
 if RESUME_FROM is not None:
     result = session.train(replace(S, run=result.run_dir.name, resume=RESUME_FROM))
@@ -197,9 +199,9 @@ $\\sqrt 8$). Beside them: the pointwise spread of $\\det g$, the smallest eigenv
 $\\varphi$ is not positive, the anti-flat measure (RMS of $\\partial_\\lambda g$ in the neck), and the first
 epoch at which the training batches met each target (1% and $2\\times10^{-4}$, 50-epoch means)."""),
     ("code", """import copy
-from k7lib.train import targets_met
+from k7lib.learn.train import targets_met
 model = copy.deepcopy(result.model).double().eval()      # float64 analyses; the trained model stays as it is
-ev = evaluate(model, S.config.L, n_points=N_EVAL, seed=S.config.seed)
+ev = evaluate(model, chart, n_points=N_EVAL, seed=S.config.seed)
 display(pd.DataFrame({"measured": [ev.T_mean, ev.det_mean],
                       "target": [float(zp.kappa_T), float(zp.det_g_target)],
                       "relative error": [ev.T_over_kappa - 1, ev.det_rel_err],
@@ -229,9 +231,11 @@ have odd ν, so it is not a twisted connected sum. For orthogonal gluing Corti�
 (Thm 4.9) give the finer b2 + b3 = 23 + b3(Z+) + b3(Z−) + 2(k+ + k−). Extra-twisted connected sums and Joyce's
 orbifold resolutions are not covered (some of Joyce's examples have odd ν). The topology table computes
 these numbers with sources."""),
-    ("code", """from k7lib import harmonic, hodge, topology, export
+    ("code", """from k7lib import topology
+from k7lib.geometry import harmonic, hodge
+from k7lib.report import export
 n_harm = N_HARMONIC or (20000 if S.config.profile == "full" else 2048)
-H = harmonic.extract(model, n_harm, S.config.L, seed=S.config.seed, progress=True)
+H = harmonic.extract(model, n_harm, chart, seed=S.config.seed, progress=True)
 display(export.harmonic_table(H))
 display(pd.DataFrame({"b_eff (Gram rank)": [H.b2_eff, H.b3_eff], "b_harm (Hodge projection)": [H.b2_harm, H.b3_harm],
                       "chart [-L,L] x T^6": [topology.chart_support()["b2"], topology.chart_support()["b3"]]},
@@ -270,18 +274,19 @@ for the Hitchin cubic (1 when all three directions are φ itself). The `TauLayer
 GIFT assumes and nothing here derives: it holds τ = 3472/891 and κ_T = 1/61 exactly and sends ε to mass
 ratios with exponents that are integer expressions of the structural constants; each ratio stands beside
 its GIFT v2.2 integer formula as a diagnostic, never as a fit."""),
-    ("code", """from k7lib import couplings
+    ("code", """from k7lib import gift
+from k7lib.geometry import couplings
 print(couplings.TRIPLE_PRODUCT_VANISHES)
 omega2, Phi3 = H.two.representatives(), H.three.representatives()      # L2_g-orthonormal harmonic forms
-xy = sampling.chart_points(1024 if S.config.profile == "quick" else 8192, S.config.L, seed=S.config.seed + 1,
+xy = sampling.chart_points(1024 if S.config.profile == "quick" else 8192, chart, seed=S.config.seed + 1,
                            method="uniform", device=S.device)
 metric = lambda x: g2.metric_data_packed(model(x)).g
-W = couplings.triple_pairing(omega2, Phi3, xy, volume=chart.chart_volume(S.config.L), metric=metric)
-C = couplings.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=chart.chart_volume(S.config.L))
-Y, notes = couplings.coupling_tables(W.couplings(), C.couplings())
+W = couplings.triple_pairing(omega2, Phi3, xy, volume=chart.volume, metric=metric)
+C = couplings.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=chart.volume)
+Y, notes = gift.coupling_tables(W.couplings(), C.couplings())
 print(*notes, sep="\\n")
 if Y is not None:
-    display(couplings.compact_table(Y))"""),
+    display(gift.compact_table(Y))"""),
     ("md", """## 10. Export
 Six files in `outputs/`: `models_v1_4.pt` (state dict + config), `coords_v1_4.npy` and `metric_v1_4.npy`
 (float64 points $x$ and $g(\\varphi(x))$ there), `history_v1_4.csv`, `metadata_v1_4.json` (every measured
@@ -290,7 +295,7 @@ number, with the standard errors $s/\\sqrt N$ of $\\langle T\\rangle$ and $\\lan
 notebook) and PDF (for the article). Every file is written to a temporary name first and renamed only
 when all succeeded, so a failed export keeps the previous ones."""),
     ("code", """paths = export.write_outputs(S.out_dir, export.results_from_run(result, ev, H, Y, n_points=N_EVAL,
-                             topology=topology.chart_support(), figures={"chart": figures.chart_figure(S.config.L), "spectra": figures.spectra_figure(H),
+                             topology=topology.chart_support(), figures={"chart": figures.chart_figure(chart), "spectra": figures.spectra_figure(H),
                                       "history": figures.history_figure(result.history, S.config)}))
 display(pd.Series({k: str(v) for k, v in paths.items()}, name="file").to_frame())"""),
     ("md", """## 11. Summary
@@ -306,7 +311,7 @@ geodesics with their energy drift, neck-versus-bulk statistics and refinement gu
 identities on the learned forms. The same runs from the command line: `python -m k7lib explore` and
 `python -m k7lib validate`."""),
     ("code", """if EXPLORE:
-    from k7lib import explore, validate
+    from k7lib.apps import explore, validate
     from IPython.display import Image
     ex = explore.explore_run(model, S.config, out_dir=S.out_dir / "explore")
     display(pd.Series({"lambda1": ex["spectral"]["lambda1"], "(pi / 2L)^2": ex["spectral"]["neck_mode_pi_over_2L_squared"],
@@ -328,7 +333,7 @@ length $L$ the chart was given; and $H^* = 99$ belongs to compact K7, not to thi
 $\\lambda_1$ of the background metric $g(\\varphi_{\\rm bg})$ at $L = 1, 2, 4$ beside $(\\pi/2L)^2$: the ratio is
 $1/g_{\\lambda\\lambda}$ at every $L$, and $\\lambda_1 H^*$ moves by a factor 16. $\\lambda_1 {\\rm Vol}^{2/7}$ does not change
 under a constant rescaling $g \\to c^2 g$; it still changes with $L$, the shape of the chart."""),
-    ("code", """from k7lib import spectrum
+    ("code", """from k7lib.geometry import spectrum
 display(spectrum.length_dependence((1.0, 2.0, 4.0)))"""),
     ("md", """## 13. A curved test: the link of the quintic (optional)
 On the 7-dimensional link of the Fermat quintic (a circle bundle over the Calabi–Yau threefold $Q$),
@@ -339,8 +344,8 @@ constant ($r \\ne 1$), so $\\psi = \\star\\varphi$ and $\\varphi\\wedge\\psi = 7
 learned Ricci-flat correction of $\\omega$ (Monge–Ampère loss) makes $r$ nearly constant, measured by
 cymetric's $\\sigma$."""),
     ("code", """if EXPLORE:
-    from k7lib.calabi_yau import link as links, ricci_flat
-    checks = links.structure_checks(sampling.link_points(64, seed=0))
+    from k7lib.calabi_yau import link as links, link_chart, ricci_flat
+    checks = links.structure_checks(link_chart.link_points(64, seed=0))
     display(pd.DataFrame({k: v.detach().numpy() for k, v in checks.items()}).describe().T[["mean", "max"]])
     potential, ricci_history, _ = ricci_flat.train(ricci_flat.RicciConfig(n_train=2000, epochs=10))
     display(ricci_flat.sigma_table(potential, 2000, seeds=(101, 102)))"""),
@@ -351,7 +356,7 @@ harmonic count and chart topology, the compact coupling table, and what the numb
 Every number in it is printed from the run's exported metadata and configuration through one macro `\\rv{key}{value}`, and a
 missing one reads *not computed*. Where `pdflatex` is installed this cell compiles it and shows the first
 page; otherwise it says why and shows the summary table instead."""),
-    ("code", """from k7lib import report
+    ("code", """from k7lib.report import article as report
 from IPython.display import Image
 shown = report.preview(S.out_dir / export.FILES["tex"])
 print(shown["message"])

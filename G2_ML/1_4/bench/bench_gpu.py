@@ -33,12 +33,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from k7lib import chart, couplings, export, g2, harmonic, sampling, topology   # noqa: E402
-from k7lib.config import Config                                # noqa: E402
-from k7lib.derivatives import value_and_jacobian               # noqa: E402
-from k7lib.losses import compute_losses                        # noqa: E402
-from k7lib.model import K7PhiModel                             # noqa: E402
-from k7lib.train import evaluate, polish, train                # noqa: E402
+from k7lib import g2, gift, topology
+from k7lib.derivatives import value_and_jacobian  # noqa: E402
+from k7lib.geometry import couplings, harmonic
+from k7lib.learn.config import Config  # noqa: E402
+from k7lib.learn.losses import compute_losses  # noqa: E402
+from k7lib.learn.model import K7PhiModel  # noqa: E402
+from k7lib.learn.train import evaluate, polish, train  # noqa: E402
+from k7lib.report import export
+from k7lib.sampling import points as sampling  # noqa: E402
 
 
 def _sync(device):
@@ -67,15 +70,15 @@ def step_breakdown(config: Config, device, dtype, steps: int) -> tuple[float, fl
     weights = config.phases[-1].weights
 
     def step():
-        x, w = sampling.uniform(config.batch, config.L, gen, config.neck_weighted, dtype=dtype, device=device)
-        out = compute_losses(model, x, w, weights, config.method, L=config.L, eig_margin=config.eig_margin,
+        x, w = sampling.uniform(config.batch, config.chart, gen, config.neck_weighted, dtype=dtype, device=device)
+        out = compute_losses(model, x, w, weights, config.method, chart=config.chart, eig_margin=config.eig_margin,
                              cond_cap=config.cond_cap, anti_flat_margin=config.anti_flat_margin)
         opt.zero_grad(set_to_none=True)
         out.total.backward()
         opt.step()
 
     def network():
-        x, _ = sampling.uniform(config.batch, config.L, gen, dtype=dtype, device=device)
+        x, _ = sampling.uniform(config.batch, config.chart, gen, dtype=dtype, device=device)
         model.zero_grad(set_to_none=True)
         value, jac = value_and_jacobian(model, x)
         (value.square().sum() + jac.square().sum()).backward()
@@ -133,26 +136,26 @@ def main(argv=None) -> int:
               f"{info.after[1]:+.1e} (far from the targets after few epochs; accepted: {info.accepted})")
         model = result.model.double().eval()
         t0 = time.perf_counter()
-        ev = evaluate(model, cfg.L, n_points=10_000, seed=cfg.seed)
+        ev = evaluate(model, cfg.chart, n_points=10_000, seed=cfg.seed)
         print(f"evaluation on 10^4 float64 points: {time.perf_counter() - t0:.1f} s; <T>/kappa_T = "
               f"{ev.T_over_kappa:.4f}, <det g> rel. err {ev.det_rel_err:+.2e}, min eig g {ev.eig_min:.3f}")
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        H = harmonic.extract(model, args.harmonic_points, cfg.L, seed=cfg.seed)
+        H = harmonic.extract(model, args.harmonic_points, cfg.chart, seed=cfg.seed)
         _sync(device)
         print(f"harmonic extraction at {args.harmonic_points} points: {time.perf_counter() - t0:.1f} s; "
               f"b_eff = ({H.b2_eff}, {H.b3_eff}), b_harm = ({H.b2_harm}, {H.b3_harm})"
               + (f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device.type == "cuda" else ""))
 
         t0 = time.perf_counter()
-        xy = sampling.chart_points(args.coupling_points, cfg.L, seed=cfg.seed + 1, method="uniform", device=device)
+        xy = sampling.chart_points(args.coupling_points, cfg.chart, seed=cfg.seed + 1, method="uniform", device=device)
         metric = lambda x: g2.metric_data_packed(model(x)).g
         W = couplings.triple_pairing(H.two.representatives(), H.three.representatives(), xy,
-                                    volume=chart.chart_volume(cfg.L), metric=metric)
-        C = couplings.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=chart.chart_volume(cfg.L))
-        table, notes = couplings.coupling_tables(W.couplings(), C.couplings())
+                                    volume=cfg.chart.volume, metric=metric)
+        C = couplings.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=cfg.chart.volume)
+        table, notes = gift.coupling_tables(W.couplings(), C.couplings())
         print(*notes, sep="\n")
         _sync(device)
         print(f"couplings on {args.coupling_points} points: {time.perf_counter() - t0:.1f} s "

@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 def mlp_field(L: float):
     import torch
+
     from k7lib import g2
 
     torch.manual_seed(0)
@@ -44,8 +45,9 @@ def mlp_field(L: float):
 
 def child(args) -> None:
     import torch
-    from k7lib import candidates, hodge
-    from k7lib import harmonic as H
+
+    from k7lib.geometry import candidates, hodge
+    from k7lib.geometry import harmonic as H
 
     torch.set_num_threads(args.threads)
     L = 2.0
@@ -82,8 +84,9 @@ def main(argv=None) -> int:
         child(args)
         return 0
     import torch
-    from k7lib import candidates, hodge
-    from k7lib import harmonic as H
+
+    from k7lib.geometry import harmonic as H
+    from k7lib.geometry import hodge
 
     n = args.points
     print(f"threads: {args.threads} (machine has {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f})")

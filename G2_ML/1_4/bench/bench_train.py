@@ -18,10 +18,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from k7lib import sampling                               # noqa: E402
-from k7lib.config import Config                          # noqa: E402
-from k7lib.losses import compute_losses                  # noqa: E402
-from k7lib.model import K7PhiModel                       # noqa: E402
+from k7lib.learn.config import Config  # noqa: E402
+from k7lib.learn.losses import compute_losses  # noqa: E402
+from k7lib.learn.model import K7PhiModel  # noqa: E402
+from k7lib.sampling import points as sampling  # noqa: E402
 
 
 def time_steps(config: Config, steps: int, device: torch.device) -> tuple[float, float]:
@@ -37,9 +37,9 @@ def time_steps(config: Config, steps: int, device: torch.device) -> tuple[float,
     weights = config.phases[-1].weights                   # every term on
 
     def step():
-        x, w = sampling.uniform(config.batch, config.L, gen, config.neck_weighted,
+        x, w = sampling.uniform(config.batch, config.chart, gen, config.neck_weighted,
                             dtype=getattr(torch, config.train_dtype), device=device)
-        out = compute_losses(model, x, w, weights, config.method, L=config.L, eig_margin=config.eig_margin,
+        out = compute_losses(model, x, w, weights, config.method, chart=config.chart, eig_margin=config.eig_margin,
                              cond_cap=config.cond_cap, anti_flat_margin=config.anti_flat_margin)
         opt.zero_grad(set_to_none=True)
         out.total.backward()
@@ -47,7 +47,7 @@ def time_steps(config: Config, steps: int, device: torch.device) -> tuple[float,
         opt.step()
 
     def plain():
-        x, _ = sampling.uniform(config.batch, config.L, gen, dtype=getattr(torch, config.train_dtype), device=device)
+        x, _ = sampling.uniform(config.batch, config.chart, gen, dtype=getattr(torch, config.train_dtype), device=device)
         model.zero_grad(set_to_none=True)
         model(x).square().sum().backward()
 

@@ -1,7 +1,7 @@
 """python -m k7lib COMMAND [options]: the command line of `k7lib.cli`."""
 import sys
 
-from .cli import main
+from .apps.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

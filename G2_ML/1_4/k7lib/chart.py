@@ -2,6 +2,11 @@
 
 Its points are drawn by `k7lib.sampling`.
 
+The chart is one frozen object, `Chart(L)`: its half-length L is checked once, when it is built, and
+everything that derives from L (the coordinate volume, the regions, the twist, the background 3-form)
+is read from it. Functions elsewhere take a `chart` where they need the chart (`as_chart` also admits
+a bare positive L, wrapped once at the entry).
+
 Points are x (batch, 7): x[:, 0] = lambda in [-L, L] (the neck coordinate, not periodic;
 lambda = -L lies deep in the left block, +L deep in the right one) and x[:, 1:] = y in
 [0, 1)^6, periodic fibre coordinates of period 1 (docs/conventions.md §5).
@@ -32,16 +37,16 @@ The integers (2, 1/5, 3/4, 1/4) and pi/2 are architecture; nothing is fitted.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 
 import torch
 
 from . import forms as F
 from . import g2
-from .constants import ZeroParamGeometry
+from .constants import DIM, ZeroParamGeometry
 from .inputs import check_length
 
-DIM = F.DIM
 # Neck core |t| <= 1/4, pure blocks |t| >= 3/4 (t = lambda / L).
 NECK_CORE = Fraction(1, 4)
 BLOCK_START = Fraction(3, 4)
@@ -51,11 +56,6 @@ LEFT_CIRCLE, RIGHT_CIRCLE = 1, 2
 # Hyper-Kaehler rotation: total angle of (w_I, w_J) about w_K; frame planes it turns.
 TWIST_TOTAL = math.pi / 2
 TWIST_PLANES = ((3, 6), (4, 5))
-
-
-def chart_volume(L: float) -> float:
-    """Coordinate volume of [-L, L] x [0, 1)^6, i.e. 2L."""
-    return 2 * check_length(L)
 
 
 def scale_s() -> float:
@@ -72,9 +72,7 @@ def smooth_step(t: torch.Tensor) -> torch.Tensor:
     return a / (a + b)
 
 
-def region_weights(lam: torch.Tensor, L: float) -> torch.Tensor:
-    """(batch,) lambda -> (batch, 3) weights (left, neck, right), smooth, non-negative, summing to 1."""
-    L = check_length(L)
+def _region_weights(lam: torch.Tensor, L: float) -> torch.Tensor:
     t = lam / L
     width = float(BLOCK_START - NECK_CORE)
     left = 1 - smooth_step((t + float(BLOCK_START)) / width)
@@ -82,9 +80,7 @@ def region_weights(lam: torch.Tensor, L: float) -> torch.Tensor:
     return torch.stack([left, 1 - left - right, right], dim=-1)
 
 
-def twist_angle(lam: torch.Tensor, L: float) -> torch.Tensor:
-    """theta(lambda) = (pi/2) smooth_step((t + 3/4) * 2/3), t = lambda/L: 0 in the left block, pi/2 in the right."""
-    L = check_length(L)
+def _twist_angle(lam: torch.Tensor, L: float) -> torch.Tensor:
     span = 2 * float(BLOCK_START)
     return TWIST_TOTAL * smooth_step((lam / L + float(BLOCK_START)) / span)
 
@@ -98,14 +94,10 @@ def _warp_exponents(dtype, device) -> torch.Tensor:
     return u
 
 
-def frame(lam: torch.Tensor, L: float) -> torch.Tensor:
-    """A(lambda) = W(lambda) R(theta(lambda)): (batch,) -> (batch, 7, 7), det A = 1.
-
-    The coframe of phi_bg is e^a = s A_ai dx^i, so g(phi_bg) = s^2 A^T A.
-    """
-    w = region_weights(lam, L)
+def _frame(lam: torch.Tensor, L: float) -> torch.Tensor:
+    w = _region_weights(lam, L)
     u = w[:, 0:1] * _warp_exponents(lam.dtype, lam.device)[0] + w[:, 2:3] * _warp_exponents(lam.dtype, lam.device)[1]
-    half = twist_angle(lam, L) / 2
+    half = _twist_angle(lam, L) / 2
     c, s = torch.cos(half), torch.sin(half)
     n = lam.shape[0]
     eye = torch.eye(DIM, dtype=lam.dtype, device=lam.device).expand(n, DIM, DIM)
@@ -121,13 +113,47 @@ def frame(lam: torch.Tensor, L: float) -> torch.Tensor:
     return torch.exp(u)[:, :, None] * R
 
 
-def phi_background(x: torch.Tensor, L: float) -> torch.Tensor:
-    """phi_bg(x) = s^3 A(lambda)^* phi0 as a packed 3-form: x (batch, 7) -> (batch, 35).
+@dataclass(frozen=True)
+class Chart:
+    """The TCS chart [-L, L] x [0, 1)^6 (conventions §5): L checked once here; volume, regions, twist,
+    frame and background all derive from it."""
+    L: float = 2.0
 
-    (A^* phi0)_{ijk} = A_ai A_bj A_ck (phi0)_{abc}; det g(phi_bg) = s^14 = 65/32 for every lambda.
-    """
-    if x.ndim != 2 or x.shape[-1] != DIM:
-        raise ValueError(f"points x must have shape (batch, 7), got {tuple(x.shape)}")
-    A = frame(x[:, 0], L)
-    phi0 = g2.phi0_packed(x.dtype, x.device).expand(x.shape[0], -1)
-    return scale_s() ** 3 * F.transform_packed(phi0, 3, A.transpose(-1, -2))
+    def __post_init__(self):
+        object.__setattr__(self, "L", check_length(self.L))
+
+    @property
+    def volume(self) -> float:
+        """Coordinate volume of [-L, L] x [0, 1)^6, i.e. 2L."""
+        return 2 * self.L
+
+    def region_weights(self, lam: torch.Tensor) -> torch.Tensor:
+        """(batch,) lambda -> (batch, 3) weights (left, neck, right), smooth, non-negative, summing to 1."""
+        return _region_weights(lam, self.L)
+
+    def twist_angle(self, lam: torch.Tensor) -> torch.Tensor:
+        """theta(lambda) = (pi/2) smooth_step((t + 3/4) * 2/3), t = lambda/L: 0 in the left block, pi/2 in the right."""
+        return _twist_angle(lam, self.L)
+
+    def frame(self, lam: torch.Tensor) -> torch.Tensor:
+        """A(lambda) = W(lambda) R(theta(lambda)): (batch,) -> (batch, 7, 7), det A = 1.
+
+        The coframe of phi_bg is e^a = s A_ai dx^i, so g(phi_bg) = s^2 A^T A.
+        """
+        return _frame(lam, self.L)
+
+    def phi_background(self, x: torch.Tensor) -> torch.Tensor:
+        """phi_bg(x) = s^3 A(lambda)^* phi0 as a packed 3-form: x (batch, 7) -> (batch, 35).
+
+        (A^* phi0)_{ijk} = A_ai A_bj A_ck (phi0)_{abc}; det g(phi_bg) = s^14 = 65/32 for every lambda.
+        """
+        if x.ndim != 2 or x.shape[-1] != DIM:
+            raise ValueError(f"points x must have shape (batch, 7), got {tuple(x.shape)}")
+        A = self.frame(x[:, 0])
+        phi0 = g2.phi0_packed(x.dtype, x.device).expand(x.shape[0], -1)
+        return scale_s() ** 3 * F.transform_packed(phi0, 3, A.transpose(-1, -2))
+
+
+def as_chart(chart) -> Chart:
+    """chart itself if it is a Chart, Chart(L) for a bare half-length L; ValueError naming L otherwise."""
+    return chart if isinstance(chart, Chart) else Chart(chart)

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+# The manifold's dimension: coordinates x^0..x^6, and every point tensor is (batch, DIM).
+DIM = 7
+
 
 @dataclass(frozen=True)
 class StructuralConstants:

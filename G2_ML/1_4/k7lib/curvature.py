@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .batches import chunks
+from .constants import DIM
 from .derivatives import value_and_jacobian
 from .inputs import check_points
-from .montecarlo import chunks
-
-DIM = 7
 
 
 def christoffel(g_inv: torch.Tensor, dg: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 
 from . import forms as F
 from . import g2
+from .torsion import torsion
 
 
 def random_frame(seed: int = 0, scale: float = 0.3) -> torch.Tensor:
@@ -92,8 +93,6 @@ def lambda_frame_field(x: torch.Tensor) -> torch.Tensor:
 
 def fixture_report(n: int = 64, seed: int = 0) -> pd.DataFrame:
     """Errors of the exact fixtures at n random points, float64: autograd to round-off, fd at O(h^2)."""
-    from .torsion import torsion
-
     x = 2 * torch.rand(n, 7, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 1
     rows = []
     ta = torsion(diffeo_field, x)
@@ -131,10 +130,9 @@ def conformal_fibre_norm2(I: tuple, a: float, L: float) -> float:
     """||h||^2_g of the harmonic field in the class of dx^I for `conformal_fibre_field(a)`:
     0 when I contains 0 (dlambda ^ dy^J is exact), 2L / I0((7-2k) a) when I contains 1, else
     2L I0((7-2k) a) (|dy^I|^2_g vol_g = e^{(7-2k) f}; the mean of e^{b sin} over a period is I0(b))."""
-    from scipy.special import i0
-
     k = len(I)
     b = (7 - 2 * k) * a
     if 0 in I:
         return 0.0
-    return 2 * L / float(i0(b)) if 1 in I else 2 * L * float(i0(b))
+    i0 = float(torch.special.i0(torch.tensor(b, dtype=torch.float64)))    # modified Bessel I0
+    return 2 * L / i0 if 1 in I else 2 * L * i0

@@ -19,7 +19,8 @@ from itertools import combinations, permutations
 
 import torch
 
-DIM = 7
+from .constants import DIM
+
 _LETTERS = "abcdefg"
 
 

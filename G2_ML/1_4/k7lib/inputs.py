@@ -5,7 +5,8 @@ ValueError naming the argument, what was expected and what was given, instead of
 RuntimeError/IndexError deep inside a contraction:
   check_points(x)    points of the chart, shape (batch, 7), batch >= 1;
   check_phi(phi)     3-forms, packed (*batch, 35) or dense (*batch, 7, 7, 7), at least one form;
-  check_sampling(n_points, L, dtype)   what a function that draws its own points is given.
+  check_sampling(n_points, L, dtype)   what a function that draws its own points is given;
+  positive_int(v, name), positive_number(v, name)   every count and every scale of a setting.
 All require a floating dtype float32 or float64 and finite values (checking finiteness costs
 one reduction and, on a GPU, one synchronisation per call: negligible beside the work that follows).
 """
@@ -15,7 +16,8 @@ import math
 
 import torch
 
-DIM = 7
+from .constants import DIM
+
 N_PACKED3 = 35                    # C(7, 3) packed components of a 3-form
 DTYPES = (torch.float32, torch.float64)
 
@@ -24,6 +26,21 @@ def _shape(v) -> str:
     if isinstance(v, torch.Tensor):
         return f"a {str(v.dtype).replace('torch.', '')} tensor of shape {tuple(v.shape)}"
     return f"a {type(v).__name__}"
+
+
+def positive_int(value, name: str, minimum: int = 1) -> int:
+    """value itself if it is an int (not a bool) >= minimum; ValueError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return value
+
+
+def positive_number(value, name: str) -> float:
+    """value as a float if it is a finite real number > 0 (not a bool); ValueError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def check_length(L) -> float:
@@ -84,7 +101,6 @@ def check_phi(phi, name: str = "phi", layout: str = "any") -> torch.Tensor:
 
 def check_sampling(n_points, L, dtype=torch.float64) -> None:
     """n_points a positive integer, L a positive finite number, dtype float32 or float64."""
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 1:
-        raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
+    positive_int(n_points, "n_points")
     check_length(L)
     check_dtype(dtype)

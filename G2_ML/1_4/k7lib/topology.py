@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import forms as F
@@ -322,8 +323,6 @@ P3_BLOCK = fano_block("P^3 blown up along a (4,4) curve", b3_fano=0, picard_rank
 # ---------------------------------------------------------------- report
 def topology_report():
     """pandas.DataFrame: Betti numbers of the reference spaces, each computed here, with sources."""
-    import pandas as pd
-
     sc = StructuralConstants()
     t7 = torus_betti(7)
     t6 = torus_betti(6)

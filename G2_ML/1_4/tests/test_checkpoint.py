@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from k7lib import checkpoint as ck
-from k7lib.config import Config
-from k7lib.model import K7PhiModel
+from k7lib.learn import checkpoint as ck
+from k7lib.learn.config import Config
+from k7lib.learn.model import K7PhiModel
 
 
 def fake_state(epoch, marker=0.0):

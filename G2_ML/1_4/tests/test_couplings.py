@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
+from k7lib import chart, g2, gift
 from k7lib import forms as F
-from k7lib import chart, couplings, g2
 from k7lib.constants import StructuralConstants, ZeroParamGeometry
 from k7lib.fixtures import pullback_packed, random_frame
+from k7lib.geometry import couplings
 
 
 def chart_points(n, L=1.0, seed=0):
@@ -24,7 +25,7 @@ def chart_points(n, L=1.0, seed=0):
 
 # ---------------------------------------------------------------- TauLayer and references
 def test_tau_layer_holds_exact_fractions():
-    layer = couplings.TauLayer()
+    layer = gift.TauLayer()
     assert isinstance(layer.tau, Fraction) and isinstance(layer.kappa_T, Fraction)
     assert layer.tau == ZeroParamGeometry().tau == Fraction(3472, 891)
     assert layer.kappa_T == Fraction(1, 61)
@@ -33,14 +34,14 @@ def test_tau_layer_holds_exact_fractions():
 
 
 def test_module_types_no_float_literal_for_tau_or_kappa():
-    tree = ast.parse(inspect.getsource(couplings))
-    floats = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, float)]
+    trees = [ast.parse(inspect.getsource(m)) for m in (couplings, gift)]
+    floats = [n.value for t in trees for n in ast.walk(t) if isinstance(n, ast.Constant) and isinstance(n.value, float)]
     for bad in (3472 / 891, 1 / 61, 65 / 32):
         assert not any(math.isclose(v, bad, rel_tol=1e-3) for v in floats)
 
 
 def test_mass_map_is_a_power_of_the_coupling_and_multiplicative():
-    layer = couplings.TauLayer()
+    layer = gift.TauLayer()
     eps = 0.3
     tau = float(layer.tau)
     assert layer.ansatz_mass_ratio(eps, "m_s/m_d") == pytest.approx(eps ** -tau, rel=1e-14)
@@ -50,11 +51,11 @@ def test_mass_map_is_a_power_of_the_coupling_and_multiplicative():
     t = layer.ansatz_mass_ratio(torch.tensor([0.3, 0.5]), "m_tau/m_e")
     assert torch.allclose(t, torch.tensor([0.3, 0.5], dtype=torch.float64) ** (-2 * tau))
     m = layer.lepton_masses(1.0)
-    assert couplings.koide_q(*m) == pytest.approx(1 / 3)           # degenerate masses give Q = 1/3
+    assert gift.koide_q(*m) == pytest.approx(1 / 3)           # degenerate masses give Q = 1/3
 
 
 def test_unknown_sector_and_bad_coupling_raise():
-    layer = couplings.TauLayer()
+    layer = gift.TauLayer()
     with pytest.raises(ValueError, match="unknown sector 'm_c/m_s'.*m_s/m_d.*m_tau/m_mu.*m_tau/m_e"):
         layer.ansatz_mass_ratio(0.5, "m_c/m_s")
     with pytest.raises(ValueError, match="non-zero"):
@@ -64,13 +65,13 @@ def test_unknown_sector_and_bad_coupling_raise():
 
 
 def test_gift_reference_ratios_equal_their_integers():
-    refs = couplings.gift_reference_ratios()
+    refs = gift.gift_reference_ratios()
     expected = {"m_s/m_d": Fraction(20), "m_tau/m_e": Fraction(3477), "m_tau/m_mu": Fraction(84, 5),
                 "Q_Koide": Fraction(2, 3)}
     assert {k: r.exact for k, r in refs.items()} == expected
     assert all(isinstance(r.exact, Fraction) for r in refs.values())
     # computed from the integers, not stored: other integers give other values
-    other = couplings.gift_reference_ratios(StructuralConstants(Weyl_factor=7))
+    other = gift.gift_reference_ratios(StructuralConstants(Weyl_factor=7))
     assert other["m_s/m_d"].exact == 28 and other["m_tau/m_mu"].exact == Fraction(84, 7)
 
 
@@ -95,7 +96,7 @@ def basis_field(k, idx, coef=None):
 
 def test_wedge_of_constant_forms_is_volume_times_sign(f64):
     x = chart_points(64, L=1.5)
-    vol = chart.chart_volume(1.5)
+    vol = chart.Chart(1.5).volume
     om = basis_field(2, [(0, 1), (2, 3), (0, 2), (1, 3)])
     ph = basis_field(3, [(4, 5, 6), (0, 1, 2)])
     w = couplings.triple_pairing(om, ph, x, volume=vol, chunk=20)
@@ -142,7 +143,7 @@ def test_wedge_weights_and_input_errors(f64):
     with pytest.raises(ValueError, match="omega2"):
         couplings.triple_pairing(ph, ph, x, volume=2.0)
     with pytest.raises(ValueError, match="L must be"):
-        chart.chart_volume(0)
+        chart.Chart(0).volume
 
 
 def test_triple_pairing_sees_classes_only_on_a_closed_torus(f64):
@@ -242,7 +243,7 @@ def test_ansatz_table_columns_and_values(f64):
     ph = basis_field(3, [(4, 5, 6)])
     w = couplings.triple_pairing(om, ph, x, volume=2.0)
     cp = w.couplings()
-    df = couplings.ansatz_table(cp, n=2)
+    df = gift.ansatz_table(cp, n=2)
     assert isinstance(df, pd.DataFrame)
     assert {"triplet", "Y", "Y_stderr", "epsilon", "quantity", "exponent", "mapped", "gift_formula",
             "gift_exact", "gift_value", "mapped/gift"} <= set(df.columns)
@@ -251,11 +252,11 @@ def test_ansatz_table_columns_and_values(f64):
     row = df[(df.triplet == "(0, 1, 0)") & (df.quantity == "m_s/m_d")].iloc[0]
     assert row.Y == pytest.approx(2.0) and row.mapped == pytest.approx(row.epsilon ** -float(Fraction(3472, 891)))
     with pytest.raises(ValueError, match="not among"):
-        couplings.ansatz_table(cp, triplets=[(1, 0, 0)])
+        gift.ansatz_table(cp, triplets=[(1, 0, 0)])
     assert set(df["kind"]) == {couplings.PAIRING_KIND}
     zero = couplings.Couplings(couplings.PAIRING_KIND, ((0, 0, 0),), torch.zeros(1), torch.zeros(1), torch.zeros(1))
     with pytest.raises(ValueError, match="standard errors"):
-        couplings.ansatz_table(zero)
+        gift.ansatz_table(zero)
 
 
 def test_compact_table_one_row_per_triplet(f64):
@@ -264,8 +265,8 @@ def test_compact_table_one_row_per_triplet(f64):
                      coef=[lambda x: torch.ones_like(x[:, 0]), lambda x: 1 + 0 * x[:, 0],
                            lambda x: 0.5 + 0 * x[:, 0], lambda x: 0.4 + 0 * x[:, 0]])
     ph = basis_field(3, [(4, 5, 6)])
-    long = couplings.ansatz_table(couplings.triple_pairing(om, ph, x, volume=2.0).couplings(), n=2)
-    df = couplings.compact_table(long)
+    long = gift.ansatz_table(couplings.triple_pairing(om, ph, x, volume=2.0).couplings(), n=2)
+    df = gift.compact_table(long)
     assert len(df) == 2 and list(df.columns[:5]) == ["kind", "triplet", "Y", "Y_stderr", "epsilon"]
     cols = list(df.columns)
     for q in ("m_s/m_d", "m_tau/m_e", "m_tau/m_mu", "Q_Koide"):
@@ -274,14 +275,14 @@ def test_compact_table_one_row_per_triplet(f64):
     row = long[(long.triplet == df.triplet.iloc[0]) & (long.quantity == "m_s/m_d")].iloc[0]
     assert df["m_s/m_d"].iloc[0] == row.mapped
     with pytest.raises(ValueError, match="long ansatz_table"):
-        couplings.compact_table(df)
+        gift.compact_table(df)
 
 
 def test_couplings_on_orthonormal_harmonic_forms(f64):
     """Flat phi0: the harmonic forms are the fibre forms dy^I / sqrt(2L), L2_g-orthonormal. A 7-form needs
     dlambda, so every wedge coupling of fibre forms vanishes; Hitchin's cubic sees unit norms."""
-    from k7lib import candidates, hodge
-    from k7lib import harmonic as H
+    from k7lib.geometry import harmonic as H
+    from k7lib.geometry import hodge
     L = 1.0
     flat = lambda x: g2.phi0_packed(x.dtype).expand(x.shape[0], 35) + 0 * x[:, :1]
     r = H.extract(flat, 1024, L, settings=hodge.ProjectionSettings(hodge.SpectralBasis(1, 1)))

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from k7lib import curvature as Cv
-from k7lib import explore as E
-from k7lib import geodesics as Geo
-from k7lib import regions as Rg
-from k7lib import sampling
-from k7lib import spectrum as Sp
-from k7lib import torsion as Tor
 from k7lib import forms as F
 from k7lib import g2
+from k7lib import torsion as Tor
+from k7lib.apps import explore as E
+from k7lib.geometry import geodesics as Geo
+from k7lib.geometry import regions as Rg
+from k7lib.geometry import spectrum as Sp
+from k7lib.sampling import points as sampling
 
 N = 7
 
@@ -303,7 +303,7 @@ def test_geodesics_bad_input(f64):
 def test_region_table_exact_deviations(f64):
     from k7lib import chart
     L, c = 1.0, 1.3
-    bg = lambda y: chart.phi_background(y, L)                   # noqa: E731
+    bg = lambda y: chart.Chart(L).phi_background(y)                   # noqa: E731
     x = sampling.sobol(64, L, seed=9)
     t = Rg.region_table(lambda y: c * bg(y), x, L, background=bg, region_weights=three_regions)
     assert np.allclose(t["phi_deviation"], c - 1, atol=1e-12)
@@ -319,8 +319,8 @@ def test_region_table_exact_deviations(f64):
 
 # ----------------------------------------------------------------------------- a run
 def test_explore_run_end_to_end(tmp_path):
-    from k7lib.config import Config
-    from k7lib.model import K7PhiModel
+    from k7lib.learn.config import Config
+    from k7lib.learn.model import K7PhiModel
     cfg = Config.from_profile("quick", width=16, depth=2)
     torch.manual_seed(0)
     model = K7PhiModel(cfg)

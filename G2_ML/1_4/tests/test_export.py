@@ -11,8 +11,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from k7lib import couplings, export, report  # noqa: E402
+from k7lib import gift
 from k7lib.constants import ZeroParamGeometry  # noqa: E402
+from k7lib.geometry import couplings
+from k7lib.report import article as report
+from k7lib.report import export  # noqa: E402
 
 
 def make_results(n=12, seed=0, figures=None, loss_scale=1.0):
@@ -35,7 +38,7 @@ def make_results(n=12, seed=0, figures=None, loss_scale=1.0):
     return export.Results(
         model_state={"net.0.weight": torch.randn(4, 3, generator=g), "net.0.bias": torch.zeros(4)},
         config=config, coords=coords, metric=metric, history=history, metadata=meta,
-        couplings=couplings.ansatz_table(pairing), tables={"Region statistics": pd.DataFrame({"region": ["neck"], "T": [0.01]})},
+        couplings=gift.ansatz_table(pairing), tables={"Region statistics": pd.DataFrame({"region": ["neck"], "T": [0.01]})},
         figures=figures if figures is not None else {})
 
 

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from k7lib import checkpoint as ck
-from k7lib import export, runs, session
-from k7lib.__main__ import main as cli
-from k7lib.config import Config
-from k7lib.train import train
 from test_export import make_results
 from test_train import PKG, files_under, tiny
+
+from k7lib.__main__ import main as cli
+from k7lib.apps import session
+from k7lib.learn import checkpoint as ck
+from k7lib.learn import runs
+from k7lib.learn.train import train
+from k7lib.report import export
 
 TRIES = int(os.environ.get("K7LIB_FAULT_TRIES", "3"))
 
@@ -360,7 +361,7 @@ def test_export_interrupted_between_the_renames(tmp_path, monkeypatch):
 KILLED_EXPORT = r"""
 import os, signal, sys, time
 sys.path.insert(0, {pkg!r}); sys.path.insert(0, {tests!r})
-from k7lib import export
+from k7lib.report import export
 from test_export import make_results
 out, mode, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
@@ -435,8 +436,8 @@ import json, pathlib, sys, time
 import torch
 torch.set_num_threads(1)
 sys.path.insert(0, {pkg!r})
-from k7lib.config import Config
-from k7lib.train import train
+from k7lib.learn.config import Config
+from k7lib.learn.train import train
 cfg = Config.from_dict(json.loads({cfg!r}))
 root, mode = sys.argv[1], sys.argv[2]
 

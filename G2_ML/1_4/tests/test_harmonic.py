@@ -9,13 +9,14 @@ import torch
 from scipy.integrate import quad
 from scipy.special import i0
 
-from k7lib import sampling
 from k7lib import forms as F
 from k7lib import g2
-from k7lib.fixtures import conformal_fibre_field, generic_field, lambda_frame_field
-from k7lib import candidates, figures, hodge
-from k7lib import harmonic as H
 from k7lib.derivatives import value_and_jacobian
+from k7lib.fixtures import conformal_fibre_field, generic_field, lambda_frame_field
+from k7lib.geometry import candidates, hodge
+from k7lib.geometry import harmonic as H
+from k7lib.report import figures
+from k7lib.sampling import points as sampling
 
 L = 2.0
 A_CONF = 0.2
@@ -230,16 +231,16 @@ def test_conformal_error_falls_with_basis_and_points(f64):
 
 def test_every_metric_gives_the_chart_classes(f64):
     """Flat (above), conformal (above), lambda-warped frame and a network phi: b_harm = (15, 20)."""
-    from k7lib.chart import phi_background
-    from k7lib.config import Config
-    from k7lib.model import K7PhiModel
+    from k7lib.chart import Chart
+    from k7lib.learn.config import Config
+    from k7lib.learn.model import K7PhiModel
 
     torch.manual_seed(0)
     model = K7PhiModel(Config.from_profile("quick")).double()
     with torch.no_grad():
         for q in model.parameters():
             q.add_(0.05 * torch.randn_like(q))                         # a small non-zero correction
-    fields = {"background": lambda x: phi_background(x, L), "network": model, "frame": lambda_frame_field,
+    fields = {"background": Chart(L).phi_background, "network": model, "frame": lambda_frame_field,
               "generic": lambda x: generic_field(x / 4)}
     for name, fld in fields.items():
         r = H.extract(fld, 1024, L, seed=1, settings=LIGHT)
@@ -302,7 +303,7 @@ def test_plot_spectra(flat_result):
 
 
 def test_harmonic_table_shows_both_counts_and_the_gap(flat_result):
-    from k7lib.export import harmonic_table
+    from k7lib.report.export import harmonic_table
     table = harmonic_table(flat_result)
     assert list(table["3-forms"][:2]) == [flat_result.b3_eff, flat_result.b3_harm]
     assert list(table["2-forms"][:2]) == [21, 15]

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from k7lib import couplings, curvature, explore, export, g2, harmonic, inputs
+from k7lib import curvature, g2, inputs
+from k7lib.geometry import couplings, harmonic
+from k7lib.report import export
 from k7lib.torsion import torsion
 
 PHI0 = g2.phi0_packed()

@@ -7,18 +7,18 @@ import torch
 
 from k7lib import derivatives as D
 from k7lib import forms as F
-from k7lib import cli, sampling
+from k7lib.__main__ import main as k7main
+from k7lib.apps import cli
 from k7lib.calabi_yau import link as Lk
 from k7lib.calabi_yau import link_chart as LC
 from k7lib.calabi_yau import quintic as Qn
-from k7lib.__main__ import main as k7main
 
 TOL = 1e-10
 
 
 @pytest.fixture(scope="module")
 def x32():
-    return sampling.link_points(32, seed=3)
+    return LC.link_points(32, seed=3)
 
 
 # ---------------------------------------------------------------- sampling and Q
@@ -68,7 +68,7 @@ def test_fundamental_domain_is_a_symmetry():
 
 
 def test_chart_roundtrip():
-    x = sampling.link_points(40, seed=6)
+    x = LC.link_points(40, seed=6)
     assert x.dtype == torch.float64 and x.shape == (40, 7)
     z = LC.sphere_from_chart(x)
     assert float(Qn.residual(z).max()) < 1e-12
@@ -129,7 +129,7 @@ def test_stable_dense_fields_with_public_d(x32):
 
 # ---------------------------------------------------------------- bad input
 def test_bad_input_raises():
-    z = LC.sphere_from_chart(sampling.link_points(4, seed=7))
+    z = LC.sphere_from_chart(LC.link_points(4, seed=7))
     off = z.clone()
     off[:, 1] += 0.1
     with pytest.raises(ValueError, match="off the quintic"):
@@ -167,11 +167,11 @@ def test_train_validate_runs_and_cli(tmp_path):
     saved = Lk.load_run(None, root)
     path, loaded, models = saved.path, saved.config, saved.networks
     assert path == r2 and loaded == cfg and set(models) == {"3form", "metric"}
-    assert models["3form"](sampling.link_points(3)).shape == (3, 35)
+    assert models["3form"](LC.link_points(3)).shape == (3, 35)
     with pytest.raises(ValueError, match="not found"):
         Lk.load_run(9, root)
 
-    x = sampling.link_points(12, seed=11)
+    x = LC.link_points(12, seed=11)
     summary, components, _ = Lk.analyse(models, cfg.structure, x)
     row = lambda f, c: summary[(summary.field == f) & (summary.check == c)].iloc[0]
     assert row("analytic", "d_psi").max_relative <= TOL

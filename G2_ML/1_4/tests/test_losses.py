@@ -4,12 +4,18 @@ from dataclasses import replace
 import pytest
 import torch
 
-from k7lib import sampling
 from k7lib import chart, g2
-from k7lib.config import Config, LossWeights
+from k7lib.chart import Chart
 from k7lib.constants import ZeroParamGeometry
-from k7lib.losses import DIAGNOSTICS, TERMS, compute_losses, metric_lambda_derivative
-from k7lib.model import K7PhiModel
+from k7lib.learn.config import Config, LossWeights
+from k7lib.learn.losses import (
+    DIAGNOSTICS,
+    TERMS,
+    compute_losses,
+    metric_lambda_derivative,
+)
+from k7lib.learn.model import K7PhiModel
+from k7lib.sampling import points as sampling
 from k7lib.torsion import torsion_packed
 
 KAPPA = float(ZeroParamGeometry().kappa_T)
@@ -35,7 +41,7 @@ def test_terms_match_direct_formulas_on_the_background(f64):
     x, w = points()
     out = compute_losses(model, x, w, ALL)
     assert set(out.terms) == set(TERMS) and set(out.diagnostics) == set(DIAGNOSTICS)
-    t = torsion_packed(lambda p: chart.phi_background(p, 1.0), x)
+    t = torsion_packed(lambda p: chart.Chart(1.0).phi_background(p), x)
     wn = w / w.sum()
     T_mean = float((wn * t.T).sum())
     assert out.diagnostics["T_mean"] == pytest.approx(T_mean, rel=1e-12)
@@ -69,7 +75,7 @@ def test_anti_flat_measure_and_penalty(f64):
     x, w = points()
 
     class Constant(torch.nn.Module):            # phi = s^3 phi0 everywhere: a flat metric
-        L = 1.0
+        chart = Chart(1.0)
 
         def forward(self, p):
             return chart.scale_s() ** 3 * g2.phi0_packed(p.dtype).expand(p.shape[0], -1)
@@ -96,7 +102,7 @@ def test_positivity_penalises_a_non_positive_phi(f64):
     x, w = points(16)
 
     class Flipped(torch.nn.Module):             # -phi0 is positive for the opposite orientation only
-        L = 1.0
+        chart = Chart(1.0)
 
         def forward(self, p):
             return -g2.phi0_packed(p.dtype).expand(p.shape[0], -1)

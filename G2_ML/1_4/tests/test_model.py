@@ -4,10 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from k7lib import sampling
-from k7lib import chart
-from k7lib.config import Config
-from k7lib.model import K7PhiModel, chebyshev_features, fourier_features
+from k7lib.learn.config import Config
+from k7lib.learn.model import K7PhiModel, chebyshev_features, fourier_features
+from k7lib.sampling import points as sampling
 
 
 def tiny(**kw):
@@ -30,17 +29,17 @@ def v13c_state_dict():
 def test_correction_is_zero_at_initialisation(f64):
     cfg = tiny()
     model = K7PhiModel(cfg).double()
-    x, _ = sampling.uniform(32, cfg.L, torch.Generator().manual_seed(0), dtype=torch.float64)
+    x, _ = sampling.uniform(32, cfg.chart, torch.Generator().manual_seed(0), dtype=torch.float64)
     out = model(x)
     assert out.shape == (32, 35)
-    assert torch.equal(out, chart.phi_background(x, cfg.L))
+    assert torch.equal(out, cfg.chart.phi_background(x))
     assert torch.equal(model.correction(x), torch.zeros(32, 35, dtype=torch.float64))
 
 
 def test_features_shape_and_periodicity(f64):
     cfg = tiny()
     model = K7PhiModel(cfg).double()
-    x, _ = sampling.uniform(16, cfg.L, torch.Generator().manual_seed(1), dtype=torch.float64)
+    x, _ = sampling.uniform(16, cfg.chart, torch.Generator().manual_seed(1), dtype=torch.float64)
     feats = model.features(x)
     assert feats.shape == (16, 12 * cfg.n_fourier + cfg.n_chebyshev + 5) == (16, model.n_in)
     with torch.no_grad():
@@ -94,6 +93,6 @@ def test_gradients_reach_every_layer():
     model = K7PhiModel(cfg)
     with torch.no_grad():
         model.head.weight.normal_()
-    x, _ = sampling.uniform(8, cfg.L, torch.Generator().manual_seed(2))
+    x, _ = sampling.uniform(8, cfg.chart, torch.Generator().manual_seed(2))
     model(x).pow(2).sum().backward()
     assert all(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in model.parameters())

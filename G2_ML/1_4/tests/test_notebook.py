@@ -14,7 +14,6 @@ sys.path.insert(0, str(HERE))
 import build_notebook  # noqa: E402
 
 
-
 def test_committed_notebook_matches_the_builder():
     assert build_notebook.NOTEBOOK.read_text() == build_notebook.render(), \
         "K7_GIFT_v1_4_TCS_full.ipynb differs from build_notebook.py: run python build_notebook.py"
@@ -57,7 +56,7 @@ def test_bad_input_stops_with_one_message_and_writes_nothing(tmp_path):
 def test_notebook_runs_end_to_end_in_the_quick_profile(tmp_path):
     nb = _run(tmp_path)
     out = tmp_path / "out"
-    from k7lib.export import read_outputs
+    from k7lib.report.export import read_outputs
     res = read_outputs(out)
     md = res["metadata"]
     for key in ("p2", "N_gen", "b2_eff", "b3_eff", "b2_harm", "b3_harm", "kappa_T_target", "kappa_T_measured",
@@ -73,7 +72,7 @@ def test_notebook_runs_end_to_end_in_the_quick_profile(tmp_path):
     hist = pd.read_csv(out / "history_v1_4.csv")
     for col in ("phase", "epoch", "global_epoch", "loss", "T_mean", "det_mean", "det_std", "eig_min", "lr", "rollbacks"):
         assert col in hist.columns
-    from k7lib.report import compile_tex, log_problems, tex_wellformed
+    from k7lib.report.article import compile_tex, log_problems, tex_wellformed
     assert tex_wellformed(out / "results_v1_4.tex")
     if shutil.which("pdflatex"):        # the run's own article stays within 2-4 pages, without overfull boxes
         compile_tex(out / "results_v1_4.tex", keep_log=True)

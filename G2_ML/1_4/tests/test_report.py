@@ -12,8 +12,9 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from test_export import make_results  # noqa: E402
 
-from k7lib import export, figures, report  # noqa: E402
-from k7lib.config import Config  # noqa: E402
+from k7lib.learn.config import Config  # noqa: E402
+from k7lib.report import article as report
+from k7lib.report import export, figures  # noqa: E402
 
 NOT_COMPUTED = report.NOT_COMPUTED
 
@@ -250,7 +251,7 @@ def test_article_compiles_without_errors_or_wide_boxes(tmp_path):
 
 
 def test_standard_errors_over_the_fresh_points():
-    from k7lib.model import K7PhiModel
+    from k7lib.learn.model import K7PhiModel
     from k7lib.torsion import torsion_packed
     ev = {"n_points": 400, "nonpositive": 4, "det_std": 0.02, "T_std": 0.5}
     se = export.standard_errors(ev, None, None)

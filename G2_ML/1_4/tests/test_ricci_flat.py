@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from k7lib import cli, sampling
+from k7lib.__main__ import main as k7main
+from k7lib.apps import cli
 from k7lib.calabi_yau import link as Lk
 from k7lib.calabi_yau import link_chart as LC
 from k7lib.calabi_yau import quintic as Qn
 from k7lib.calabi_yau import ricci_flat as RF
-from k7lib.__main__ import main as k7main
 
 TOL = 1e-10
 TINY = RF.RicciConfig(n_train=500, epochs=10, batch_size=50, width=32, depth=2, lr=3e-3, seed=0)
@@ -75,7 +75,7 @@ def test_ddbar_agrees_with_real_hessian_through_the_nonlinear_link_chart():
     """Full real Hessian of x -> phi_NN(Z(w(x))) through the chart's root z4(w) (second holomorphic derivatives
     of Z included) gives the same d dbar as the first-order construction of `ddbar`."""
     pot = random_potential(seed=4)
-    x = sampling.link_points(4, seed=5)
+    x = LC.link_points(4, seed=5)
     Z, dZ, _ = LC.affine_chart(x)
     h = RF.ddbar(pot, Z, dZ).detach()
     s, t = [1, 3, 5], [2, 4, 6]
@@ -103,7 +103,7 @@ def test_initial_potential_is_zero_and_sigma_is_fs_sigma_exactly():
     assert RF.sigma_measure(s, m32) == Qn.sigma_measure(s)
     assert next(m32.parameters()).dtype == torch.float32
     # the link structure of omega_FS is exactly the one of `links`
-    x = sampling.link_points(8, seed=7)
+    x = LC.link_points(8, seed=7)
     for corr in (False, True):
         ld = RF.link_data(x, model, kappa=0.8, correct_eta=corr)
         phi, psi = Lk.phi_psi_packed(x, Lk.LinkStructure(kappa=0.8))
@@ -149,7 +149,7 @@ def test_max_seconds_bounds_training():
 # ---------------------------------------------------------------- the link
 def test_link_structure_what_is_exact_and_what_is_not():
     pot = random_potential(seed=9)
-    x = sampling.link_points(6, seed=10)
+    x = LC.link_points(6, seed=10)
     plain = RF.link_checks(x, pot, kappa=1.0, correct_eta=False)
     fixed = RF.link_checks(x, pot, kappa=1.0, correct_eta=True)
     for chk in (plain, fixed):
@@ -164,7 +164,7 @@ def test_link_structure_what_is_exact_and_what_is_not():
 def test_trained_metric_moves_the_link_towards_psi_star_phi(trained):
     model, _, _ = trained
     kappa, _ = Lk.kappa_volume_matched(2000, seed=11)
-    x = sampling.link_points(24, seed=12)
+    x = LC.link_points(24, seed=12)
     table = RF.link_comparison(x, model, kappa)
     val = lambda m, c: float(table[(table.metric == m) & (table.check == c)].mean_abs.iloc[0])
     for c in ("r", "psi_minus_star_phi", "phi_wedge_psi"):
@@ -194,7 +194,7 @@ def test_bad_input_raises():
     off[:, 0] += 0.1
     with pytest.raises(ValueError, match="off the quintic"):
         RF.kahler_data(off)
-    x = sampling.link_points(2, seed=14)
+    x = LC.link_points(2, seed=14)
     with pytest.raises(ValueError, match="kappa"):
         RF.link_data(x, kappa=0.0)
     with pytest.raises(ValueError, match="derivative method"):

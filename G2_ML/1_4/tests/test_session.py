@@ -1,6 +1,6 @@
 import pytest
 
-from k7lib import session
+from k7lib.apps import session
 
 
 def test_configure_checks_every_field_before_work(tmp_path):
@@ -18,7 +18,7 @@ def test_configure_checks_every_field_before_work(tmp_path):
 
 
 def test_auto_resume_continues_only_a_run_of_the_same_configuration(tmp_path):
-    from k7lib.train import train
+    from k7lib.learn.train import train
     kw = dict(checkpoint_root=tmp_path / "c", output_dir=tmp_path / "o", epochs_scale=0.005,
               batch=8, width=4, depth=1, n_fourier=1, n_chebyshev=2)
     s = session.configure("quick", **kw)
@@ -58,7 +58,7 @@ def test_gpu_settings_on_a_cpu_runtime_are_one_line(tmp_path):
 
 
 def test_divergence_in_a_notebook_shows_the_recipe_not_a_traceback(tmp_path, monkeypatch):
-    import k7lib.train as T
+    import k7lib.learn.train as T
     err = T.TrainingDiverged(2536, "non-finite loss (nan)", 3, "run_1", 2000,
                              "python -m k7lib train --profile full --run run_1 --resume 2000 --lr-scale 0.5",
                              {"RUN": "run_1", "RESUME": 2000, "LR_SCALE": 0.5})

@@ -3,9 +3,16 @@ import torch
 
 from k7lib import forms as F
 from k7lib import g2
+from k7lib.fixtures import (
+    conformal_f,
+    conformal_field,
+    diffeo_field,
+    diffeo_jacobian,
+    generic_field,
+    pullback_packed,
+    random_frame,
+)
 from k7lib.torsion import torsion, torsion_classes_packed, torsion_packed
-from k7lib.fixtures import (conformal_f, conformal_field, diffeo_field, diffeo_jacobian, generic_field,
-                            pullback_packed, random_frame)
 
 
 def points(n=8, seed=2):

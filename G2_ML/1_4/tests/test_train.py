@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from k7lib import checkpoint as ck
 from k7lib.__main__ import main as cli
-from k7lib.config import Config, LossWeights, PhaseConfig, default_phases
-from k7lib.train import PhaseScheduler, TrainingDiverged, train
+from k7lib.learn import checkpoint as ck
+from k7lib.learn.config import Config, LossWeights, PhaseConfig, default_phases
+from k7lib.learn.train import PhaseScheduler, TrainingDiverged, train
 
 PKG = str(Path(__file__).resolve().parent.parent)
 
@@ -38,8 +38,8 @@ import json, pathlib, sys, time
 import torch
 torch.set_num_threads(1)
 sys.path.insert(0, {pkg!r})
-from k7lib.config import Config
-from k7lib.train import train
+from k7lib.learn.config import Config
+from k7lib.learn.train import train
 cfg = Config.from_dict(json.loads({cfg!r}))
 mode, root, block_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
@@ -297,7 +297,7 @@ def test_bad_lr_scale_is_one_line_before_any_work(tmp_path, bad, capsys):
 
 # ---------------------------------------------------------------- the final polish of <T> and <det g>
 def test_polish_lowers_both_residuals_through_phi_and_is_resumable(tmp_path):
-    from k7lib.train import evaluate, polish
+    from k7lib.learn.train import evaluate, polish
     cfg = tiny(epochs=3, every=6, polish_points=256)                  # 12 epochs, then the polish
     res = train(cfg, root=tmp_path, progress=False)
     h, ev = res.history, res.events[-1]
@@ -318,14 +318,14 @@ def test_polish_lowers_both_residuals_through_phi_and_is_resumable(tmp_path):
     redo = train(cfg, run="run_1", root=tmp_path, resume=12, progress=False)
     for a, b in zip(redo.model.state_dict().values(), res.model.state_dict().values()):
         assert torch.equal(a, b)
-    assert math.isfinite(evaluate(res.model, cfg.L, n_points=64).T_mean)
+    assert math.isfinite(evaluate(res.model, cfg.chart, n_points=64).T_mean)
 
 
 def test_polish_reaches_its_tolerance_near_the_targets(monkeypatch):
     """Near its targets (as after training) the Gauss-Newton polish converges in a few steps. The tiny
     network cannot come near kappa_T itself, so the targets are moved to 1% and 0.1% off its own means."""
-    import k7lib.train as T
-    from k7lib.model import K7PhiModel
+    import k7lib.learn.train as T
+    from k7lib.learn.model import K7PhiModel
     cfg = tiny(polish_points=256, polish_iters=6, polish_tol=1e-9, eig_margin=0.0)
     torch.manual_seed(1)
     model = K7PhiModel(cfg).double()
@@ -340,8 +340,8 @@ def test_polish_reaches_its_tolerance_near_the_targets(monkeypatch):
 
 
 def test_evaluation_reports_standard_errors_from_independent_scrambles():
-    from k7lib.model import K7PhiModel
-    from k7lib.train import evaluate
+    from k7lib.learn.model import K7PhiModel
+    from k7lib.learn.train import evaluate
     torch.manual_seed(0)
     model = K7PhiModel(tiny()).double()
     a = evaluate(model, 2.0, n_points=400, seed=0)
@@ -354,7 +354,7 @@ def test_evaluation_reports_standard_errors_from_independent_scrambles():
 
 
 def test_early_stop_ends_a_phase_once_both_targets_hold_and_is_off_by_default(tmp_path, monkeypatch):
-    import k7lib.train as T
+    import k7lib.learn.train as T
     assert Config.from_profile("full").early_stop_window == 0 and Config.from_profile("quick").early_stop_window == 0
     cfg = tiny(epochs=6, every=100, early_stop_window=3)               # 24 epochs
     first = T.train(cfg, root=tmp_path, run="far", progress=False)
@@ -377,7 +377,7 @@ def test_early_stop_ends_a_phase_once_both_targets_hold_and_is_off_by_default(tm
 
 
 def test_the_same_lr_scale_on_a_re_run_does_not_compound_and_none_keeps_it(tmp_path):
-    from k7lib.train import PhaseScheduler
+    from k7lib.learn.train import PhaseScheduler
     cfg = tiny(epochs=3, every=4)                                      # 12 epochs, checkpoints 0, 4, 8, 12
     train(cfg, root=tmp_path, progress=False)
     once = train(cfg, run="run_1", root=tmp_path, resume=4, progress=False, lr_scale=0.25)

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from k7lib import figures
 from k7lib import forms as F
 from k7lib import g2
-from k7lib import validate as V
-from k7lib.sampling import sobol as sample_chart
+from k7lib.apps import validate as V
+from k7lib.report import figures
+from k7lib.sampling.points import sobol as sample_chart
 
 N = 7
 
@@ -105,8 +105,8 @@ def test_histograms_and_bad_input(f64, tmp_path):
 
 def test_validate_run_and_command(tmp_path, capsys):
     from k7lib.__main__ import main
-    from k7lib.config import Config
-    from k7lib.model import K7PhiModel
+    from k7lib.learn.config import Config
+    from k7lib.learn.model import K7PhiModel
     cfg = Config.from_profile("quick", width=16, depth=2)
     torch.manual_seed(0)
     model = K7PhiModel(cfg)

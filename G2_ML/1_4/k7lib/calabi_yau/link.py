@@ -26,7 +26,7 @@ The chart. One fixed patch of L: z0 != 0 scaled to 1, z4 eliminated on one branc
   z4 = e^{i pi/5} (1 + w1^5 + w2^5 + w3^5)^{1/5}   (principal power, arg z4 in (0, 2 pi/5]).
 Chart points x (batch, 7):
   x[:, 0] = theta = arg z0 (fibre angle),  x[:, 1:7] = (Re w1, Im w1, Re w2, Im w2, Re w3, Im w3),
-so that z = e^{i theta} (1, w1, w2, w3, z4) / |(1, w, z4)|. `sampling.link_points` maps line-sampled points
+so that z = e^{i theta} (1, w1, w2, w3, z4) / |(1, w, z4)|. `link_chart.link_points` maps line-sampled points
 into the region |w_a| <= |z4| <= 1 of this patch (using the permutation and Z_5 phase symmetries of
 the Fermat quintic, which preserve Q, omega_FS and its measure), where |z4| >= 4^{-1/5} and dp/dz4 is
 the largest derivative, so the chart is well conditioned there. No branch of z4 is continuous on the
@@ -46,12 +46,11 @@ import torch
 
 from .. import forms as F
 from .. import g2
-from . import quintic as Qn
-from .. import runs as R
 from ..derivatives import METHODS, value_and_jacobian
-from ..fit import fit
-from ..sampling import link_points
-from .link_chart import affine_chart, angle_to_cut, check_chart
+from ..learn import runs as R
+from ..learn.fit import fit
+from . import quintic as Qn
+from .link_chart import affine_chart, angle_to_cut, check_chart, link_points
 
 NORMALISATIONS = ("holomorphic", "pointwise")
 DEFAULT_RUNS = R.PACKAGE_ROOT / "runs" / "links"

@@ -113,3 +113,12 @@ def fundamental_domain(z: torch.Tensor, theta: torch.Tensor | None = None) -> to
     if theta is not None:
         z = z * torch.polar(torch.ones_like(theta), theta - torch.angle(z[:, 0]))[:, None]
     return z / z.abs().pow(2).sum(-1, keepdim=True).sqrt()
+
+
+def link_points(n: int, seed: int = 0) -> torch.Tensor:
+    """n chart points (n, 7) float64: line-sampled points of Q (FS distributed) moved into the patch
+    region (`fundamental_domain`) with a uniform fibre angle theta in [-pi, pi)."""
+    qs = Qn.sample_lines(n, seed=seed)
+    gen = torch.Generator().manual_seed(int(seed) + 1)
+    theta = (torch.rand(n, generator=gen, dtype=torch.float64, device="cpu") * 2 - 1) * math.pi
+    return chart_from_sphere(fundamental_domain(qs.z, theta))

@@ -49,12 +49,12 @@ from torch.func import jacfwd, jacrev, vmap
 
 from .. import forms as F
 from .. import g2
+from ..derivatives import METHODS, value_and_jacobian
+from ..learn import runs as R
+from ..learn.fit import fit
 from . import link as Lk
 from . import quintic as Qn
-from .. import runs as R
-from ..derivatives import METHODS, value_and_jacobian
-from ..fit import fit
-from ..sampling import link_points
+from .link_chart import link_points
 
 DEFAULT_RUNS = R.PACKAGE_ROOT / "runs" / "ricci"
 _TRIU = torch.triu_indices(Qn.N_HOMOG, Qn.N_HOMOG, 1)

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from . import forms as F
-from .curvature import christoffel
-from .derivatives import value_and_jacobian
-from .inputs import check_points
+from .. import forms as F
+from ..chart import as_chart
+from ..curvature import christoffel
+from ..derivatives import value_and_jacobian
+from ..inputs import check_points
 
 
 def initial_velocities(metric_field, x0: torch.Tensor, seed: int) -> torch.Tensor:
@@ -41,9 +42,9 @@ class Geodesics:
         """max_t |E(t) - E(0)| / E(0) per geodesic, (batch,)."""
         return ((self.energy - self.energy[0]).abs().amax(0) / self.energy[0].abs())
 
-    def inside_chart(self, L: float) -> torch.Tensor:
-        """(n_steps + 1, batch) bool: lambda within [-L, L] (y is periodic, lambda is not)."""
-        return self.x[..., 0].abs() <= L
+    def inside_chart(self, chart) -> torch.Tensor:
+        """(n_steps + 1, batch) bool: lambda within [-L, L] of the `Chart` (y is periodic, lambda is not)."""
+        return self.x[..., 0].abs() <= as_chart(chart).L
 
 
 def geodesics(metric_field, x0: torch.Tensor, v0: torch.Tensor, t_max: float, n_steps: int,

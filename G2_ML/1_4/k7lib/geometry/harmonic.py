@@ -32,15 +32,22 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from . import forms as F
-from . import g2, sampling
-from .derivatives import METHODS, value_and_jacobian
+from .. import forms as F
+from .. import g2
+from ..batches import progress_bar
+from ..chart import as_chart
+from ..derivatives import METHODS, value_and_jacobian
+from ..g2 import as_packed_field
+from ..inputs import check_sampling
+from ..sampling import points as sampling
 from .candidates import CandidateBasis, candidates_2forms, candidates_3forms
-from .hodge import HodgeProjection, ProjectionSettings, check_finite, project, rank_at_gap
-from .inputs import check_sampling
-from .montecarlo import progress_bar
-from .g2 import as_packed_field
-
+from .hodge import (
+    HodgeProjection,
+    ProjectionSettings,
+    check_finite,
+    project,
+    rank_at_gap,
+)
 
 NOISE_Z = 3.0      # an eigenvalue is resolved when it exceeds NOISE_Z times its own sampling noise
 
@@ -379,20 +386,21 @@ class HarmonicResult:
         return out
 
 
-def extract(phi_field, n_points: int, L: float, seed: int = 0, chunk: int = 512, dtype=torch.float64,
+def extract(phi_field, n_points: int, chart, seed: int = 0, chunk: int = 512, dtype=torch.float64,
             progress: bool = False, basis2: CandidateBasis | None = None, basis3: CandidateBasis | None = None,
             n_batches: int = 8, device=None, settings: ProjectionSettings | None = None) -> HarmonicResult:
     """b2_eff, b3_eff (Gram ranks) and b2_harm, b3_harm (ranks of the candidates' harmonic parts) of g(phi).
 
-    phi_field: x (batch, 7) -> packed (batch, 35) (or dense) 3-forms. b_eff: n_points uniform points on
-    [-L, L] x T^6 from `seed`, evaluated in `dtype` (Gram integrals, chunks of `chunk`). b_harm: the
+    phi_field: x (batch, 7) -> packed (batch, 35) (or dense) 3-forms; chart: a `Chart` (or its L).
+    b_eff: n_points uniform points on [-L, L] x T^6 from `seed`, evaluated in `dtype` (Gram integrals, chunks of `chunk`). b_harm: the
     Hodge projection on the tensor quadrature of about n_points points (`sampling.gauss_sobol`), with
     `settings` (ProjectionSettings). Candidates default to `candidates_2forms()` and
-    `candidates_3forms(L)`; rules for the counts in the module docstring.
+    `candidates_3forms(chart)`; rules for the counts in the module docstring.
     """
-    check_sampling(n_points, L, dtype)
+    chart = as_chart(chart)
+    check_sampling(n_points, chart.L, dtype)
     basis2 = candidates_2forms() if basis2 is None else basis2
-    basis3 = candidates_3forms(L) if basis3 is None else basis3
+    basis3 = candidates_3forms(chart) if basis3 is None else basis3
     for want, b, label in ((2, basis2, "basis2"), (3, basis3, "basis3")):
         if not isinstance(b, CandidateBasis):
             raise ValueError(f"{label} must be a CandidateBasis")
@@ -401,16 +409,16 @@ def extract(phi_field, n_points: int, L: float, seed: int = 0, chunk: int = 512,
     settings = ProjectionSettings() if settings is None else settings
     if device is None and isinstance(phi_field, torch.nn.Module):
         device = next((q.device for q in phi_field.parameters()), None)   # points where the model lives
-    x = sampling.chart_points(n_points, L, seed, "uniform", dtype, device)
-    volume = 2.0 * float(L)
+    x = sampling.chart_points(n_points, chart, seed, "uniform", dtype, device)
+    volume = chart.volume
     eps = float(torch.finfo(dtype).eps)
     spectra = []
     for b in (basis2, basis3):
         ints = integrate(b, phi_field, x, volume, chunk=chunk, n_batches=n_batches, dirichlet=False, progress=progress)
         spectra.append(analyse(ints, b, dtype_eps=eps))
-    proj = project(phi_field, L, n_points, seed, settings, {2: basis2, 3: basis3}, progress, device)
+    proj = project(phi_field, chart, n_points, seed, settings, {2: basis2, 3: basis3}, progress, device)
     spectra = [_harmonic_spectrum(spec, *proj[k]) for spec, k in zip(spectra, (2, 3))]
-    return HarmonicResult(two=spectra[0], three=spectra[1], L=float(L), n_points=n_points, seed=seed,
+    return HarmonicResult(two=spectra[0], three=spectra[1], L=chart.L, n_points=n_points, seed=seed,
                           settings=settings)
 
 

@@ -11,9 +11,22 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
-from . import runs
+from ..calabi_yau import link as Lk
+from ..calabi_yau import ricci_flat as RF
+from ..calabi_yau.link_chart import link_points
+from ..calabi_yau.ricci_flat import DEFAULT_RUNS as RICCI_RUNS
+from ..calabi_yau.ricci_flat import RicciConfig
+from ..derivatives import METHODS
+from ..learn import runs
+from ..learn.checkpoint import load_trained
+from ..learn.config import Config
+from ..learn.train import TrainingDiverged, check_lr_scale, evaluate, train
+from ..report import figures
+from .explore import ExploreSettings, explore_run
+from .validate import validate_run
 
 COMMANDS = {
     "train": "phased training with numbered checkpoints",
@@ -42,7 +55,6 @@ def add_analysis_arguments(parser, seed: int, out_help: str, progress_help: str)
 
 def load_from_args(args):
     """(model, config) of the run named by add_run_arguments' options; ValueError naming what is missing."""
-    from .checkpoint import load_trained
     runs.resolve_run(args.run, args.root)          # a missing run is a clear error before any loading
     if args.threads is not None:
         if args.threads < 1:
@@ -74,8 +86,6 @@ def train_parser() -> argparse.ArgumentParser:
 
 def train_main(argv=None) -> int:
     """Train or resume a chart run and print its final float64 numbers; 1 after a divergence (with the recipe)."""
-    from .config import Config
-    from .train import TrainingDiverged, check_lr_scale, evaluate, train
     args = train_parser().parse_args(argv)
     if args.eval_points < 1:              # checked before any training or writing
         raise ValueError(f"--eval-points must be a positive integer, got {args.eval_points}")
@@ -95,7 +105,7 @@ def train_main(argv=None) -> int:
     except TrainingDiverged as err:
         print(f"error: {err}")
         return 1
-    ev = evaluate(result.model, config.L, n_points=args.eval_points, seed=config.seed,
+    ev = evaluate(result.model, config.chart, n_points=args.eval_points, seed=config.seed,
                   dtype=getattr(torch, config.eval_dtype))
     print(f"{result.summary()}\n"
           f"float64 on {ev.n_points} fresh points: <T>/kappa_T = {ev.T_over_kappa:.4f}, "
@@ -105,7 +115,6 @@ def train_main(argv=None) -> int:
 
 
 def explore_parser() -> argparse.ArgumentParser:
-    from .explore import ExploreSettings
     p = argparse.ArgumentParser(prog="python -m k7lib explore",
                                 description=COMMANDS["explore"])
     d = ExploreSettings()
@@ -121,7 +130,6 @@ def explore_parser() -> argparse.ArgumentParser:
 
 def explore_main(argv=None) -> int:
     """python -m k7lib explore [--run N] [--points P] [--out DIR] ...; prints the key numbers."""
-    from .explore import ExploreSettings, explore_run
     args = explore_parser().parse_args(argv)
     settings = ExploreSettings(n_points=args.points, spectral_n_lambda=args.spectral_lambda,
                                spectral_n_fourier=args.spectral_fourier, spectral_points=args.spectral_points,
@@ -157,7 +165,6 @@ def validate_parser() -> argparse.ArgumentParser:
 
 def validate_main(argv=None) -> int:
     """python -m k7lib validate [--run N] [--points P] [--out DIR]; prints the identity table."""
-    from .validate import validate_run
     args = validate_parser().parse_args(argv)
     if args.points < 1:
         raise ValueError(f"--points must be a positive integer, got {args.points}")
@@ -179,9 +186,6 @@ def validate_main(argv=None) -> int:
 
 def links_parser() -> argparse.ArgumentParser:
     """python -m k7lib links {sample,train,validate,ricci} [options]."""
-    from .calabi_yau import link as Lk
-    from .calabi_yau.ricci_flat import DEFAULT_RUNS as RICCI_RUNS, RicciConfig
-    from .derivatives import METHODS
     parser = argparse.ArgumentParser(prog="python -m k7lib links", description=COMMANDS["links"])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -239,7 +243,6 @@ def links_parser() -> argparse.ArgumentParser:
 
 
 def _links_sample(args) -> int:
-    from .calabi_yau import link as Lk
     structure = Lk.LinkStructure(kappa=args.kappa, normalisation=args.normalisation)
     s = Lk.sample_summary(args.n, args.seed, structure, args.volume_draws, args.n_checks, args.out)
     print(f"{args.n} chart points of the quintic link -> {s['files']['samples']}")
@@ -258,9 +261,6 @@ def _links_sample(args) -> int:
 
 
 def _links_train(args) -> int:
-    import pandas as pd
-
-    from .calabi_yau import link as Lk
     config = Lk.TrainConfig(n_points=args.n, epochs=args.epochs, batch_size=args.batch_size, width=args.width,
                             depth=args.depth, lr=args.lr, seed=args.seed, kappa=args.kappa,
                             normalisation=args.normalisation, tasks=tuple(args.tasks))
@@ -275,13 +275,9 @@ def _links_train(args) -> int:
 
 
 def _links_validate(args) -> int:
-    import pandas as pd
-
-    from . import figures, sampling
-    from .calabi_yau import link as Lk
     saved = Lk.load_run(args.run, args.root)
     path, config, models = saved.path, saved.config, saved.networks
-    x = sampling.link_points(args.n, seed=args.seed)
+    x = link_points(args.n, seed=args.seed)
     summary, components, residuals = Lk.analyse(models, config.structure, x, method=args.method)
     summary.to_csv(path / "validation_summary.csv", index=False)
     components.to_csv(path / "validation_components.csv", index=False)
@@ -294,9 +290,6 @@ def _links_validate(args) -> int:
 
 
 def _links_ricci(args) -> int:
-    import pandas as pd
-
-    from .calabi_yau import ricci_flat as RF
     config = RF.RicciConfig(n_train=args.n_train, epochs=args.epochs, batch_size=args.batch_size, width=args.width,
                             depth=args.depth, powers=args.powers, lr=args.lr, seed=args.seed,
                             max_seconds=args.max_seconds)

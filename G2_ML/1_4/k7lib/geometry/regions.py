@@ -13,24 +13,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import forms as F
-from . import g2
-from .constants import ZeroParamGeometry
-from .g2 import as_packed_field
-from .inputs import check_length, check_points
-from .montecarlo import chunks
+from .. import forms as F
+from .. import g2
+from ..batches import chunks
+from ..chart import as_chart
+from ..constants import ZeroParamGeometry
+from ..g2 import as_packed_field
+from ..inputs import check_points
 
 REGIONS = ("left", "neck", "right")
 
 
-def region_labels(lam: torch.Tensor, L: float, region_weights=None) -> torch.Tensor:
+def region_labels(lam: torch.Tensor, chart, region_weights=None) -> torch.Tensor:
     """Index 0/1/2 (left/neck/right) of the largest partition-of-unity weight at each lambda (batch,).
 
-    region_weights(lam, L) -> (batch, 3); by default `k7lib.chart.region_weights`.
+    chart: a `Chart` (or its L); region_weights(lam, L) -> (batch, 3) overrides `Chart.region_weights`.
     """
-    if region_weights is None:
-        from .chart import region_weights
-    w = region_weights(lam, L)
+    chart = as_chart(chart)
+    w = chart.region_weights(lam) if region_weights is None else region_weights(lam, chart.L)
     if w.shape != (lam.shape[0], 3):
         raise ValueError(f"region_weights must return (batch, 3) left/neck/right weights, got {tuple(w.shape)}")
     return w.argmax(-1)
@@ -56,7 +56,7 @@ class Hotspots:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "mask"}
 
 
-def hotspots(x: torch.Tensor, values: torch.Tensor, L: float, fraction: float = 0.05,
+def hotspots(x: torch.Tensor, values: torch.Tensor, chart, fraction: float = 0.05,
              region_weights=None, n_bins: int = 8) -> "Hotspots":
     """Where the largest values (e.g. |Ric|_g) sit: the top `fraction` of points by value.
 
@@ -65,7 +65,7 @@ def hotspots(x: torch.Tensor, values: torch.Tensor, L: float, fraction: float = 
     points, and the mask (batch,) of the hotspot points.
     """
     check_points(x)
-    L = check_length(L)
+    L = as_chart(chart).L
     if not 0 < fraction < 1:
         raise ValueError(f"hotspot fraction must lie in (0, 1), got {fraction}")
     v = values.detach().double()
@@ -76,7 +76,7 @@ def hotspots(x: torch.Tensor, values: torch.Tensor, L: float, fraction: float = 
     hot = torch.zeros_like(v, dtype=torch.bool)
     hot[idx] = True
     lam = x[:, 0].detach().double()
-    labels = region_labels(lam, L, region_weights)
+    labels = region_labels(lam, chart, region_weights)
     edges = np.linspace(-L, L, n_bins + 1)
     all_hist = np.histogram(lam.numpy(), bins=edges)[0]
     hot_hist = np.histogram(lam[hot].numpy(), bins=edges)[0]
@@ -100,7 +100,7 @@ def _metric_deviation(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
     return mu.log().abs().amax(-1)
 
 
-def region_table(phi_field, x: torch.Tensor, L: float, background=None, region_weights=None,
+def region_table(phi_field, x: torch.Tensor, chart, background=None, region_weights=None,
                  chunk: int = 1024) -> pd.DataFrame:
     """Per-point geometry of phi on the chart: one row per point of x (batch, 7).
 
@@ -110,7 +110,7 @@ def region_table(phi_field, x: torch.Tensor, L: float, background=None, region_w
     max |log eig(g_bg^{-1} g)| (both 0 iff phi = phi_bg, resp. g = g_bg).
     """
     check_points(x)
-    L = check_length(L)
+    chart = as_chart(chart)
     field_ = as_packed_field(phi_field)
     rows = {"lam": [], "det_g": [], "anisotropy": [], "phi_deviation": [], "metric_deviation": []}
     with torch.no_grad():
@@ -129,7 +129,7 @@ def region_table(phi_field, x: torch.Tensor, L: float, background=None, region_w
                                               / F.inner_packed(pb, pb, 3, mb.g, mb.ginv, mb.det)).sqrt())
                 rows["metric_deviation"].append(_metric_deviation(m.g, mb.g))
     data = {k: torch.cat(v).cpu().numpy() for k, v in rows.items() if v}
-    labels = region_labels(torch.as_tensor(data["lam"], device="cpu"), L, region_weights).numpy()
+    labels = region_labels(torch.as_tensor(data["lam"], device="cpu"), chart, region_weights).numpy()
     df = pd.DataFrame(data)
     df.insert(1, "region", pd.Categorical(np.array(REGIONS)[labels], categories=list(REGIONS)))
     return df
@@ -167,7 +167,7 @@ def region_statistics(table: pd.DataFrame) -> dict:
     return out
 
 
-def refinement_guidance(lam: torch.Tensor, ricci_norm: torch.Tensor, torsion_density: torch.Tensor, L: float,
+def refinement_guidance(lam: torch.Tensor, ricci_norm: torch.Tensor, torsion_density: torch.Tensor, chart,
                         region_weights=None, n_bins: int = 8) -> dict:
     """Where to refine a mesh or sample more: lambda bins and regions ranked by curvature and torsion.
 
@@ -175,7 +175,7 @@ def refinement_guidance(lam: torch.Tensor, ricci_norm: torch.Tensor, torsion_den
     (T = sqrt(|d phi|^2 + |d psi|^2)); `share` = score / total score, a suggested split of new
     points. Inputs (batch,) each; returns a JSON-ready dict.
     """
-    L = check_length(L)
+    L = as_chart(chart).L
     lam, ric, tor = (t.detach().double().cpu().contiguous() for t in (lam, ricci_norm, torsion_density))
     if not (lam.shape == ric.shape == tor.shape) or lam.ndim != 1:
         raise ValueError(f"lam, ricci_norm and torsion_density must be (batch,) of equal length, got "
@@ -194,7 +194,7 @@ def refinement_guidance(lam: torch.Tensor, ricci_norm: torch.Tensor, torsion_den
         r, t, s = score(idx == b)
         bins.append({"lambda_lo": float(edges[b]), "lambda_hi": float(edges[b + 1]), "points": int((idx == b).sum()),
                      "mean_ricci_norm": r, "mean_torsion": t, "score": s})
-    labels = region_labels(lam, L, region_weights)
+    labels = region_labels(lam, chart, region_weights)
     regs = []
     for k, name in enumerate(REGIONS):
         r, t, s = score(labels == k)

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 import torch
 from torch.func import jvp
 
-from . import chart, g2
+from .. import g2
+from ..chart import as_chart
+from ..constants import ZeroParamGeometry
+from ..torsion import torsion_packed
 from .config import LossWeights
-from .constants import ZeroParamGeometry
-from .torsion import torsion_packed
 
 TERMS = ("kappa", "closure", "coclosure", "det", "positivity", "anti_flat")
 DIAGNOSTICS = ("T_mean", "det_mean", "det_std", "eig_min", "anti_flat", "nonpositive_frac")
@@ -73,18 +74,18 @@ def metric_lambda_derivative(t) -> tuple[torch.Tensor, torch.Tensor]:
     return jvp(lambda p: g2.metric_data_packed(p, check=False).g, (t.phi,), (t.jphi[..., 0],))
 
 
-def anti_flat_measure(dg: torch.Tensor, lam: torch.Tensor, w: torch.Tensor, L: float) -> torch.Tensor:
-    """V = sqrt(<n |dg|_F^2> / <n>), n = neck weight of lambda; dg (batch, 7, 7) -> 0-dim."""
-    n = chart.region_weights(lam, L)[:, 1] * w
+def anti_flat_measure(dg: torch.Tensor, lam: torch.Tensor, w: torch.Tensor, chart) -> torch.Tensor:
+    """V = sqrt(<n |dg|_F^2> / <n>), n = neck weight of lambda on the chart; dg (batch, 7, 7) -> 0-dim."""
+    n = as_chart(chart).region_weights(lam)[:, 1] * w
     return ((n * dg.pow(2).sum((-2, -1))).sum() / n.sum().clamp_min(torch.finfo(dg.dtype).tiny)).sqrt()
 
 
 def compute_losses(model, x: torch.Tensor, w: torch.Tensor, weights: LossWeights, method: str = "autograd",
-                   *, L: float | None = None, eig_margin: float = 0.05, cond_cap: float = 50.0,
+                   *, chart=None, eig_margin: float = 0.05, cond_cap: float = 50.0,
                    anti_flat_margin: float = 0.05) -> LossTerms:
     """Loss terms of the phi field `model` at points x (batch, 7) with importance weights w (batch,).
 
-    L defaults to model.L (chart half-length, for the neck weight). The anti-flat measure is
+    chart defaults to model.chart (for the neck weight). The anti-flat measure is
     computed even when its weight is 0, so the history always shows it. Margins: see module doc.
     """
     if not isinstance(weights, LossWeights):
@@ -93,7 +94,7 @@ def compute_losses(model, x: torch.Tensor, w: torch.Tensor, weights: LossWeights
         raise ValueError(f"points x must have shape (batch, 7), got {tuple(x.shape)}")
     if w.shape != x.shape[:1]:
         raise ValueError(f"weights w must have shape ({x.shape[0]},), got {tuple(w.shape)}")
-    L = float(model.L if L is None else L)
+    chart = model.chart if chart is None else chart
     kappa_T, det_target = targets()
     wn = w / w.sum()
     mean = lambda v: (wn * v).sum()
@@ -116,7 +117,7 @@ def compute_losses(model, x: torch.Tensor, w: torch.Tensor, weights: LossWeights
     positivity = mean(hinge(eig_B)) + mean(hinge(eig_g)) + mean(torch.relu(log_cond - math.log(cond_cap)) ** 2) / 10
 
     _, dg = metric_lambda_derivative(t)
-    V = anti_flat_measure(dg, x[:, 0], w, L)
+    V = anti_flat_measure(dg, x[:, 0], w, chart)
     anti_flat = torch.relu(1 - V / anti_flat_margin) ** 2 if anti_flat_margin > 0 else V * 0
 
     terms = {

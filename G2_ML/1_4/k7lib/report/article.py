@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import StructuralConstants, ZeroParamGeometry
+from ..constants import StructuralConstants, ZeroParamGeometry
+from ..geometry.couplings import HITCHIN_KIND, PAIRING_KIND
+from ..gift import gift_reference_ratios
 
 NOT_COMPUTED = r"\text{\emph{not computed}}"
 MISSING = object()          # sentinel: the field is absent
@@ -117,7 +119,7 @@ def frac_inline(f: Fraction) -> str:
     return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
 
 
-# GIFT integer formulas are stored as text (couplings.gift_reference_ratios); these are their symbols.
+# GIFT integer formulas are stored as text (gift.gift_reference_ratios); these are their symbols.
 _SYMBOLS = {"p2": "p_2", "N_gen": r"N_{\mathrm{gen}}", "dim_K7": r"\dim K_7", "dim_G2": r"\dim G_2",
             "dim_E8": r"\dim E_8", "rank_E8": r"\operatorname{rk} E_8", "Weyl": r"W", "Weyl_factor": "W",
             "b2": "b_2", "b3": "b_3", "H*": "H^*", "H_star": "H^*", "M5": "M_5"}
@@ -230,7 +232,6 @@ def compact_couplings(records: list, references: dict | None = None):
     gift_formula / gift_exact) and a compact one (one record per triplet, one field per quantity).
     Returns (rows, columns) with columns = [(quantity, formula text, exact text)].
     """
-    from .couplings import gift_reference_ratios
     refs = gift_reference_ratios() if references is None else references
     rows, columns, where = [], {}, {}
     for i, r in enumerate(records):
@@ -600,7 +601,6 @@ def render(results) -> tuple:
 
 
 def _couplings_section(v: _Values, records: list) -> list:
-    from .couplings import HITCHIN_KIND, PAIRING_KIND
     out = [r"\subsection{Couplings: a topological pairing, Hitchin's cubic and the GIFT ansatz}"]
     rows, columns = compact_couplings(records)
     if not rows:

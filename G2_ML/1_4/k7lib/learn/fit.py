@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .montecarlo import progress_bar
+from ..batches import progress_bar
 
 
 def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,

@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+import torch
+
+from ..chart import Chart
+
 PROFILES = ("quick", "full", "auto")
 METHODS = ("autograd", "fd")
 DTYPES = ("float32", "float64")
@@ -125,7 +129,6 @@ class Config:
         if profile not in PROFILES:
             raise ValueError(f"profile: unknown profile {profile!r}; choose one of {PROFILES}")
         if profile == "auto":
-            import torch
             profile = "full" if torch.cuda.is_available() else "quick"
         if profile == "quick":
             base = cls(profile="quick", L=2.0, batch=128, width=64, depth=3, n_fourier=2, n_chebyshev=6,
@@ -148,6 +151,11 @@ class Config:
         cfg = replace(self, phases=phases)
         cfg.validate()
         return cfg
+
+    @property
+    def chart(self) -> Chart:
+        """The chart [-L, L] x T^6 this configuration trains on (L checked once, in `Chart`)."""
+        return Chart(self.L)
 
     @property
     def total_epochs(self) -> int:

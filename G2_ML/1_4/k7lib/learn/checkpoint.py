@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from . import runs
+from .config import Config
+from .model import K7PhiModel
 
 FORMAT = "k7lib-checkpoint-1"
 _NAME = re.compile(r"^ckpt_(\d{7,})\.pt$")
@@ -95,9 +97,6 @@ def _is_number(v) -> bool:
 
 def _expected_model(config: dict) -> tuple[dict, list]:
     """({name: (shape, dtype)} of the state dict, [parameter shapes in order]) of the model `config` builds."""
-    from .config import Config
-    from .model import K7PhiModel
-
     cfg = Config.from_dict(config)               # ValueError naming the field if the config is bad
     with torch.device("meta"):                   # shapes only: no memory, no random numbers drawn
         model = K7PhiModel(cfg)
@@ -316,8 +315,6 @@ def load_trained(run: int | str | None = None, root: str | Path = runs.DEFAULT_R
                  dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):
     """(model, config) of a trained chart run for analyses (`runs.load_run` on checkpoint `which`):
     the model in eval mode, in `dtype` (float64 default) on `device`."""
-    from .config import Config
-    from .model import K7PhiModel
 
     def read(path):
         state = load_checkpoint(path, which, expect="model")

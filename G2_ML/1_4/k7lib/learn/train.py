@@ -23,10 +23,10 @@ TrainingDiverged, whose message is the recipe to continue (resume_command).
 """
 from __future__ import annotations
 
-import shlex
 import bisect
 import math
 import os
+import shlex
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,14 +35,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import fit, runs, sampling
+from ..batches import chunks
+from ..chart import as_chart
+from ..sampling import points as sampling
+from ..torsion import torsion_packed
 from . import checkpoint as ck
-from .chart import region_weights
+from . import fit, runs
 from .config import Config
-from .losses import compute_losses, targets
+from .losses import compute_losses, metric_lambda_derivative, targets
 from .model import K7PhiModel
-from .montecarlo import chunks
-from .torsion import torsion_packed
 
 ARCHITECTURE = ("L", "width", "depth", "n_fourier", "n_chebyshev")
 EVAL_STREAM = 1 << 31        # sampler stream of the evaluation points (training uses epochs < 2^31)
@@ -313,8 +314,6 @@ def _diverged(config: Config, run_dir: Path, root, epoch: int, reason: str, roll
     The suggested lr_scale (the user factor of the resume) halves the smallest rate the rollbacks
     tried, given that checkpoint's own rollback scale (a resume at a rate already tried would replay
     the same divergence: the batches are a function of (seed, epoch))."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -445,8 +444,8 @@ def _train(config: Config, run, root, resume, progress, step_hook, lr_scale) -> 
         for group in optimizer.param_groups:
             group["lr"] = lr
         sampler.manual_seed(epoch_seed(config.seed, ge))
-        x, w = sampling.uniform(config.batch, config.L, sampler, config.neck_weighted, dtype=dtype, device=device)
-        terms = compute_losses(model, x, w, spec.weights, config.method, L=config.L, eig_margin=config.eig_margin,
+        x, w = sampling.uniform(config.batch, model.chart, sampler, config.neck_weighted, dtype=dtype, device=device)
+        terms = compute_losses(model, x, w, spec.weights, config.method, chart=model.chart, eig_margin=config.eig_margin,
                                cond_cap=config.cond_cap, anti_flat_margin=config.anti_flat_margin)
         loss = terms.total if step_hook is None else step_hook(ge, terms.total)
         reason = ck.divergence_reason(float(loss.detach()), recent[-config.spike_window:], config.spike_factor)
@@ -568,7 +567,7 @@ def polish(model, config: Config, chunk: int = 1024) -> Polish:
     param = next(model.parameters())
     dtype0, device = param.dtype, param.device
     model.double()
-    x = sampling.sobol(config.polish_points, config.L, seed=epoch_seed(config.seed, POLISH_STREAM), device=device)
+    x = sampling.sobol(config.polish_points, model.chart, seed=epoch_seed(config.seed, POLISH_STREAM), device=device)
     n = x.shape[0]
 
     def residual_and_jacobian(need_grad: bool):
@@ -632,7 +631,7 @@ def polish(model, config: Config, chunk: int = 1024) -> Polish:
                   nonpositive=bad, note=note)
 
 
-def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.dtype = torch.float64,
+def evaluate(model, chart, n_points: int = 4096, seed: int = 0, dtype: torch.dtype = torch.float64,
              method: str = "autograd", chunk: int = 1024, scrambles: int = 8) -> Evaluation:
     """Final numbers on fresh scrambled Sobol points, in `dtype` (float64 by default), chunked.
 
@@ -644,10 +643,9 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
     is not positive or g not finite; the means are over the others), anti_flat (the measure V of
     losses.anti_flat_measure), n_points, scrambles. g = g(phi) everywhere (no rescaling).
     """
-    from .losses import metric_lambda_derivative
-
     if not (isinstance(n_points, int) and n_points >= 1):
         raise ValueError(f"n_points: must be a positive integer, got {n_points!r}")
+    chart = as_chart(chart)
     kappa_T, det_t = targets()
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -659,7 +657,7 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
     sums = torch.zeros(scrambles, 6, dtype=torch.float64, device="cpu")
     eig_min, nonpos = math.inf, 0
     for s, size in enumerate(sizes):
-        x_all = sampling.sobol(size, L, seed=epoch_seed(seed, EVAL_STREAM + s), dtype=dtype, device=device)
+        x_all = sampling.sobol(size, chart, seed=epoch_seed(seed, EVAL_STREAM + s), dtype=dtype, device=device)
         for part in chunks(size, chunk):
             x = x_all[part]
             with torch.no_grad():             # forward-mode derivatives only; no graph to keep
@@ -674,7 +672,7 @@ def evaluate(model, L: float, n_points: int = 4096, seed: int = 0, dtype: torch.
             if bool(good.any()):
                 eig_min = min(eig_min, float(ev[good, 0].min()))
             x, t_T, t_det, dg = x[good], t.T[good], t.metric.det[good], dg[good]
-            nw = region_weights(x[:, 0], L)[:, 1]
+            nw = chart.region_weights(x[:, 0])[:, 1]
             sums[s] += torch.stack([good.sum().to(dtype), t_T.sum(), t_det.sum(), (t_det ** 2).sum(),
                                     (nw * dg.pow(2).sum((-2, -1))).sum(), nw.sum()]).double().detach().cpu()
     for p, d in was.items():

@@ -19,16 +19,14 @@ features) and output layer (a whole phi, not a correction; named net.12, not hea
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
-
-import copy
 
 import torch
 from torch import nn
 
-from . import chart
-from . import forms as F
+from .. import forms as F
 
 N_OUT = F.n_components(3)
 
@@ -49,12 +47,14 @@ def chebyshev_features(t: torch.Tensor, degree: int) -> torch.Tensor:
 
 
 class K7PhiModel(nn.Module):
-    """phi: x (batch, 7) -> packed 3-form (batch, 35) = chart.phi_background(x, L) + head(net(features(x)))."""
+    """phi: x (batch, 7) -> packed 3-form (batch, 35) = chart.phi_background(x) + head(net(features(x))).
+
+    The chart (`Chart`, from config.L) is held here and read by the losses, the sampling and the evaluation."""
 
     def __init__(self, config):
         super().__init__()
         config.validate()
-        self.L = float(config.L)
+        self.chart = config.chart
         self.n_fourier = int(config.n_fourier)
         self.n_chebyshev = int(config.n_chebyshev)
         self.n_in = 12 * self.n_fourier + self.n_chebyshev + 5
@@ -71,10 +71,10 @@ class K7PhiModel(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, 7) -> (batch, n_in): Fourier features of y; Chebyshev, region and twist features of lambda."""
         lam = x[:, 0]
-        half = chart.twist_angle(lam, self.L)[:, None] / 2
+        half = self.chart.twist_angle(lam)[:, None] / 2
         return torch.cat([fourier_features(x[:, 1:], self.n_fourier),
-                          chebyshev_features(lam / self.L, self.n_chebyshev),
-                          chart.region_weights(lam, self.L), torch.cos(half), torch.sin(half)], dim=1)
+                          chebyshev_features(lam / self.chart.L, self.n_chebyshev),
+                          self.chart.region_weights(lam), torch.cos(half), torch.sin(half)], dim=1)
 
     def correction(self, x: torch.Tensor) -> torch.Tensor:
         """Learned packed correction (batch, 35); zero at initialisation."""
@@ -83,7 +83,7 @@ class K7PhiModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[-1] != F.DIM:
             raise ValueError(f"points x must have shape (batch, 7), got {tuple(x.shape)}")
-        return chart.phi_background(x, self.L) + self.correction(x)
+        return self.chart.phi_background(x) + self.correction(x)
 
     def load_compatible(self, state_dict: dict, verbose: bool = True) -> "LoadReport":
         """Copy every tensor of `state_dict` whose name and shape match a parameter or buffer here,

@@ -38,11 +38,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import runs
-from .report import render_tex, tex_problems
-from .constants import StructuralConstants, ZeroParamGeometry
-from .inputs import check_points
-from .montecarlo import chunks
+from .. import __version__, g2
+from ..batches import chunks
+from ..constants import StructuralConstants, ZeroParamGeometry
+from ..inputs import check_points
+from ..learn import runs
+from ..sampling import points as sampling
+from ..torsion import torsion_packed
+from .article import render_tex, tex_problems
 
 SUFFIX = "v1_4"
 FILES = {
@@ -89,7 +92,6 @@ class Results:
 
 
 def _versions() -> dict:
-    from . import __version__
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "k7lib": __version__}
 
@@ -394,8 +396,6 @@ def results_from_run(result, evaluation, harmonic, couplings: pd.DataFrame | Non
     coords are n_points fresh uniform chart points and metric = g(phi(coords)) in float64.
     topology: optional {"b2": .., "b3": .., "note": ..} of what the chart supports.
     """
-    from . import g2, sampling
-
     cfg = result.config
     seed = cfg.seed if seed is None else seed
     model = copy.deepcopy(result.model).double().eval()      # float64 evaluation, caller's model untouched
@@ -438,8 +438,6 @@ def standard_errors(evaluation: dict, model, x: torch.Tensor, method: str = "aut
     sample standard deviation of T at the exported points x (another fresh uniform draw), which
     estimates the same spread. Returns {"T_stderr", "det_g_stderr", "stderr_points", "T_std_source"}.
     """
-    from .torsion import torsion_packed
-
     if "T_stderr" in evaluation and "det_stderr" in evaluation:      # randomised QMC (train.evaluate)
         return {"T_stderr": evaluation["T_stderr"], "det_g_stderr": evaluation["det_stderr"],
                 "stderr_points": int(evaluation["n_points"]), "stderr_scrambles": int(evaluation["scrambles"]),

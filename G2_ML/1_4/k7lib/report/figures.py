@@ -13,19 +13,21 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from . import chart, g2
-from .regions import REGIONS
-from .spectrum import SEED_GAP_PRODUCT
-from .constants import ZeroParamGeometry
+from .. import g2
+from ..chart import as_chart
+from ..constants import ZeroParamGeometry
+from ..geometry.regions import REGIONS
+from ..geometry.spectrum import SEED_GAP_PRODUCT
 
 
-def chart_figure(L: float, n: int = 401) -> Figure:
-    """Region weights and twist angle along lambda, and the eigenvalues of g(phi_bg)(lambda)."""
-    lam = torch.linspace(-L, L, n, dtype=torch.float64)
-    w = chart.region_weights(lam, L)
+def chart_figure(chart, n: int = 401) -> Figure:
+    """Region weights and twist angle along lambda, and the eigenvalues of g(phi_bg)(lambda), of a `Chart` (or L)."""
+    chart = as_chart(chart)
+    lam = torch.linspace(-chart.L, chart.L, n, dtype=torch.float64)
+    w = chart.region_weights(lam)
     x = torch.zeros(n, 7, dtype=torch.float64)
     x[:, 0] = lam
-    m = g2.metric_data_packed(chart.phi_background(x, L))
+    m = g2.metric_data_packed(chart.phi_background(x))
     ev = torch.linalg.eigvalsh(m.g)
     fig = Figure(figsize=(12, 3.6), layout="constrained")
     a, b, c = fig.subplots(1, 3)
@@ -33,7 +35,7 @@ def chart_figure(L: float, n: int = 401) -> Figure:
         a.plot(lam, w[:, k], label=name)
     a.set(xlabel="λ", ylabel="weight", title="regions (partition of unity)")
     a.legend()
-    b.plot(lam, chart.twist_angle(lam, L))
+    b.plot(lam, chart.twist_angle(lam))
     b.axhline(torch.pi / 2, ls=":", color="grey")
     b.set(xlabel="λ", ylabel="θ(λ)", title="hyper-Kähler twist angle (0 → π/2)")
     c.plot(lam, ev)

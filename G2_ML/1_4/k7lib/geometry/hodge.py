@@ -45,18 +45,29 @@ exact fixtures (tests, `convergence_table`).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
+import pandas as pd
 import torch
 
-from . import forms as F
-from . import g2, sampling
-from .g2 import as_packed_field
-from .candidates import CandidateBasis, candidates_2forms, candidates_3forms, constant_basis, form_name
-from .montecarlo import chunks
+from .. import forms as F
+from .. import g2
+from ..batches import chunks
+from ..chart import as_chart
+from ..fixtures import conformal_fibre_field, conformal_fibre_norm2
+from ..g2 import as_packed_field
+from ..sampling import points as sampling
+from .candidates import (
+    CandidateBasis,
+    candidates_2forms,
+    candidates_3forms,
+    constant_basis,
+    form_name,
+)
 
 # ---------------------------------------------------------------- Hodge projection (absolute boundary conditions)
 RCOND = 1e-10       # relative eigenvalue cutoff of the Jacobi-scaled normal matrix (its kernel: closed beta's)
@@ -73,7 +84,6 @@ class SpectralBasis:
     d_y s = P_n grad F (t = lambda / L). P_1 is always present, so lambda dy^I is in the span and every
     dlambda ^ dy^I is projected to zero exactly.
     """
-
     legendre_degree: int = 3
     fourier_degree: int = 2
     mixed_pairs: bool = False
@@ -312,21 +322,23 @@ def _check_solvable(settings: ProjectionSettings, n_q: int, n_y: int, degrees) -
                          f"points per lambda node (need n_y > {2 * top}); use more points")
 
 
-def project(phi_field, L: float, n_points: int, seed: int = 0, settings: ProjectionSettings | None = None,
+def project(phi_field, chart, n_points: int, seed: int = 0, settings: ProjectionSettings | None = None,
             candidates: dict | None = None, progress: bool = False, device=None) -> dict:
     """Hodge projections of the constant k-forms dx^I (k = keys of `candidates`, default 2 and 3) with
     g = g(phi), and the harmonic Gram matrices of the candidate bases (module docstring).
 
     candidates: {k: CandidateBasis}; returns {k: (HodgeProjection, harmonic_gram (n, n), candidate
-    Gram on the quadrature (n, n))}. phi_field: x (batch, 7) -> packed (batch, 35) or dense 3-forms.
+    Gram on the quadrature (n, n))}. phi_field: x (batch, 7) -> packed (batch, 35) or dense 3-forms;
+    chart: a `Chart` (or its L).
     Raises ValueError for a basis the quadrature cannot resolve, non-finite or non-positive phi.
     """
+    chart = as_chart(chart)
     settings = ProjectionSettings() if settings is None else settings
-    candidates = {2: candidates_2forms(), 3: candidates_3forms(L)} if candidates is None else candidates
+    candidates = {2: candidates_2forms(), 3: candidates_3forms(chart)} if candidates is None else candidates
     n_lambda = settings.nodes()
     if device is None and isinstance(phi_field, torch.nn.Module):
         device = next((q.device for q in phi_field.parameters()), None)   # points where the model lives
-    x, wq, n_y = sampling.gauss_sobol(n_points, float(L), n_lambda, seed, device)
+    x, wq, n_y = sampling.gauss_sobol(n_points, chart, n_lambda, seed, device)
     n_q = x.shape[0]
     _check_solvable(settings, n_q, n_y, candidates)
     sp = settings.spectral
@@ -345,7 +357,7 @@ def project(phi_field, L: float, n_points: int, seed: int = 0, settings: Project
             check_finite(phi, xc)
             m = g2.metric_data_packed(phi, check=True)                   # non-positive phi: ValueError
             vol = (wc * m.det.sqrt())[:, None, None]
-            _, D = sp(xc, float(L))
+            _, D = sp(xc, chart.L)
             for k, basis in candidates.items():
                 Gk = F.exterior_power(m.ginv, k) * vol
                 w_const = torch.eye(F.n_components(k), dtype=torch.float64, device=xc.device).expand(xc.shape[0], -1, -1)
@@ -353,7 +365,7 @@ def project(phi_field, L: float, n_points: int, seed: int = 0, settings: Project
                 _accumulate(k, D, support, Gk, V, *acc[k])
     out = {}
     for k, basis in candidates.items():
-        out[k] = _finish(k, basis, [t.cpu() for t in acc[k]], settings, float(L), n_q, n_lambda, n_y)
+        out[k] = _finish(k, basis, [t.cpu() for t in acc[k]], settings, chart.L, n_q, n_lambda, n_y)
     return out
 
 
@@ -434,8 +446,6 @@ def fixture_errors(proj: HodgeProjection, a: float) -> dict:
     """Errors of one projection against `fixtures.conformal_fibre_field(a)`: the largest relative error of
     ||h_I||^2 over the fibre classes with dy1 ('with_dy1') and without ('without_dy1'), and the largest
     ||h_I||^2 / 2L of the exact dlambda-forms ('exact')."""
-    from .fixtures import conformal_fibre_norm2
-
     n2 = torch.diagonal(proj.class_gram)
     out = {"with_dy1": 0.0, "without_dy1": 0.0, "exact": 0.0}
     for i, I in enumerate(F.combos(proj.degree)):
@@ -447,21 +457,18 @@ def fixture_errors(proj: HodgeProjection, a: float) -> dict:
 
 
 def convergence_table(settings=((1, 1, 512), (1, 2, 1024), (1, 3, 2048)), a: float = 0.2,
-                      L: float = 2.0, seed: int = 0):
+                      chart=2.0, seed: int = 0):
     """pandas.DataFrame: accuracy of the projection on the conformal fixture phi = e^{3 a sin(2 pi y1)} phi0
     (exact ||h||^2 = 2L / I0((7-2k) a) with dy1, 2L I0((7-2k) a) without) for each (Legendre degree,
     Fourier degree, points); relative errors of ||h||^2 for 2- and 3-form classes, the exact forms'
     leftover ||h||^2 / 2L, the number of unknowns and the wall time."""
-    import time
 
-    import pandas as pd
-    from .fixtures import conformal_fibre_field
 
     rows = []
     for p, M, n in settings:
         st = ProjectionSettings(SpectralBasis(p, M))
         t0 = time.perf_counter()
-        out = project(conformal_fibre_field(a), L, n, seed, st, {2: constant_basis(2), 3: constant_basis(3)})
+        out = project(conformal_fibre_field(a), chart, n, seed, st, {2: constant_basis(2), 3: constant_basis(3)})
         dt = time.perf_counter() - t0
         e2, e3 = fixture_errors(out[2][0], a), fixture_errors(out[3][0], a)
         rows.append({"Legendre degree": p, "Fourier degree": M, "points": out[3][0].n_points,

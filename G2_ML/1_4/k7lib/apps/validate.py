@@ -22,14 +22,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import forms as F
-from . import figures, g2, runs, sampling
-from .constants import ZeroParamGeometry
-from .g2 import as_packed_field
-from .inputs import check_length, check_points
-from .model import float64_copy
-from .montecarlo import chunks
-from .torsion import torsion_classes_packed, torsion_packed
+from .. import forms as F
+from .. import g2
+from ..batches import chunks
+from ..chart import as_chart
+from ..constants import ZeroParamGeometry
+from ..g2 import as_packed_field
+from ..inputs import check_points
+from ..learn import runs
+from ..learn.model import float64_copy
+from ..report import figures
+from ..sampling import points as sampling
+from ..torsion import torsion_classes_packed, torsion_packed
 
 # Exact value of each per-point quantity where the geometry fixes one (G2 identities,
 # consistency residuals); torsion quantities have no exact value.
@@ -128,23 +132,23 @@ def validate_run(model, config, n_points: int = 1024, out_dir=None, seed: int = 
                  progress: bool = False) -> dict:
     """G2 identity report of a trained model on n_points Sobol points of the chart [-L, L] x T^6.
 
-    model: x (batch, 7) -> packed phi (evaluated on a float64 copy); config: has `.L`.
+    model: x (batch, 7) -> packed phi (evaluated on a float64 copy); config: has `.L` (the chart's half-length).
     Writes out_dir/g2_validation.json, out_dir/g2_validation_points.csv and histograms in
     out_dir/plots/ (out_dir defaults to G2_ML/1_4/outputs). Returns the summary dict with the
     file paths and the time taken.
     """
-    L = check_length(getattr(config, "L", None) if config is not None else None)
+    chart = as_chart(getattr(config, "L", None))
     if not (isinstance(n_points, int) and n_points >= 1):
         raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
     out = runs.output_folder(out_dir)
     phi_field = float64_copy(model)
     t0 = time.perf_counter()
-    x = sampling.sobol(n_points, L, seed=seed)
+    x = sampling.sobol(n_points, chart, seed=seed)
     table, summary = g2_identity_report(phi_field, x, chunk=chunk, progress=progress)
     elapsed = time.perf_counter() - t0
     plots = figures.identity_histograms(table, out / "plots", EXACT, DESCRIPTION)
     table.to_csv(out / "g2_validation_points.csv", index=False)
-    result = {"L": L, "profile": getattr(config, "profile", None), "n_points": n_points, "seed": seed,
+    result = {"L": chart.L, "profile": getattr(config, "profile", None), "n_points": n_points, "seed": seed,
               "statistics": summary, "time_s": elapsed,
               "files": {"summary": str(out / "g2_validation.json"), "points": str(out / "g2_validation_points.csv"),
                         "plots": [str(p) for p in plots]}}

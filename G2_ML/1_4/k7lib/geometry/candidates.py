@@ -6,18 +6,19 @@ bumps, block profiles and the hyper-Kaehler twist of `chart`). Seed 000 asks for
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from . import forms as F
+from .. import forms as F
+from ..chart import Chart, as_chart
 
 
 @dataclass(frozen=True)
 class NeckProfiles:
-    """Smooth functions of the neck coordinate lambda in [-L, L] (width w = L/4), all (batch,) -> (batch,).
+    """Smooth functions of the neck coordinate lambda in [-L, L] of a `Chart` (width w = L/4), all
+    (batch,) -> (batch,).
 
     step(l)  = (1 + tanh(l / w)) / 2                 0 on the left, 1 on the right
     bump(l)  = exp(-l^2 / (2 w^2))                    localised in the neck
@@ -26,11 +27,11 @@ class NeckProfiles:
     The twist of the candidates is the chart's own (chart.twist_angle), not a profile of its own.
     """
 
-    L: float
+    chart: Chart
 
-    def __post_init__(self):
-        if not (isinstance(self.L, (int, float)) and math.isfinite(self.L) and self.L > 0):
-            raise ValueError(f"neck half-length L must be a positive finite number, got {self.L!r}")
+    @property
+    def L(self) -> float:
+        return self.chart.L
 
     @property
     def width(self) -> float:
@@ -154,7 +155,7 @@ def constant_basis(k: int) -> CandidateBasis:
 TCS_PROFILES = ("bump", "left", "right", "cos_theta", "sin_theta", "cos_half", "sin_half")
 
 
-def tcs_modes(L: float) -> CandidateBasis:
+def tcs_modes(chart) -> CandidateBasis:
     """The 42 TCS-adapted, position-dependent 3-form candidates (x0 = lambda, x1..x6 = y).
 
     neck  (15): bump(l) dx0 ^ dx^{ij}, 1 <= i < j <= 6           all fibre 2-forms, neck-localised
@@ -169,10 +170,10 @@ def tcs_modes(L: float) -> CandidateBasis:
                 R^*wJ = cos theta wJ - sin theta wI, and dx01 ^ R^*dx3 with
                 R^*dx3 = cos(theta/2) dx3 + sin(theta/2) dx6.
     Profiles: bump, left, right (NeckProfiles), cos theta, sin theta, cos theta/2, sin theta/2.
-    Since these and the constant 1 are linearly independent functions of lambda, no mode (nor any
+    chart: a `Chart` (or its L). Since these and the constant 1 are linearly independent functions of lambda, no mode (nor any
     combination of modes) is a constant combination of the 35 dx^{ijk}.
     """
-    prof = NeckProfiles(float(L))
+    prof = NeckProfiles(as_chart(chart))
     names, rows = [], []
 
     def add(name, *terms):               # terms: (profile name, packed form)
@@ -202,12 +203,11 @@ def tcs_modes(L: float) -> CandidateBasis:
     coef = torch.stack(rows, dim=1)                                  # (n_profiles, 42, 35)
 
     def profiles(x):
-        from .chart import twist_angle
         lam = x[:, 0]
-        t = twist_angle(lam, prof.L)
+        t = prof.chart.twist_angle(lam)
         return torch.stack([prof.bump(lam), prof.left(lam), prof.right(lam), torch.cos(t),
                             torch.sin(t), torch.cos(t / 2), torch.sin(t / 2)], dim=-1)
-    return CandidateBasis(3, tuple(names), profiles, coef, f"42 TCS-adapted 3-forms (L={float(L):g})")
+    return CandidateBasis(3, tuple(names), profiles, coef, f"42 TCS-adapted 3-forms (L={prof.L:g})")
 
 
 def candidates_2forms() -> CandidateBasis:
@@ -215,8 +215,8 @@ def candidates_2forms() -> CandidateBasis:
     return constant_basis(2)
 
 
-def candidates_3forms(L: float) -> CandidateBasis:
-    """77 candidates: the 35 constant dx^{ijk} followed by the 42 `tcs_modes(L)`."""
-    return constant_basis(3) + tcs_modes(L)
+def candidates_3forms(chart) -> CandidateBasis:
+    """77 candidates: the 35 constant dx^{ijk} followed by the 42 `tcs_modes(chart)`."""
+    return constant_basis(3) + tcs_modes(chart)
 
 

@@ -1,5 +1,4 @@
-"""Every point generator of k7lib: chart points (uniform, scrambled Sobol, tensor quadrature) and
-the chart points of the quintic link.
+"""The point generators of the TCS chart: uniform, scrambled Sobol and tensor quadrature rules.
 
 Chart points are x (n, 7): x[:, 0] = lambda in [-L, L], x[:, 1:] = y in [0, 1)^6 (conventions §5).
   uniform       i.i.d. points with importance weights (training batches; optional neck weighting);
@@ -7,8 +6,7 @@ Chart points are x (n, 7): x[:, 0] = lambda in [-L, L], x[:, 1:] = y in [0, 1)^6
   chart_points  either of the two by name, the points alone;
   gauss_sobol   Gauss-Legendre in lambda x shifted Sobol net in y (the Hodge projection's rule);
   gauss_lattice Gauss-Legendre in lambda x rank-1 lattice rule in y (the spectral quadrature);
-  link_points   line-sampled points of the quintic moved into the link's chart (k7lib.calabi_yau).
-Every generator draws on the CPU in float64 from its seed, so a seed gives the same points on
+(The quintic link's points are drawn by `calabi_yau.link_chart.link_points`.) Every generator draws on the CPU in float64 from its seed, so a seed gives the same points on
 every device, then casts and moves them.
 """
 from __future__ import annotations
@@ -21,11 +19,9 @@ from itertools import product
 import numpy as np
 import torch
 
-from .calabi_yau import quintic as Qn
-from .calabi_yau.link_chart import chart_from_sphere, fundamental_domain
-from .inputs import check_length
+from ..chart import as_chart
+from ..constants import DIM
 
-DIM = 7
 METHODS = ("sobol", "uniform")
 
 
@@ -35,18 +31,19 @@ def _check_n(n) -> int:
     return int(n)
 
 
-def uniform(n: int, L: float, generator: torch.Generator | None = None, neck_weighted: bool = False,
+def uniform(n: int, chart, generator: torch.Generator | None = None, neck_weighted: bool = False,
            dtype=torch.float32, device=None):
     """n points of the chart and importance weights: (x (n, 7), w (n,)).
 
-    lambda has density p(lambda); w = (1/(2L)) / p(lambda), so mean(w f(x)) is an unbiased
-    estimate of the chart average and mean(w f(x)) * chart_volume(L) of the integral of f.
+    chart: a `Chart` (or its half-length L). lambda has density p(lambda); w = (1/(2L)) / p(lambda), so
+    mean(w f(x)) is an unbiased estimate of the chart average and mean(w f(x)) * chart.volume of the
+    integral of f.
     neck_weighted=False: p uniform on [-L, L] (w = 1). neck_weighted=True: the mixture
     p = 1/2 U[-L, L] + 1/2 U[-L/2, L/2], i.e. three times the density on |lambda| < L/2
     (where the twist turns) as outside.
     y is uniform on [0, 1)^6 in both cases.
     """
-    L = check_length(L)
+    L = as_chart(chart).L
     n = _check_n(n)
     # drawn where the generator lives (the CPU by default), so a seed gives the same points on every device
     at = generator.device if generator is not None else torch.device("cpu")
@@ -62,8 +59,8 @@ def uniform(n: int, L: float, generator: torch.Generator | None = None, neck_wei
     return x.to(dtype=dtype, device=device), w.to(dtype=dtype, device=device)
 
 
-def sobol(n: int, L: float, seed: int = 0, dtype=torch.float64, device=None) -> torch.Tensor:
-    """n scrambled Sobol points of the chart, (n, 7): lambda uniform on [-L, L], y on [0, 1)^6.
+def sobol(n: int, chart, seed: int = 0, dtype=torch.float64, device=None) -> torch.Tensor:
+    """n scrambled Sobol points of the chart (a `Chart` or its L), (n, 7): lambda uniform on [-L, L], y on [0, 1)^6.
 
     Randomised quasi-Monte Carlo (torch.quasirandom.SobolEngine: a random linear matrix scramble and a
     digital shift): each seed is an
@@ -71,7 +68,7 @@ def sobol(n: int, L: float, seed: int = 0, dtype=torch.float64, device=None) -> 
     mean converges faster than with uniform points for smooth integrands. Drawn on the CPU in
     float64 (the same points on every device), then moved.
     """
-    L = check_length(L)
+    L = as_chart(chart).L
     n = _check_n(n)
     # the engine keeps 32 bits of its seed: hash the whole integer so (seed, stream) pairs stay distinct
     seed32 = int.from_bytes(hashlib.blake2b(str(int(seed)).encode(), digest_size=4).digest(), "little")
@@ -81,13 +78,13 @@ def sobol(n: int, L: float, seed: int = 0, dtype=torch.float64, device=None) -> 
     return x.to(dtype=dtype, device=device)
 
 
-def chart_points(n: int, L: float, seed: int = 0, method: str = "sobol", dtype=torch.float64,
+def chart_points(n: int, chart, seed: int = 0, method: str = "sobol", dtype=torch.float64,
                  device=None) -> torch.Tensor:
     """n chart points (n, 7) from `seed`: method "sobol" (`sobol`) or "uniform" (`uniform`, no neck weighting)."""
     if method == "sobol":
-        return sobol(n, L, seed=seed, dtype=dtype, device=device)
+        return sobol(n, chart, seed=seed, dtype=dtype, device=device)
     if method == "uniform":
-        return uniform(n, L, torch.Generator().manual_seed(int(seed)), dtype=dtype, device=device)[0]
+        return uniform(n, chart, torch.Generator().manual_seed(int(seed)), dtype=dtype, device=device)[0]
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
@@ -102,7 +99,7 @@ def _gauss_product(L: float, n_lambda: int, y: torch.Tensor):
     return x, (w_lam / n_y).repeat_interleave(n_y)
 
 
-def gauss_sobol(n_points: int, L: float, n_lambda: int, seed: int = 0, device=None):
+def gauss_sobol(n_points: int, chart, n_lambda: int, seed: int = 0, device=None):
     """Tensor rule on [-L, L] x T^6: (x (N, 7), weights (N,), n_y) with N = n_lambda n_y, sum(weights) = 2L.
 
     lambda: n_lambda Gauss-Legendre nodes (exact for polynomials of degree < 2 n_lambda);
@@ -119,7 +116,7 @@ def gauss_sobol(n_points: int, L: float, n_lambda: int, seed: int = 0, device=No
     n_y = 1 << int(math.floor(math.log2(n_points / n_lambda)))
     shift = torch.rand(6, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64, device="cpu")
     y = (torch.quasirandom.SobolEngine(6, scramble=False).draw(n_y, dtype=torch.float64) + shift) % 1.0
-    x, w = _gauss_product(L, n_lambda, y)
+    x, w = _gauss_product(as_chart(chart).L, n_lambda, y)
     return x.to(device), w.to(device), n_y
 
 
@@ -173,7 +170,7 @@ def korobov_generator(n_points: int, min_degree: int) -> tuple:
     return best[1], best[0]
 
 
-def gauss_lattice(L: float, n_lambda: int, n_points: int, min_degree: int, dtype=torch.float64):
+def gauss_lattice(chart, n_lambda: int, n_points: int, min_degree: int, dtype=torch.float64):
     """Tensor rule on [-L, L] x T^6: (x (n_lambda n_points, 7), weights, degree), sum(weights) = 2L.
 
     lambda: n_lambda Gauss-Legendre nodes; y: the rank-1 lattice y_j = frac(j z / N) of
@@ -183,14 +180,5 @@ def gauss_lattice(L: float, n_lambda: int, n_points: int, min_degree: int, dtype
     z, degree = korobov_generator(n_points, min_degree)
     j = torch.arange(n_points, dtype=torch.float64, device="cpu")[:, None]
     y = torch.remainder(j * torch.tensor(z, dtype=torch.float64, device="cpu") / n_points, 1.0).to(dtype)
-    x, w = _gauss_product(L, n_lambda, y)
+    x, w = _gauss_product(as_chart(chart).L, n_lambda, y)
     return x, w, degree
-
-
-def link_points(n: int, seed: int = 0) -> torch.Tensor:
-    """n chart points (n, 7) float64: line-sampled points of Q (FS distributed) moved into the patch
-    region (`fundamental_domain`) with a uniform fibre angle theta in [-pi, pi)."""
-    qs = Qn.sample_lines(n, seed=seed)
-    gen = torch.Generator().manual_seed(int(seed) + 1)
-    theta = (torch.rand(n, generator=gen, dtype=torch.float64, device="cpu") * 2 - 1) * math.pi
-    return chart_from_sphere(fundamental_domain(qs.z, theta))

@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from . import runs
-from .checkpoint import list_checkpoints
-from .config import Config
+from ..learn import runs
+from ..learn.checkpoint import list_checkpoints, load_checkpoint
+from ..learn.config import Config
+from ..learn.train import TrainingDiverged, check_lr_scale
+from ..learn.train import train as train_run
 
 
 class InputError(ValueError):
@@ -55,9 +58,6 @@ def _writable(path: Path, field: str) -> Path:
 def _auto_resume(config: Config, run_name: str | None, root: Path):
     """("latest", run) when that run (default: the latest numbered one) has a readable checkpoint
     written with this very configuration; (None, run_name) otherwise: a new run starts."""
-    import warnings
-
-    from .checkpoint import load_checkpoint
     try:
         run_dir = runs.resolve_run(run_name, root)
         with warnings.catch_warnings():
@@ -80,8 +80,6 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
     phase's peak learning rate (the recipe after a divergence: resume from checkpoint N with
     LR_SCALE = 0.5); the same value again on a re-run gives the same rate, it does not compound.
     """
-    from .train import check_lr_scale
-
     try:
         lr_scale = None if lr_scale is None else check_lr_scale(lr_scale)
         config = Config.from_profile(profile, **overrides)
@@ -134,8 +132,6 @@ def train(s: Session, progress: bool = True):
     On a divergence the recipe to continue (checkpoint, command, notebook settings) is displayed
     as Markdown and TrainingStopped ends the cell without a traceback.
     """
-    from .train import TrainingDiverged, train as train_run
-
     try:
         return train_run(s.config, run=s.run, root=s.root, resume=s.resume, progress=progress,
                          lr_scale=s.lr_scale)

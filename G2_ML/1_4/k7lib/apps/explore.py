@@ -12,14 +12,18 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import figures, g2, regions, runs, sampling, torsion
-from .constants import ZeroParamGeometry
-from .curvature import curvature_scalars
-from .geodesics import geodesics, initial_velocities
-from .inputs import check_length
-from .model import float64_copy
-from .montecarlo import chunks
-from .spectrum import spectral_gap
+from .. import g2, torsion
+from ..batches import chunks
+from ..chart import as_chart
+from ..constants import ZeroParamGeometry
+from ..curvature import curvature_scalars
+from ..geometry import regions
+from ..geometry.geodesics import geodesics, initial_velocities
+from ..geometry.spectrum import spectral_gap
+from ..learn import runs
+from ..learn.model import float64_copy
+from ..report import figures
+from ..sampling import points as sampling
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ def explore_run(model, config, n_points: int | None = None, out_dir=None, progre
                 settings: ExploreSettings | None = None, background=None, region_weights=None) -> dict:
     """Spectral gap, curvature and hotspots, geodesics, torsion and region statistics of a trained phi.
 
-    model: x (batch, 7) -> packed phi (batch, 35) (evaluated on a float64 copy); config: has `.L`.
+    model: x (batch, 7) -> packed phi (batch, 35) (evaluated on a float64 copy); config: has `.L` (the chart's half-length).
     Writes out_dir/explore_summary.json, out_dir/refinement_guidance.json and the six-panel figure
     out_dir/plots/explore_six_panel.png (out_dir defaults to G2_ML/1_4/outputs). Returns the summary
     dict (every number computed here; timings in seconds under "timings_s").
@@ -64,18 +68,17 @@ def explore_run(model, config, n_points: int | None = None, out_dir=None, progre
     if n_points is not None:
         s = ExploreSettings(**{**asdict(s), "n_points": int(n_points)})
     s.validate()
-    L = check_length(getattr(config, "L", None) if config is not None else None)
+    chart = as_chart(getattr(config, "L", None))
+    L = chart.L
     out = runs.output_folder(out_dir)
-    if background is None:
-        from .chart import phi_background
-        background = lambda x: phi_background(x, L)              # noqa: E731
+    background = chart.phi_background if background is None else background
     phi_field = float64_copy(model)
     metric_field = g2.metric_field_from_phi(phi_field)
     timings, summary = {}, {"L": L, "profile": getattr(config, "profile", None), "settings": asdict(s)}
 
     t0 = time.perf_counter()
-    x = sampling.sobol(s.n_points, L, seed=s.seed)
-    table = regions.region_table(phi_field, x, L, background=background, region_weights=region_weights, chunk=4 * s.chunk)
+    x = sampling.sobol(s.n_points, chart, seed=s.seed)
+    table = regions.region_table(phi_field, x, chart, background=background, region_weights=region_weights, chunk=4 * s.chunk)
     summary["regions"] = regions.region_statistics(table)
     timings["regions"] = time.perf_counter() - t0
 
@@ -96,19 +99,19 @@ def explore_run(model, config, n_points: int | None = None, out_dir=None, progre
 
     t0 = time.perf_counter()
     curv = curvature_scalars(metric_field, x, chunk=s.chunk, progress=progress)
-    hot = regions.hotspots(x, curv.ricci_norm, L, s.hotspot_fraction, region_weights, s.n_bins)
+    hot = regions.hotspots(x, curv.ricci_norm, chart, s.hotspot_fraction, region_weights, s.n_bins)
     summary["curvature"] = curv.to_dict()
     summary["hotspots_ricci"] = hot.to_dict()
     timings["curvature"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    sg = spectral_gap(metric_field, L, n_fourier=s.spectral_n_fourier, n_lambda=s.spectral_n_lambda,
+    sg = spectral_gap(metric_field, chart, n_fourier=s.spectral_n_fourier, n_lambda=s.spectral_n_lambda,
                       n_points=s.spectral_points, n_quad_lambda=s.spectral_quad_lambda, progress=progress)
     summary["spectral"] = sg.to_dict()
     timings["spectral"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    x0 = sampling.sobol(s.n_geodesics, L, seed=s.seed + 1)
+    x0 = sampling.sobol(s.n_geodesics, chart, seed=s.seed + 1)
     x0[:, 0] = 0.0                                              # start in the neck
     v0 = initial_velocities(metric_field, x0, s.seed)
     geo = geodesics(metric_field, x0, v0, s.geodesic_t_max, s.geodesic_steps)
@@ -121,13 +124,13 @@ def explore_run(model, config, n_points: int | None = None, out_dir=None, progre
         "endpoint_separation_g": [float(d) for d in torch.einsum(
             "zi,zij,zj->z", geo_t.x[-1] - geo.x[-1], g_end, geo_t.x[-1] - geo.x[-1]).sqrt()],
         "max_force_of_antisymmetric_part_of_T": geo_t.antisymmetric_force,
-        "stayed_in_chart": [bool(b) for b in geo.inside_chart(L).all(0)],
+        "stayed_in_chart": [bool(b) for b in geo.inside_chart(chart).all(0)],
         "torsion_term": ("(1/2) g^{kl} T_ijl x'^i x'^j with T_ijl = T_i^m phi_mjl, T_lm the full torsion tensor "
                          "(nabla phi = T . psi); its totally antisymmetric part contracts to zero"),
     }
     timings["geodesics"] = time.perf_counter() - t0
 
-    guidance = regions.refinement_guidance(x[:, 0], curv.ricci_norm, T, L, region_weights, s.n_bins)
+    guidance = regions.refinement_guidance(x[:, 0], curv.ricci_norm, T, chart, region_weights, s.n_bins)
     summary["timings_s"] = timings
     figure = out / "plots" / "explore_six_panel.png"
     figures.six_panel_figure(figure, table, x, curv.ricci_norm, hot.mask, sg, geo, geo_t, T, float(kappa))
