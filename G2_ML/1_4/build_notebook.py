@@ -233,6 +233,7 @@ orbifold resolutions are not covered (some of Joyce's examples have odd ν). The
 these numbers with sources."""),
     ("code", """from k7lib import topology
 from k7lib.geometry import harmonic, hodge
+from k7lib.apps import pipeline
 from k7lib.report import export
 n_harm = N_HARMONIC or (20000 if S.config.profile == "full" else 2048)
 H = harmonic.extract(model, n_harm, chart, seed=S.config.seed, progress=True)
@@ -294,7 +295,7 @@ number, with the standard errors $s/\\sqrt N$ of $\\langle T\\rangle$ and $\\lan
 `results_v1_4.tex`, a short article built from that metadata alone, plus the figures as PNG (for this
 notebook) and PDF (for the article). Every file is written to a temporary name first and renamed only
 when all succeeded, so a failed export keeps the previous ones."""),
-    ("code", """paths = export.write_outputs(S.out_dir, export.results_from_run(result, ev, H, Y, n_points=N_EVAL,
+    ("code", """paths = export.write_outputs(S.out_dir, pipeline.results_from_run(result, ev, H, Y, n_points=N_EVAL,
                              topology=topology.chart_support(), figures={"chart": figures.chart_figure(chart), "spectra": figures.spectra_figure(H),
                                       "history": figures.history_figure(result.history, S.config)}))
 display(pd.Series({k: str(v) for k, v in paths.items()}, name="file").to_frame())"""),
@@ -312,18 +313,18 @@ identities on the learned forms. The same runs from the command line: `python -m
 `python -m k7lib validate`."""),
     ("code", """if EXPLORE:
     from k7lib.apps import explore, validate
+    from k7lib.geometry import spectrum
     from IPython.display import Image
     ex = explore.explore_run(model, S.config, out_dir=S.out_dir / "explore")
-    display(pd.Series({"lambda1": ex["spectral"]["lambda1"], "(pi / 2L)^2": ex["spectral"]["neck_mode_pi_over_2L_squared"],
-                       "lambda1 Vol^(2/7)": ex["spectral"]["lambda1_volume_2_7"],
-                       "lambda1 * H*": ex["spectral"]["lambda1_H_star"],
-                       "seed 001's quoted lambda1 * H*": ex["spectral"]["seed_quoted_lambda1_H_star"],
-                       "scalar curvature min": ex["curvature"]["scalar"]["min"],
-                       "scalar curvature max": ex["curvature"]["scalar"]["max"],
-                       "<T> / kappa_T": ex["torsion"]["T_mean_over_kappa_T"]}, name="explore").to_frame())
-    display(Image(ex["files"]["figure"]))
+    sp = ex.spectral
+    display(pd.Series({"lambda1": sp.lambda1, "(pi / 2L)^2": sp.neck_mode, "lambda1 Vol^(2/7)": sp.lambda1_volume,
+                       "lambda1 * H*": sp.lambda1_H_star, "seed 001's quoted lambda1 * H*": spectrum.SEED_GAP_PRODUCT,
+                       "scalar curvature min": float(ex.curvature.scalar.min()),
+                       "scalar curvature max": float(ex.curvature.scalar.max()),
+                       "<T> / kappa_T": ex.torsion.T_mean_over_kappa_T}, name="explore").to_frame())
+    display(Image(ex.files["figure"]))
     va = validate.validate_run(model, S.config, out_dir=S.out_dir / "validation")
-    display(pd.DataFrame(va["statistics"]).T.dropna(how="all", axis=1).head(12))"""),
+    display(pd.DataFrame(va.statistics).T.dropna(how="all", axis=1).head(12))"""),
     ("md", """*Exploration figure* (when `EXPLORE` is on). Six panels of the learned metric: look for the
 spectral estimate $\\lambda_1$ settling as the basis grows, curvature hotspots sitting in the neck where the
 twist turns, and a small energy drift along the geodesics (the integrator is trustworthy there)."""),
@@ -356,9 +357,9 @@ harmonic count and chart topology, the compact coupling table, and what the numb
 Every number in it is printed from the run's exported metadata and configuration through one macro `\\rv{key}{value}`, and a
 missing one reads *not computed*. Where `pdflatex` is installed this cell compiles it and shows the first
 page; otherwise it says why and shows the summary table instead."""),
-    ("code", """from k7lib.report import article as report
+    ("code", """from k7lib.report import pdf
 from IPython.display import Image
-shown = report.preview(S.out_dir / export.FILES["tex"])
+shown = pdf.preview(S.out_dir / export.FILES["tex"])
 print(shown["message"])
 display(Image(filename=str(shown["png"])) if shown["png"] else figures.summary_table(export.read_outputs(S.out_dir)))"""),
     ("md", """*First page of `results_v1_4.pdf`* (or the summary table). Check the abstract's headline numbers

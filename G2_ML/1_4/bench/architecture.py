@@ -39,7 +39,7 @@ LAYERS = (
 # (module, imported module): why the import waits until the function runs.
 INNER_IMPORTS = {
     ("k7lib.apps.session", "IPython.display"): "IPython is there only inside a notebook; the package runs without it",
-    ("k7lib.report.article", "pypdfium2"): "optional PDF rasteriser, used only when it is installed",
+    ("k7lib.report.pdf", "pypdfium2"): "optional PDF rasteriser, used only when it is installed",
 }
 
 

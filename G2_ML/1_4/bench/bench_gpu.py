@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from k7lib import g2, gift, topology
+from k7lib.apps import pipeline
 from k7lib.derivatives import value_and_jacobian  # noqa: E402
 from k7lib.geometry import couplings, harmonic
 from k7lib.learn.config import Config  # noqa: E402
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
               f"(Hitchin cubic on 256 points)")
 
         t0 = time.perf_counter()
-        res = export.results_from_run(result, ev, H, table, topology=topology.chart_support())
+        res = pipeline.results_from_run(result, ev, H, table, topology=topology.chart_support())
         export.write_outputs(os.path.join(tmp, "outputs"), res)
         print(f"export: {time.perf_counter() - t0:.1f} s")
     if not math.isfinite(rate):

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from k7lib import g2, gift, topology
+from k7lib.apps import pipeline
 from k7lib.geometry import couplings, harmonic
 from k7lib.learn.train import evaluate, polish, train
 from k7lib.report import export
@@ -33,7 +34,7 @@ def test_the_pipeline_creates_no_tensor_on_the_default_device(tmp_path):
                                     volume=cfg.chart.volume, metric=metric)
         C = couplings.hitchin_cubic(model, H.three.representatives(3), xy[:32], volume=cfg.chart.volume)
         Y, _ = gift.coupling_tables(W.couplings(), C.couplings())
-        res = export.results_from_run(result, ev, H, Y, n_points=64, topology=topology.chart_support())
+        res = pipeline.results_from_run(result, ev, H, Y, n_points=64, topology=topology.chart_support())
         export.write_outputs(tmp_path / "out", res)
     assert (H.b2_harm, H.b3_harm) == (15, 20) and (tmp_path / "out" / export.FILES["metadata"]).is_file()
 
@@ -52,7 +53,7 @@ def test_exploration_validation_and_the_quintic_link_create_no_tensor_on_the_def
         checks = links.structure_checks(link_chart.link_points(32, seed=0))
         potential, _, _ = ricci_flat.train(ricci_flat.RicciConfig(n_train=200, epochs=1))
         sigma = ricci_flat.sigma_table(potential, 200, seeds=(101,))
-    assert va["statistics"] and ex["spectral"]["lambda1"] > 0 and len(checks) and len(sigma)
+    assert va.statistics and ex.spectral.lambda1 > 0 and len(checks) and len(sigma)
 
 
 def test_gpu_bench_runs_as_a_cpu_smoke_test_and_refuses_cuda_without_a_gpu(capsys):

@@ -331,7 +331,7 @@ def test_explore_run_end_to_end(tmp_path):
     out = E.explore_run(model, cfg, out_dir=tmp_path, settings=s)
     assert model.head.weight.dtype == torch.float32               # the caller's model is untouched
     for key in ("figure", "summary", "refinement"):
-        path = Path(out["files"][key])
+        path = Path(out.files[key])
         assert path.exists() and tmp_path in path.parents
     saved = json.loads((tmp_path / "explore_summary.json").read_text())
     assert saved["spectral"]["lambda1_H_star"] == pytest.approx(saved["spectral"]["lambda1"] * 99)

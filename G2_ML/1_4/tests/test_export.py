@@ -14,8 +14,10 @@ import torch  # noqa: E402
 from k7lib import gift
 from k7lib.constants import ZeroParamGeometry  # noqa: E402
 from k7lib.geometry import couplings
-from k7lib.report import article as report
-from k7lib.report import export  # noqa: E402
+from k7lib.report import (
+    export,  # noqa: E402
+    latex,  # noqa: E402
+)
 
 
 def make_results(n=12, seed=0, figures=None, loss_scale=1.0):
@@ -69,7 +71,7 @@ def test_round_trip_all_six_files(tmp_path, figure):
     sd = back["model"]["state_dict"]
     assert set(sd) == set(res.model_state) and torch.equal(sd["net.0.weight"], res.model_state["net.0.weight"])
     assert back["model"]["config"] == res.config
-    assert report.tex_wellformed(tmp_path / "out" / export.FILES["tex"])
+    assert latex.tex_wellformed(tmp_path / "out" / export.FILES["tex"])
     assert back["figures"][0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "out" / "fig_loss.pdf").read_bytes()[:4] == b"%PDF"          # vector copy for the .tex
 

@@ -10,6 +10,7 @@ from k7lib import forms as F
 from k7lib.__main__ import main as k7main
 from k7lib.apps import cli
 from k7lib.calabi_yau import link as Lk
+from k7lib.calabi_yau import link_analysis
 from k7lib.calabi_yau import link_chart as LC
 from k7lib.calabi_yau import quintic as Qn
 
@@ -172,7 +173,7 @@ def test_train_validate_runs_and_cli(tmp_path):
         Lk.load_run(9, root)
 
     x = LC.link_points(12, seed=11)
-    summary, components, _ = Lk.analyse(models, cfg.structure, x)
+    summary, components, _ = link_analysis.analyse(models, cfg.structure, x)
     row = lambda f, c: summary[(summary.field == f) & (summary.check == c)].iloc[0]
     assert row("analytic", "d_psi").max_relative <= TOL
     assert row("analytic", "d_phi_minus_omega2").max_relative <= TOL

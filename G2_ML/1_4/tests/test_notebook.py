@@ -72,7 +72,8 @@ def test_notebook_runs_end_to_end_in_the_quick_profile(tmp_path):
     hist = pd.read_csv(out / "history_v1_4.csv")
     for col in ("phase", "epoch", "global_epoch", "loss", "T_mean", "det_mean", "det_std", "eig_min", "lr", "rollbacks"):
         assert col in hist.columns
-    from k7lib.report.article import compile_tex, log_problems, tex_wellformed
+    from k7lib.report.latex import tex_wellformed
+    from k7lib.report.pdf import compile_tex, log_problems
     assert tex_wellformed(out / "results_v1_4.tex")
     if shutil.which("pdflatex"):        # the run's own article stays within 2-4 pages, without overfull boxes
         compile_tex(out / "results_v1_4.tex", keep_log=True)

@@ -12,11 +12,11 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from test_export import make_results  # noqa: E402
 
+from k7lib.apps import pipeline  # noqa: E402
 from k7lib.learn.config import Config  # noqa: E402
-from k7lib.report import article as report
-from k7lib.report import export, figures  # noqa: E402
+from k7lib.report import article, context, export, figures, latex, pdf  # noqa: E402
 
-NOT_COMPUTED = report.NOT_COMPUTED
+NOT_COMPUTED = latex.NOT_COMPUTED
 
 
 def full_results(figs=None, **meta_changes):
@@ -49,7 +49,7 @@ def rv_values(tex):
 
 
 def parse_number(text):
-    """The float a printed value stands for (independent of report.value_tex)."""
+    """The float a printed value stands for (independent of latex.value_tex)."""
     t = text.strip()
     m = re.fullmatch(r"(-?)\\frac\{(\d+)\}\{(\d+)\}", t)
     if m:
@@ -98,26 +98,26 @@ def source_value(res, key):
 
 def test_value_tex_is_the_one_formatting_rule():
     from fractions import Fraction
-    assert report.value_tex(0.0171) == "0.0171" and report.value_tex(2.03125) == "2.03125"
-    assert report.value_tex(1.234e-4) == r"1.234\times10^{-4}" and report.value_tex(-6.25e7) == r"-6.25\times10^{7}"
-    assert report.value_tex(Fraction(3472, 891)) == r"\frac{3472}{891}" and report.value_tex("65/32") == r"\frac{65}{32}"
-    assert report.value_tex(77) == "77" and report.value_tex(0.0) == "0"
-    for missing in (None, report.MISSING, float("nan"), float("inf"), -math.inf, "", object(), torch.tensor(math.nan)):
-        assert report.value_tex(missing) == NOT_COMPUTED
-    assert report.value_tex(torch.tensor(0.5)) == "0.5"
+    assert latex.value_tex(0.0171) == "0.0171" and latex.value_tex(2.03125) == "2.03125"
+    assert latex.value_tex(1.234e-4) == r"1.234\times10^{-4}" and latex.value_tex(-6.25e7) == r"-6.25\times10^{7}"
+    assert latex.value_tex(Fraction(3472, 891)) == r"\frac{3472}{891}" and latex.value_tex("65/32") == r"\frac{65}{32}"
+    assert latex.value_tex(77) == "77" and latex.value_tex(0.0) == "0"
+    for missing in (None, latex.MISSING, float("nan"), float("inf"), -math.inf, "", object(), torch.tensor(math.nan)):
+        assert latex.value_tex(missing) == NOT_COMPUTED
+    assert latex.value_tex(torch.tensor(0.5)) == "0.5"
 
 
 def test_every_number_in_the_tex_is_the_runs():
     res = full_results()
-    tex, values = report.render(res)
+    tex, values = article.render(res)
     printed = rv_values(tex)
     assert printed and {k for k, _ in printed} == set(values)
     for key, text in printed:
-        digits = report.key_digits(key)
-        assert text == report.value_tex(values[key], digits), key
+        digits = latex.key_digits(key)
+        assert text == latex.value_tex(values[key], digits), key
         expected = source_value(res, key)
         if isinstance(expected, str) and not re.fullmatch(r"\d+/\d+", expected):
-            assert text == r"\text{" + report.latex_escape(expected) + "}", key
+            assert text == r"\text{" + latex.latex_escape(expected) + "}", key
             continue
         assert text != NOT_COMPUTED, f"{key} is in the run but printed as not computed"
         assert parse_number(text) == pytest.approx(float(eval(str(expected)) if isinstance(expected, str)
@@ -145,7 +145,7 @@ def test_every_number_in_the_tex_is_the_runs():
     assert "topological triple pairing" in tex and "moduli Yukawa" in tex and "no chiral matter" in tex
     assert "GIFT ansatz" in tex and "Yukawa-type" not in tex
     assert r"whatever the gluing angle" in tex and "1+21+77=99" in tex
-    assert not report.tex_problems(tex)
+    assert not latex.tex_problems(tex)
 
 
 def test_tex_holds_the_numbers_escaped(tmp_path):
@@ -155,53 +155,53 @@ def test_tex_holds_the_numbers_escaped(tmp_path):
     assert "0.0171" in tex and "2.0301" in tex and "1/61" in tex and "65/32" in tex and "3472/891" in tex
     assert "3477" in tex and r"$\dim K_7 + 10\,\dim E_8$\\ $+ 10\,H^*$" in tex     # GIFT formula, as mathematics
     assert "Region statistics" in tex and "T\\textasciicircum{}7 chart" in tex
-    assert not report.tex_problems(tex)
-    assert report.latex_escape("a_b & 50% {x} $y$ #1 ~ ^ \\") == \
+    assert not latex.tex_problems(tex)
+    assert latex.latex_escape("a_b & 50% {x} $y$ #1 ~ ^ \\") == \
         r"a\_b \& 50\% \{x\} \$y\$ \#1 \textasciitilde{} \textasciicircum{} \textbackslash{}"
 
 
 def test_missing_and_nonfinite_fields_say_not_computed():
     res = full_results(T_stderr=DROP, det_g_stderr=DROP, kappa_T_measured=float("nan"), b3_harm=float("inf"),
                        b2_topology=DROP, harmonic_spectrum_3=DROP, b3_harm_gap=None, eig_min=torch.tensor(math.nan))
-    tex, values = report.render(res)
+    tex, values = article.render(res)
     printed = dict(rv_values(tex))
     for key in ("T_stderr", "det_g_stderr", "kappa_T_measured", "b3_harm", "b2_topology", "b3_harm_gap",
                 "eig_min", "derived.kappa_T_rel"):
         assert printed[key] == NOT_COMPUTED, key
     assert printed["det_g_measured"] == "2.0301" and printed["b2_harm"] == "21"
     assert not re.search(r"\b(nan|inf|None)\b", tex)
-    assert not report.tex_problems(tex)
+    assert not latex.tex_problems(tex)
     # a near-empty run: no configuration, no coupling table, only two metadata keys
     bare = export.Results(model_state={}, config={}, coords=None, metric=None, history=None, metadata={"profile": "quick", "seed": 0},
                           couplings=None)
-    tex, values = report.render(bare)
-    assert not report.tex_problems(tex) and "not computed" in tex
+    tex, values = article.render(bare)
+    assert not latex.tex_problems(tex) and "not computed" in tex
     assert all(text == NOT_COMPUTED for key, text in rv_values(tex) if key not in ("profile", "seed"))
 
 
 def test_compact_couplings_accepts_the_long_and_the_compact_shape():
     long = make_results().couplings.to_dict(orient="records")
-    rows, cols = report.compact_couplings(long)
+    rows, cols = context.compact_couplings(long)
     assert len(rows) == 2 and [c[0] for c in cols] == ["m_s/m_d", "m_tau/m_e", "m_tau/m_mu", "Q_Koide"]
     compact = [{"kind": "topological triple pairing", "triplet": "(0, 1, 0)", "Y": 2.0, "Y_stderr": 0.1, "epsilon": 0.9,
                 "m_s/m_d": 1.5, "m_tau/m_e": 2.2, "m_tau/m_mu": 1.4, "Q_Koide": 0.4}]
-    rows, cols = report.compact_couplings(compact)
+    rows, cols = context.compact_couplings(compact)
     assert len(rows) == 1 and rows[0]["cells"]["m_tau/m_e"] == (0, "m_tau/m_e") and len(cols) == 4
     base = make_results()
     res = export.Results(**{**base.__dict__, "couplings": None, "metadata": {**base.metadata, "coupling_table": compact}})
-    tex, values = report.render(res)
+    tex, values = article.render(res)
     assert values["coupling.0.m_tau/m_e"] == 2.2 and r"\rv{coupling.0.m_tau/m_e}{2.2}" in tex
-    assert r"$\dim K_7 + 10\,\dim E_8$\\ $+ 10\,H^*$" in tex and not report.tex_problems(tex)
+    assert r"$\dim K_7 + 10\,\dim E_8$\\ $+ 10\,H^*$" in tex and not latex.tex_problems(tex)
 
 
 def test_tex_problems_detects_malformed_documents():
     good = "\\documentclass{article}\n\\begin{document}\n\\begin{table}x\\end{table}\n\\end{document}\n"
-    assert report.tex_problems(good) == []
-    assert report.tex_problems(good.replace("\\end{table}", ""))
-    assert report.tex_problems(good.replace("x", "{x"))
-    assert report.tex_problems(good.replace("\\end{document}", ""))
-    assert report.tex_problems(good.replace("\\end{table}", "\\end{tabular}"))
-    assert report.tex_problems(good.replace("x", "\\{x")) == []        # escaped brace is text
+    assert latex.tex_problems(good) == []
+    assert latex.tex_problems(good.replace("\\end{table}", ""))
+    assert latex.tex_problems(good.replace("x", "{x"))
+    assert latex.tex_problems(good.replace("\\end{document}", ""))
+    assert latex.tex_problems(good.replace("\\end{table}", "\\end{tabular}"))
+    assert latex.tex_problems(good.replace("x", "\\{x")) == []        # escaped brace is text
 
 
 def test_log_problems_reads_errors_and_wide_overfull_boxes():
@@ -209,15 +209,15 @@ def test_log_problems_reads_errors_and_wide_overfull_boxes():
            "Overfull \\hbox (12.25pt too wide) in paragraph at lines 5--6\n"
            "! Undefined control sequence.\n"
            "LaTeX Warning: Reference `tab:x' on page 1 undefined on input line 9.\n")
-    problems = report.log_problems(log)
+    problems = pdf.log_problems(log)
     assert len(problems) == 3 and problems[0].startswith("! Undefined") and "12.25pt" in problems[1] and "tab:x" in problems[2]
-    assert report.log_problems("Overfull \\hbox (3.5pt too wide)\n") == []
+    assert pdf.log_problems("Overfull \\hbox (3.5pt too wide)\n") == []
 
 
 def test_compile_tex_without_pdflatex_returns_none(tmp_path, monkeypatch):
     export.write_outputs(tmp_path, make_results())
-    monkeypatch.setattr(report.shutil, "which", lambda name: None)
-    assert report.compile_tex(tmp_path / export.FILES["tex"]) is None
+    monkeypatch.setattr(pdf.shutil, "which", lambda name: None)
+    assert pdf.compile_tex(tmp_path / export.FILES["tex"]) is None
 
 
 PDFLATEX = shutil.which("pdflatex")
@@ -227,8 +227,8 @@ NO_PDFLATEX = "pdflatex is not on PATH: the compile test is skipped (install tex
 @pytest.mark.skipif(PDFLATEX is None, reason=NO_PDFLATEX)
 def test_tex_compiles_with_pdflatex(tmp_path):
     export.write_outputs(tmp_path, make_results())
-    pdf = report.compile_tex(tmp_path / export.FILES["tex"])
-    assert pdf is not None and pdf.exists() and pdf.read_bytes()[:4] == b"%PDF"
+    out = pdf.compile_tex(tmp_path / export.FILES["tex"])
+    assert out is not None and out.exists() and out.read_bytes()[:4] == b"%PDF"
 
 
 @pytest.mark.skipif(PDFLATEX is None, reason=NO_PDFLATEX)
@@ -242,19 +242,19 @@ def test_article_compiles_without_errors_or_wide_boxes(tmp_path):
     for res in (full_results(figs), full_results(figs, T_stderr=DROP, kappa_T_measured=float("nan"))):
         export.write_outputs(tmp_path, res)
         assert (tmp_path / "fig_history.pdf").read_bytes()[:4] == b"%PDF"
-        pdf = report.compile_tex(tmp_path / export.FILES["tex"], keep_log=True)
+        out = pdf.compile_tex(tmp_path / export.FILES["tex"], keep_log=True)
         log = (tmp_path / "results_v1_4.log").read_text(encoding="latin-1")
-        assert report.log_problems(log) == []
+        assert pdf.log_problems(log) == []
         pages = int(re.search(r"Output written on .*?\((\d+) pages?", log, re.S).group(1))
         assert 2 <= pages <= 4, pages
-        assert "was not exported" not in log and pdf.stat().st_size > 10_000
+        assert "was not exported" not in log and out.stat().st_size > 10_000
 
 
 def test_standard_errors_over_the_fresh_points():
     from k7lib.learn.model import K7PhiModel
     from k7lib.torsion import torsion_packed
     ev = {"n_points": 400, "nonpositive": 4, "det_std": 0.02, "T_std": 0.5}
-    se = export.standard_errors(ev, None, None)
+    se = pipeline.standard_errors(ev, None, None)
     assert se["det_g_stderr"] == pytest.approx(0.02 / math.sqrt(396)) and se["T_stderr"] == pytest.approx(0.5 / math.sqrt(396))
     assert se["stderr_points"] == 396 and se["T_std_source"] == "evaluation points"
     cfg = Config.from_profile("quick", width=8, depth=1)        # without T_std: T at the exported points
@@ -262,25 +262,25 @@ def test_standard_errors_over_the_fresh_points():
     with torch.no_grad():
         model.head.bias.add_(0.01)                                # a correction, so that T varies over the chart
     x = torch.rand(24, 7, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    se = export.standard_errors({"n_points": 24, "nonpositive": 0, "det_std": 0.0}, model, x)
+    se = pipeline.standard_errors({"n_points": 24, "nonpositive": 0, "det_std": 0.0}, model, x)
     T = torsion_packed(model, x, check=False).T.detach()
     assert se["T_stderr"] == pytest.approx(float(T.std()) / math.sqrt(24)) and se["T_stderr"] > 0
     assert se["det_g_stderr"] == 0.0 and se["T_std_source"] == "24 exported points"
 
 
 def test_preview_never_raises(tmp_path, monkeypatch):
-    assert report.preview(tmp_path / "absent.tex")["pdf"] is None
+    assert pdf.preview(tmp_path / "absent.tex")["pdf"] is None
     export.write_outputs(tmp_path, make_results())
     tex = tmp_path / export.FILES["tex"]
     with monkeypatch.context() as m:
-        m.setattr(report.shutil, "which", lambda name: None)
-        out = report.preview(tex)
+        m.setattr(pdf.shutil, "which", lambda name: None)
+        out = pdf.preview(tex)
         assert out["pdf"] is None and out["png"] is None and "not installed" in out["message"]
     if PDFLATEX is not None:
-        out = report.preview(tex)
+        out = pdf.preview(tex)
         assert out["pdf"].exists()
         if shutil.which("pdftoppm"):
             assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         tex.write_text("\\documentclass{article}\\begin{document}\\undefinedmacro\\end{document}")
-        out = report.preview(tex)
+        out = pdf.preview(tex)
         assert out["pdf"] is None and "could not compile" in out["message"]

@@ -66,7 +66,7 @@ def test_divergence_in_a_notebook_shows_the_recipe_not_a_traceback(tmp_path, mon
     def diverge(*a, **k):
         raise err
 
-    monkeypatch.setattr(T, "train", diverge)
+    monkeypatch.setattr(session, "train_run", diverge)          # the name session trains through
     s = session.configure("quick", checkpoint_root=tmp_path / "c", output_dir=tmp_path / "o")
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))

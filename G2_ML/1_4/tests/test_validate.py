@@ -116,7 +116,7 @@ def test_validate_run_and_command(tmp_path, capsys):
     saved = json.loads((tmp_path / "g2_validation.json").read_text())
     assert saved["statistics"]["norm2_phi"]["max_abs_deviation"] < 1e-10
     assert (tmp_path / "g2_validation_points.csv").exists()
-    assert len(res["files"]["plots"]) == len(V.DESCRIPTION) - 1
+    assert len(res.files["plots"]) == len(V.DESCRIPTION) - 1
     with pytest.raises(ValueError, match="n_points"):
         V.validate_run(model, cfg, n_points=0, out_dir=tmp_path)
     empty = tmp_path / "runs"

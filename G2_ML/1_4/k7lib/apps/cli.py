@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from ..calabi_yau import link as Lk
+from ..calabi_yau import link_analysis
 from ..calabi_yau import ricci_flat as RF
 from ..calabi_yau.link_chart import link_points
 from ..calabi_yau.ricci_flat import DEFAULT_RUNS as RICCI_RUNS
@@ -137,21 +138,20 @@ def explore_main(argv=None) -> int:
                                seed=args.seed).validate()
     t0 = time.perf_counter()
     model, config = load_from_args(args)
-    summary = explore_run(model, config, out_dir=args.out, progress=args.progress, settings=settings)
-    sp, cu, hs = summary["spectral"], summary["curvature"], summary["hotspots_ricci"]
-    print(f"lambda1 = {sp['lambda1']:.6g}, lambda1*H* = {sp['lambda1_H_star']:.6g} "
-          f"(seed 001 quotes 13; basis {sp['n_basis']}, last refinement changed it by "
-          f"{sp['relative_change_last_refinement']:.2e})")
-    print(f"scalar curvature in [{cu['scalar']['min']:.4g}, {cu['scalar']['max']:.4g}], "
-          f"|Ric| in [{cu['ricci_norm']['min']:.4g}, {cu['ricci_norm']['max']:.4g}]")
-    print("hotspots (top {:.0%} |Ric|) by region: ".format(hs["fraction"])
-          + ", ".join(f"{k} {v['hotspots']}/{v['points']}" for k, v in hs["regions"].items()))
-    print(f"T mean {summary['torsion']['T_mean']:.4g} (kappa_T = 1/61 = {summary['torsion']['kappa_T_float']:.4g}); "
-          f"det g mean {summary['regions']['det_g']['mean']:.6g} (65/32)")
-    print(f"geodesic energy drift: Levi-Civita max {max(summary['geodesics']['energy_drift_levi_civita']):.2e}, "
-          f"torsion flow max {max(summary['geodesics']['energy_drift_torsion_flow']):.2e}")
-    print(f"wrote {summary['files']['summary']}, {summary['files']['figure']} "
-          f"in {time.perf_counter() - t0:.1f} s")
+    ex = explore_run(model, config, out_dir=args.out, progress=args.progress, settings=settings)
+    sp, cu, hs = ex.spectral, ex.curvature, ex.hotspots_ricci
+    change = sp.to_dict()["relative_change_last_refinement"]
+    print(f"lambda1 = {sp.lambda1:.6g}, lambda1*H* = {sp.lambda1_H_star:.6g} "
+          f"(seed 001 quotes 13; basis {sp.n_basis}, last refinement changed it by {change:.2e})")
+    print(f"scalar curvature in [{float(cu.scalar.min()):.4g}, {float(cu.scalar.max()):.4g}], "
+          f"|Ric| in [{float(cu.ricci_norm.min()):.4g}, {float(cu.ricci_norm.max()):.4g}]")
+    print("hotspots (top {:.0%} |Ric|) by region: ".format(hs.fraction)
+          + ", ".join(f"{k} {v['hotspots']}/{v['points']}" for k, v in hs.regions.items()))
+    print(f"T mean {ex.torsion.T_mean:.4g} (kappa_T = 1/61 = {ex.torsion.kappa_T_float:.4g}); "
+          f"det g mean {ex.regions['det_g']['mean']:.6g} (65/32)")
+    print(f"geodesic energy drift: Levi-Civita max {max(ex.geodesics.energy_drift_levi_civita):.2e}, "
+          f"torsion flow max {max(ex.geodesics.energy_drift_torsion_flow):.2e}")
+    print(f"wrote {ex.files['summary']}, {ex.files['figure']} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -170,8 +170,8 @@ def validate_main(argv=None) -> int:
         raise ValueError(f"--points must be a positive integer, got {args.points}")
     model, config = load_from_args(args)
     res = validate_run(model, config, n_points=args.points, out_dir=args.out, seed=args.seed, progress=args.progress)
-    stats = res["statistics"]
-    print(f"G2 identities on {args.points} points (float64), {res['time_s']:.1f} s:")
+    stats = res.statistics
+    print(f"G2 identities on {args.points} points (float64), {res.time_s:.1f} s:")
     for col, row in stats.items():
         if col in ("lam",) or "mean" not in row or "description" not in row:
             continue
@@ -180,7 +180,7 @@ def validate_main(argv=None) -> int:
     k, d = stats["kappa_T_check"], stats["det_g_check"]
     print(f"  <T> = {k['T_mean']:.6g} vs kappa_T = {k['target']} = {k['target_float']:.6g}; "
           f"<det g> = {d['mean']:.6g} vs {d['target']} = {d['target_float']:.6g}")
-    print(f"wrote {res['files']['summary']} and {len(res['files']['plots'])} histograms")
+    print(f"wrote {res.files['summary']} and {len(res.files['plots'])} histograms")
     return 0
 
 
@@ -278,7 +278,7 @@ def _links_validate(args) -> int:
     saved = Lk.load_run(args.run, args.root)
     path, config, models = saved.path, saved.config, saved.networks
     x = link_points(args.n, seed=args.seed)
-    summary, components, residuals = Lk.analyse(models, config.structure, x, method=args.method)
+    summary, components, residuals = link_analysis.analyse(models, config.structure, x, method=args.method)
     summary.to_csv(path / "validation_summary.csv", index=False)
     components.to_csv(path / "validation_components.csv", index=False)
     fig = figures.link_residuals_figure(residuals, Path(args.plots) / f"links_identities_{path.name}.png")

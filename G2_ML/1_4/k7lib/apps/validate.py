@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ from ..batches import chunks
 from ..chart import as_chart
 from ..constants import ZeroParamGeometry
 from ..g2 import as_packed_field
-from ..inputs import check_points
+from ..inputs import check_points, positive_int
 from ..learn import runs
 from ..learn.model import float64_copy
 from ..report import figures
@@ -128,18 +129,32 @@ def g2_identity_report(phi_field, x: torch.Tensor, chunk: int = 256, method: str
     return table, identity_summary(table)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """What `validate_run` measured: per-identity statistics (`identity_summary`) on n_points Sobol points
+    of the chart, the time taken and the files written (summary, points, plots)."""
+    L: float
+    profile: str | None
+    n_points: int
+    seed: int
+    statistics: dict
+    time_s: float
+    files: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def validate_run(model, config, n_points: int = 1024, out_dir=None, seed: int = 0, chunk: int = 256,
-                 progress: bool = False) -> dict:
+                 progress: bool = False) -> Validation:
     """G2 identity report of a trained model on n_points Sobol points of the chart [-L, L] x T^6.
 
-    model: x (batch, 7) -> packed phi (evaluated on a float64 copy); config: has `.L` (the chart's half-length).
-    Writes out_dir/g2_validation.json, out_dir/g2_validation_points.csv and histograms in
-    out_dir/plots/ (out_dir defaults to G2_ML/1_4/outputs). Returns the summary dict with the
-    file paths and the time taken.
+    model: x (batch, 7) -> packed phi (evaluated on a float64 copy); config: has `.L` (the chart's
+    half-length). Writes out_dir/g2_validation.json, out_dir/g2_validation_points.csv and histograms in
+    out_dir/plots/ (out_dir defaults to G2_ML/1_4/outputs). Returns a `Validation`.
     """
     chart = as_chart(getattr(config, "L", None))
-    if not (isinstance(n_points, int) and n_points >= 1):
-        raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
+    positive_int(n_points, "n_points")
     out = runs.output_folder(out_dir)
     phi_field = float64_copy(model)
     t0 = time.perf_counter()
@@ -148,9 +163,9 @@ def validate_run(model, config, n_points: int = 1024, out_dir=None, seed: int = 
     elapsed = time.perf_counter() - t0
     plots = figures.identity_histograms(table, out / "plots", EXACT, DESCRIPTION)
     table.to_csv(out / "g2_validation_points.csv", index=False)
-    result = {"L": chart.L, "profile": getattr(config, "profile", None), "n_points": n_points, "seed": seed,
-              "statistics": summary, "time_s": elapsed,
-              "files": {"summary": str(out / "g2_validation.json"), "points": str(out / "g2_validation_points.csv"),
-                        "plots": [str(p) for p in plots]}}
-    (out / "g2_validation.json").write_text(json.dumps(result, indent=2))
+    result = Validation(L=chart.L, profile=getattr(config, "profile", None), n_points=n_points, seed=seed,
+                        statistics=summary, time_s=elapsed,
+                        files={"summary": str(out / "g2_validation.json"), "points": str(out / "g2_validation_points.csv"),
+                               "plots": [str(p) for p in plots]})
+    (out / "g2_validation.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result

@@ -232,20 +232,20 @@ def structure_checks(x: torch.Tensor, structure: LinkStructure = DEFAULT, method
 
 # ---------------------------------------------------------------- learning (supervised, as the seed)
 TASKS = {"3form": F.n_components(3), "metric": F.DIM * (F.DIM + 1) // 2}
-_TRIU = torch.triu_indices(F.DIM, F.DIM)
+TRIU = torch.triu_indices(F.DIM, F.DIM)
 
 
 def metric_to_vector(g: torch.Tensor) -> torch.Tensor:
     """Upper triangle (i <= j, row major) of symmetric metrics: (batch, 7, 7) -> (batch, 28)."""
-    return g[:, _TRIU[0], _TRIU[1]]
+    return g[:, TRIU[0], TRIU[1]]
 
 
 def vector_to_metric(v: torch.Tensor) -> torch.Tensor:
     """(batch, 28) -> symmetric (batch, 7, 7), inverse of metric_to_vector (a fixed 28 x 49 matrix)."""
-    S = torch.zeros(len(_TRIU[0]), F.DIM * F.DIM, dtype=v.dtype, device=v.device)
-    rows = torch.arange(len(_TRIU[0]), device=v.device)
-    S[rows, _TRIU[0] * F.DIM + _TRIU[1]] = 1
-    S[rows, _TRIU[1] * F.DIM + _TRIU[0]] = 1
+    S = torch.zeros(len(TRIU[0]), F.DIM * F.DIM, dtype=v.dtype, device=v.device)
+    rows = torch.arange(len(TRIU[0]), device=v.device)
+    S[rows, TRIU[0] * F.DIM + TRIU[1]] = 1
+    S[rows, TRIU[1] * F.DIM + TRIU[0]] = 1
     return (v @ S).reshape(-1, F.DIM, F.DIM)
 
 
@@ -369,103 +369,6 @@ def load_run(run=None, root: str | Path = DEFAULT_RUNS) -> R.SavedRun:
     """A saved links run (latest by default) by `runs.load_run`: config (TrainConfig) and {task: LinkMLP} in float64."""
     return R.load_run(run, root, read=lambda path: R.read_fit(path, TrainConfig, lambda c: c.tasks),
                       build=lambda c: {task: LinkMLP(TASKS[task], c.width, c.depth) for task in c.tasks})
-
-
-# ---------------------------------------------------------------- analysis of analytic and learned fields
-def identity_residuals(phi_psi_fn, g_fn, x: torch.Tensor, method: str = "autograd") -> dict:
-    """Component-wise residuals of the seed's identities for a field x -> (phi, psi) packed.
-
-    g_fn(x, phi) -> (batch, 7, 7) is the metric used for vol_g. Returns per point:
-      phi_wedge_psi (batch,) = (phi ^ psi) / vol_g - 7,
-      d_psi (batch, 21)      = components of d psi,
-      d_phi_minus_omega2 (batch, 35) = components of d phi - omega ^ omega,
-    and the reference scales rms_psi, rms_omega2 (root mean square components over the batch).
-    """
-    def field(y):
-        phi, psi = phi_psi_fn(y)
-        return phi, psi, chart_forms(y).omega
-
-    (phi, psi, omega), jac = value_and_jacobian(field, x, method)
-    d_phi, d_psi = F.d_from_jacobian(jac[0], 3), F.d_from_jacobian(jac[1], 4)
-    om2 = F.wedge_packed(omega, omega, 2, 2)
-    g = g_fn(x, phi)
-    vol = torch.linalg.det(g).clamp_min(0).sqrt()
-    return {
-        "phi_wedge_psi": F.wedge_packed(phi, psi, 3, 4)[:, 0] / vol - 7,
-        "d_psi": d_psi,
-        "d_phi_minus_omega2": d_phi - om2,
-        "rms_psi": float(psi.detach().pow(2).mean().sqrt()),
-        "rms_omega2": float(om2.detach().pow(2).mean().sqrt()),
-    }
-
-
-def _labels(k: int, prefix: str) -> list[str]:
-    return [prefix + "".join(map(str, I)) for I in F.combos(k)]
-
-
-def analyse(models: dict, structure: LinkStructure, x: torch.Tensor, method: str = "autograd"):
-    """Tables (pandas) comparing the analytic structure with the learned fields at chart points x.
-
-    Fields: 'analytic' (phi, psi = omega^2/2 - eta ^ Im Omega, g = g(phi)), 'analytic_star' (psi = *phi),
-    'learned' (phi_NN, psi = *_{g(phi_NN)} phi_NN, g = g_NN when a metric model exists, else g(phi_NN)).
-    Returns (summary, components, residuals): summary has one row per (field, check) with mean and max
-    of |error| and the error relative to the reference scale; components has one row per (field, check,
-    component); residuals holds the raw per-point arrays for plots.
-    """
-
-    check_chart(x)
-    exact = lambda y: phi_psi_packed(y, structure)
-
-    def star(y):
-        phi = exact(y)[0]
-        return phi, g2.psi_packed(phi, check=False)
-
-    g_of_phi = lambda y, phi: g2.metric_data_packed(phi).g
-    fields_ = {"analytic": (exact, g_of_phi), "analytic_star": (star, g_of_phi)}
-    extra = {}
-    if "3form" in models:
-        net = models["3form"]
-
-        def learned(y):
-            phi = net(y)
-            return phi, g2.psi_packed(phi, check=False)
-
-        g_fn = g_of_phi
-        if "metric" in models:
-            g_fn = lambda y, phi: vector_to_metric(models["metric"](y))
-        fields_["learned"] = (learned, g_fn)
-        with torch.no_grad():
-            phi_true = exact(x)[0]
-            extra["phi_fit"] = (net(x) - phi_true, float(phi_true.pow(2).mean().sqrt()))
-            if "metric" in models:
-                g_true = metric_to_vector(g2.metric_data_packed(phi_true).g)
-                extra["metric_fit"] = (models["metric"](x) - g_true, float(g_true.pow(2).mean().sqrt()))
-    rows, comp_rows, residuals = [], [], {}
-    for name, (fn, g_fn) in fields_.items():
-        res = identity_residuals(fn, g_fn, x, method)
-        residuals[name] = res
-        for check, ref, k, prefix in (("phi_wedge_psi", 7.0, None, None),
-                                      ("d_psi", res["rms_psi"], 5, "dpsi_"),
-                                      ("d_phi_minus_omega2", res["rms_omega2"], 4, "dphi-w2_")):
-            err = res[check].detach().abs()
-            rows.append({"field": name, "check": check, "mean_abs": float(err.mean()),
-                         "max_abs": float(err.max()), "reference_scale": ref,
-                         "max_relative": float(err.max()) / ref})
-            if k is not None:
-                for lab, col in zip(_labels(k, prefix), err.T):
-                    comp_rows.append({"field": name, "check": check, "component": lab,
-                                      "mean_abs": float(col.mean()), "max_abs": float(col.max())})
-    for check, (err, ref) in extra.items():
-        residuals["learned"][check] = err
-        labels = _labels(3, "phi_") if check == "phi_fit" else \
-            [f"g_{i}{j}" for i, j in zip(_TRIU[0].tolist(), _TRIU[1].tolist())]
-        e = err.abs()
-        rows.append({"field": "learned", "check": check, "mean_abs": float(e.mean()),
-                     "max_abs": float(e.max()), "reference_scale": ref, "max_relative": float(e.max()) / ref})
-        for lab, col in zip(labels, e.T):
-            comp_rows.append({"field": "learned", "check": check, "component": lab,
-                              "mean_abs": float(col.mean()), "max_abs": float(col.max())})
-    return pd.DataFrame(rows), pd.DataFrame(comp_rows), residuals
 
 
 def sample_summary(n: int, seed: int = 0, structure: LinkStructure = DEFAULT, volume_draws: int = 4000,

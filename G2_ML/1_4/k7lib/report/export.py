@@ -22,7 +22,6 @@ export at a time per folder.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -38,14 +37,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import __version__, g2
-from ..batches import chunks
+from .. import __version__
 from ..constants import StructuralConstants, ZeroParamGeometry
 from ..inputs import check_points
 from ..learn import runs
-from ..sampling import points as sampling
-from ..torsion import torsion_packed
-from .article import render_tex, tex_problems
+from .article import render_tex
+from .latex import tex_problems
 
 SUFFIX = "v1_4"
 FILES = {
@@ -385,77 +382,6 @@ def _read_set(out_dir: Path, paths: dict) -> dict:
         raise ValueError(f"{FILES['tex']} is malformed: {problems}")
     return {"model": model, "coords": coords, "metric": metric, "history": history, "metadata": metadata,
             "tex": tex, "figures": sorted(p for n, p in paths.items() if n.startswith("fig_") and n.endswith(".png"))}
-
-
-def results_from_run(result, evaluation, harmonic, couplings: pd.DataFrame | None = None, *,
-                     n_points: int = 4096, seed: int | None = None, figures: dict | None = None,
-                     topology: dict | None = None) -> Results:
-    """Collect a trained run (train.TrainResult), its float64 evaluation (train.Evaluation), the
-    harmonic extraction (harmonic.HarmonicResult) and the coupling table into `Results`.
-
-    coords are n_points fresh uniform chart points and metric = g(phi(coords)) in float64.
-    topology: optional {"b2": .., "b3": .., "note": ..} of what the chart supports.
-    """
-    cfg = result.config
-    seed = cfg.seed if seed is None else seed
-    model = copy.deepcopy(result.model).double().eval()      # float64 evaluation, caller's model untouched
-    p = next(model.parameters())
-    x, _ = sampling.uniform(n_points, cfg.L, torch.Generator().manual_seed(seed + 7919), dtype=torch.float64, device=p.device)
-    with torch.no_grad():
-        g = torch.cat([g2.metric_data_packed(model(x[s]), check=True).g for s in chunks(n_points, 2048)])
-    extra = {"det_g_std": evaluation.det_std, "T_mean": evaluation.T_mean,
-             **standard_errors(evaluation.to_dict(), model, x, cfg.method),
-             "eig_min": evaluation.eig_min, "nonpositive_points": evaluation.nonpositive,
-             "anti_flat": evaluation.anti_flat, "n_eval_points": evaluation.n_points,
-             "n_harmonic_points": harmonic.n_points, "run": result.run_dir.name,
-             "harmonic_spectrum_2": harmonic.two.harmonic_eigenvalues, "harmonic_spectrum_3": harmonic.three.harmonic_eigenvalues,
-             "b2_harm_gap": harmonic.two.harmonic_gap, "b3_harm_gap": harmonic.three.harmonic_gap,
-             # rollbacks only (the events also hold the polish, early stops and learning-rate changes)
-             "rollbacks": int(result.history["rollbacks"].max()) if "rollbacks" in result.history and len(result.history) else 0}
-    if topology:
-        extra.update({"b2_topology": topology.get("b2"), "b3_topology": topology.get("b3"),
-                      "topology_note": topology.get("note", "")})
-    metadata = build_metadata(cfg.to_dict(), b2_eff=harmonic.b2_eff, b3_eff=harmonic.b3_eff,
-                              b2_harm=harmonic.b2_harm, b3_harm=harmonic.b3_harm,
-                              kappa_T_measured=evaluation.T_mean, det_g_measured=evaluation.det_mean,
-                              extra=extra)
-    state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-    return Results(model_state=state, config=cfg.to_dict(), coords=x.double().cpu(), metric=g.double().cpu(),
-                   history=result.history, metadata=metadata, couplings=couplings,
-                   tables={"Harmonic extraction: normalised Gram spectra of the candidates (b_eff) and of their "
-                           "harmonic parts after the Hodge projection with absolute boundary conditions (b_harm)":
-                           harmonic_table(harmonic)},
-                   figures=dict(figures or {}))
-
-
-def standard_errors(evaluation: dict, model, x: torch.Tensor, method: str = "autograd") -> dict:
-    """Standard errors of <T> and <det g> over the fresh points of `train.evaluate`.
-
-    When the evaluation reports them (T_stderr, det_stderr: the spread of the means of independent
-    Sobol scrambles over sqrt(scrambles)), they are taken as they are. Otherwise s / sqrt(N):
-    N = n_points - nonpositive (the points the means are over). det g: s = evaluation["det_std"],
-    the same sample as the mean. T: s = evaluation["T_std"] when evaluate reports it; otherwise the
-    sample standard deviation of T at the exported points x (another fresh uniform draw), which
-    estimates the same spread. Returns {"T_stderr", "det_g_stderr", "stderr_points", "T_std_source"}.
-    """
-    if "T_stderr" in evaluation and "det_stderr" in evaluation:      # randomised QMC (train.evaluate)
-        return {"T_stderr": evaluation["T_stderr"], "det_g_stderr": evaluation["det_stderr"],
-                "stderr_points": int(evaluation["n_points"]), "stderr_scrambles": int(evaluation["scrambles"]),
-                "T_std_source": f"spread of {int(evaluation['scrambles'])} independent Sobol scrambles"}
-    n = int(evaluation["n_points"]) - int(evaluation.get("nonpositive", 0))
-    out = {"stderr_points": n,
-           "det_g_stderr": evaluation["det_std"] / math.sqrt(n) if n > 0 else float("nan")}
-    if "T_std" in evaluation:
-        s, source = float(evaluation["T_std"]), "evaluation points"
-    else:
-        with torch.no_grad():
-            T = torch.cat([torsion_packed(model, x[s], method=method, check=False).T
-                           for s in chunks(x.shape[0], 1024)]).double()
-        T = T[torch.isfinite(T)]
-        s = float(T.std()) if T.numel() > 1 else float("nan")
-        source = f"{T.numel()} exported points"
-    out.update({"T_stderr": s / math.sqrt(n) if n > 0 else float("nan"), "T_std_source": source})
-    return out
 
 
 HARMONIC_ROWS = ("n_candidates", "n_points", "gram_min", "gram_max", "condition", "condition_eff", "noise_floor",
