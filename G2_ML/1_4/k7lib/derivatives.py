@@ -20,6 +20,13 @@ from .inputs import check_points
 METHODS = ("autograd", "fd")
 
 
+def check_method(method) -> str:
+    """method itself if it names a derivative method of METHODS; ValueError naming the choices otherwise."""
+    if method not in METHODS:
+        raise ValueError(f"unknown derivative method {method!r}; choose one of {METHODS}")
+    return method
+
+
 def default_step(dtype: torch.dtype) -> float:
     """h ~ eps^(1/3): balances O(h^2) truncation against O(eps/h) round-off."""
     return float(torch.finfo(dtype).eps) ** (1.0 / 3.0)
@@ -75,8 +82,7 @@ def d(field, x: torch.Tensor, method: str = "autograd", h: float | None = None) 
     (d omega)_{m i1..ik} = (k+1) d_[m omega_{i1..ik]} (docs/conventions.md §3), computed in packed form as
     (d omega)_L = sum_{m in L} sign(m, L\\m) d_m omega_{L\\m}.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown derivative method {method!r}; choose one of {METHODS}")
+    check_method(method)
     check_points(x, values=False)
     probe = field(x[:1])
     k = probe.ndim - 1

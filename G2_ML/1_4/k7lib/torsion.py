@@ -15,7 +15,7 @@ import torch
 from . import forms as F
 from . import g2
 from .curvature import christoffel
-from .derivatives import METHODS, value_and_jacobian
+from .derivatives import check_method, value_and_jacobian
 from .g2 import as_packed_field
 from .inputs import check_points
 
@@ -45,8 +45,7 @@ def torsion_packed(phi_field, x: torch.Tensor, method: str = "autograd", h: floa
     With check=True, x is checked (inputs.check_points: (batch, 7), float32/float64, finite) and
     a non-positive phi at any point raises ValueError (counted).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown derivative method {method!r}; choose one of {METHODS}")
+    check_method(method)
     field = as_packed_field(phi_field)
     if check:
         check_points(x)

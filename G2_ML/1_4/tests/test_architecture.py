@@ -60,3 +60,13 @@ def test_the_checker_sees_an_upward_import_an_unplaced_module_and_a_long_functio
     assert r["long_functions"] == [("k7lib.geometry.spectrum.f", architecture.MAX_FUNCTION_LINES + 1)]
     broken = " ".join(architecture.broken_rules(r))
     assert "go up a layer" in broken and "in no layer" in broken and "over 60 lines" in broken
+
+
+def test_default_folders_are_the_projects_whichever_subpackage_names_them():
+    """Checkpoints and outputs go to G2_ML/1_4/checkpoints and outputs (the git-kept folders), not into
+    the package: the run-folder module's place in the layers does not move them."""
+    from k7lib.learn import runs
+    project = Path(__file__).resolve().parent.parent
+    assert runs.PACKAGE_ROOT == project and (project / "k7lib").is_dir()
+    assert runs.DEFAULT_ROOT == project / "checkpoints" and runs.OUTPUTS == project / "outputs"
+    assert (runs.DEFAULT_ROOT / ".gitkeep").is_file() and (runs.OUTPUTS / ".gitkeep").is_file()

@@ -46,7 +46,7 @@ import torch
 
 from .. import forms as F
 from .. import g2
-from ..derivatives import METHODS, value_and_jacobian
+from ..derivatives import check_method, value_and_jacobian
 from ..learn import runs as R
 from ..learn.fit import fit
 from . import quintic as Qn
@@ -198,8 +198,7 @@ def structure_checks(x: torch.Tensor, structure: LinkStructure = DEFAULT, method
     ((phi ^ psi)/vol_g), phi_wedge_psi_predicted ((3 + 4 r^2)/r^{4/3}), psi_minus_star_phi
     (|psi - *phi|/|*phi|), metric_vs_closed_form (max |g(phi) - closed form| / max |g|), r.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown derivative method {method!r}; choose one of {METHODS}")
+    check_method(method)
     check_chart(x)
 
     def fields_(y):

@@ -49,7 +49,7 @@ from torch.func import jacfwd, jacrev, vmap
 
 from .. import forms as F
 from .. import g2
-from ..derivatives import METHODS, value_and_jacobian
+from ..derivatives import check_method, value_and_jacobian
 from ..learn import runs as R
 from ..learn.fit import fit
 from . import link as Lk
@@ -382,8 +382,7 @@ def link_checks(x: torch.Tensor, potential=None, kappa: float = 1.0, correct_eta
     phi_wedge_psi ((phi ^ psi)/vol_g, 7 when exact), phi_wedge_psi_predicted ((3 + 4 r^2)/r^{4/3}), r.
     The values keep their autograd graph to the potential's parameters (usable in a loss).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown derivative method {method!r}; choose one of {METHODS}")
+    check_method(method)
     Lk.check_chart(x)
     potential = None if potential is None else _in_dtype(potential, x.dtype)
 

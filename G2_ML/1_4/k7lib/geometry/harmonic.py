@@ -36,7 +36,7 @@ from .. import forms as F
 from .. import g2
 from ..batches import progress_bar
 from ..chart import as_chart
-from ..derivatives import METHODS, value_and_jacobian
+from ..derivatives import check_method, value_and_jacobian
 from ..g2 import as_packed_field
 from ..inputs import check_sampling
 from ..sampling import points as sampling
@@ -160,8 +160,7 @@ def integrate(basis: CandidateBasis, phi_field, x: torch.Tensor, volume: float,
     chunks of at most `chunk` points; sums are accumulated in float64.
     phi_field: x (batch, 7) -> packed (batch, 35) or dense (batch, 7, 7, 7) 3-forms.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown derivative method {method!r}; choose one of {METHODS}")
+    check_method(method)
     if not isinstance(basis, CandidateBasis):
         raise ValueError("basis must be a CandidateBasis")
     if x.ndim != 2 or x.shape[1] != F.DIM:

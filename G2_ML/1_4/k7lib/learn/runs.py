@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent        # G2_ML/1_4
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]          # G2_ML/1_4 (this file is k7lib/learn/runs.py)
 DEFAULT_ROOT = PACKAGE_ROOT / "checkpoints"
 OUTPUTS = PACKAGE_ROOT / "outputs"
 _RUN = re.compile(r"^run_(\d+)$")

@@ -22,7 +22,7 @@ import torch
 from ..chart import as_chart
 from ..constants import DIM
 
-METHODS = ("sobol", "uniform")
+SAMPLERS = ("sobol", "uniform")          # the point generators chart_points can name
 
 
 def _check_n(n) -> int:
@@ -85,7 +85,7 @@ def chart_points(n: int, chart, seed: int = 0, method: str = "sobol", dtype=torc
         return sobol(n, chart, seed=seed, dtype=dtype, device=device)
     if method == "uniform":
         return uniform(n, chart, torch.Generator().manual_seed(int(seed)), dtype=dtype, device=device)[0]
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    raise ValueError(f"method must be one of {SAMPLERS}, got {method!r}")
 
 
 def _gauss_product(L: float, n_lambda: int, y: torch.Tensor):
