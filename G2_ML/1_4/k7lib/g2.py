@@ -169,6 +169,7 @@ def g2_identities(phi: torch.Tensor, psi: torch.Tensor | None = None) -> G2Ident
     phi dense (*batch, 7, 7, 7); psi dense (*batch, 7^4) or None (then psi = *phi, so the
     psi check measures round-off only). Learned psi fields pass their own psi.
     """
+    check_phi(phi, layout="dense", finite=False)          # a non-finite form counts as not positive below
     php = F.pack(phi, 3, check=True)
     m = metric_data_packed(php)
     star_phi = F.star_packed(php, 3, m.g, m.ginv, m.det, orientation=m.orientation)

@@ -96,6 +96,12 @@ def test_a_symbolic_link_in_the_root_cannot_lead_a_run_outside_it(tmp_path, caps
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and "outside the root" in err[0], (argv, err)
     assert list(outside.iterdir()) == []
+    (root / "loop").symlink_to(root / "loop")                 # a link to itself: refused, not a traceback
+    with pytest.raises(ValueError, match="cannot be resolved"):
+        train_chart(cfg, run="loop", root=root, progress=False)
+    rc = cli(["train", "--profile", "quick", "--run", "loop", "--root", str(root)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "cannot be resolved" in err[0], err
     inside = root / "alias"                      # a link that stays inside the root is a run like any other
     inside.symlink_to(root / "real", target_is_directory=True)
     (root / "real").mkdir()
@@ -132,8 +138,12 @@ def test_numbers_out_of_bounds_are_one_line_before_any_file(tmp_path, capsys, ar
 
 
 def test_numbers_out_of_bounds_elsewhere(tmp_path, capsys):
-    for argv in (["validate", "--points", "1" + "0" * 20], ["explore", "--threads", "1" + "0" * 30]):
-        rc = cli(argv + ["--root", str(tmp_path)])
+    huge, root = "1" + "0" * 20, ["--root", str(tmp_path)]
+    for argv in (["validate", "--points", huge] + root, ["explore", "--threads", huge] + root,
+                 ["links", "sample", "--n", huge, "--out", str(tmp_path / "o")], ["links", "train", "--epochs", huge] + root,
+                 ["links", "train", "--width", huge] + root, ["links", "validate", "--n", huge] + root,
+                 ["links", "ricci", "--n-train", huge] + root, ["links", "ricci", "--eval-seeds", "1", huge] + root):
+        rc = cli(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and err[0].startswith("error: "), (argv, err)
     kw = dict(checkpoint_root=tmp_path / "c", output_dir=tmp_path / "o")
@@ -219,6 +229,7 @@ CORRUPT = [
     ("negative rollback_scale", lambda s: s["scheduler"].__setitem__("rollback_scale", -1.0), "rollback_scale is -1.0"),
     ("string user_scale", lambda s: s["scheduler"].__setitem__("user_scale", "0.5"), "user_scale is '0.5'"),
     ("user_scale 1e308", lambda s: s["scheduler"].__setitem__("user_scale", 1e308), r"user_scale is 1e\+308"),
+    ("lr_scale not the product", lambda s: s["scheduler"].__setitem__("lr_scale", 0.5), "not user_scale x rollback_scale"),
     ("string optimizer step", lambda s: s["optimizer"]["state"][0].__setitem__("step", "3"), "step is '3'"),
     ("optimizer step past the epoch", lambda s: s["optimizer"]["state"][0].__setitem__("step", torch.tensor(9.0)),
      r"step is tensor\(9\.\)"),

@@ -173,6 +173,7 @@ def _api_cases():
         ("metric_data_packed empty batch", lambda: g2.metric_data_packed(torch.zeros(0, 35)), "at least one form"),
         ("metric_data_packed float16", lambda: g2.metric_data_packed(PHI0[None].half()), "phi must be float32.*float16"),
         ("metric_data_packed dense", lambda: g2.metric_data_packed(DENSE0[None]), r"\(\*batch, 35\)"),
+        ("g2_identities empty batch", lambda: g2.g2_identities(DENSE0.expand(0, 7, 7, 7)), "at least one form"),
         ("polish chunk 0", lambda: polish(_model(), cfg, chunk=0), "chunk"),
         ("curvature chunk 0", lambda: curvature.curvature(metric_field, GOOD, chunk=0), "chunk"),
         ("region_table mixed dtypes", lambda: __import__("k7lib.geometry.regions", fromlist=["x"]).region_table(

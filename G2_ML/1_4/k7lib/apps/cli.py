@@ -25,7 +25,8 @@ from ..inputs import MAX_POINTS, positive_int
 from ..learn import runs
 from ..learn.chart_training import train_chart
 from ..learn.checkpoint import load_trained
-from ..learn.config import EPOCHS_SCALE_MAX, MAX_THREADS, Config
+from ..learn.config import (EPOCHS_SCALE_MAX, MAX_DEPTH, MAX_EPOCHS, MAX_FEATURES, MAX_SEED, MAX_THREADS,
+                            MAX_WIDTH, Config)
 from ..learn.divergence import TrainingDiverged
 from ..learn.evaluate import evaluate
 from ..learn.schedule import LR_SCALE_MAX, check_lr_scale
@@ -316,9 +317,30 @@ def _links_ricci(args) -> int:
     return 0
 
 
+# (option, minimum, maximum) of each links command's counts and seeds, checked before any work
+_POINTS, _SEED = (1, MAX_POINTS), (0, MAX_SEED)
+_NETWORK = (("epochs", 1, MAX_EPOCHS), ("batch_size", *_POINTS), ("width", 1, MAX_WIDTH), ("depth", 1, MAX_DEPTH),
+            ("seed", *_SEED))
+LINK_COUNTS = {
+    "sample": (("n", *_POINTS), ("volume_draws", *_POINTS), ("n_checks", *_POINTS), ("seed", *_SEED)),
+    "train": (("n", *_POINTS),) + _NETWORK,
+    "validate": (("n", *_POINTS), ("seed", *_SEED)),
+    "ricci": (("n_train", *_POINTS), ("powers", 1, MAX_FEATURES), ("n_eval", *_POINTS), ("n_link", *_POINTS),
+              ("kappa_draws", *_POINTS)) + _NETWORK,
+}
+
+
+def _check_link_counts(args) -> None:
+    for dest, low, high in LINK_COUNTS[args.command]:
+        positive_int(getattr(args, dest), f"--{dest.replace('_', '-')}", low, high)
+    for seed in getattr(args, "eval_seeds", ()):
+        positive_int(seed, "--eval-seeds", *_SEED)
+
+
 def links_main(argv=None) -> int:
     """python -m k7lib links {sample,train,validate,ricci} [options]."""
     args = links_parser().parse_args(argv)
+    _check_link_counts(args)
     return {"sample": _links_sample, "train": _links_train, "validate": _links_validate,
             "ricci": _links_ricci}[args.command](args)
 

@@ -137,13 +137,16 @@ def _tensors_problem(model) -> str | None:
 
 def _scheduler_problem(sched) -> str | None:
     """lr_scale, and user_scale and rollback_scale where present, positive finite numbers in range
-    (the user's factor at most schedule.LR_SCALE_MAX, the rollbacks' at most 1)."""
+    (the user's factor at most schedule.LR_SCALE_MAX, the rollbacks' at most 1), lr_scale their product."""
     if not (isinstance(sched, dict) and _positive_finite(sched.get("lr_scale"))):
         return f"scheduler is not a dict with a positive finite lr_scale ({sched!r})"
     for key, top in (("lr_scale", LR_SCALE_MAX), ("user_scale", LR_SCALE_MAX), ("rollback_scale", 1.0)):
         v = sched.get(key, 1.0)                       # checkpoints before the split hold lr_scale only
         if not (_positive_finite(v) and v <= top):
             return f"scheduler {key} is {v!r}, not a finite number in (0, {top:g}]"
+    product = sched.get("user_scale", 1.0) * sched.get("rollback_scale", sched["lr_scale"])
+    if not math.isclose(sched["lr_scale"], product, rel_tol=1e-12):
+        return f"scheduler lr_scale {sched['lr_scale']!r} is not user_scale x rollback_scale ({product!r})"
     return None
 
 

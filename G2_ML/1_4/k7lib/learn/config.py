@@ -27,6 +27,7 @@ MAX_SEED = 2**31 - 1
 MAX_EPOCHS = 10**8
 MAX_THREADS = 4096
 EPOCHS_SCALE_MAX = 1e3
+MAX_WIDTH, MAX_DEPTH, MAX_FEATURES = 4096, 64, 64     # far above any profile; beyond, memory runs out
 
 
 @dataclass(frozen=True)
@@ -242,8 +243,9 @@ def _check_phases(phases) -> None:
 
 # (field, minimum, maximum) of the integer fields of Config
 INT_FIELDS = (
-    ("seed", 0, MAX_SEED), ("batch", 1, MAX_POINTS), ("width", 1, None), ("depth", 1, None),
-    ("n_fourier", 1, None), ("n_chebyshev", 1, None), ("checkpoint_every", 1, None), ("max_rollbacks", 0, None),
+    ("seed", 0, MAX_SEED), ("batch", 1, MAX_POINTS), ("width", 1, MAX_WIDTH), ("depth", 1, MAX_DEPTH),
+    ("n_fourier", 1, MAX_FEATURES), ("n_chebyshev", 1, MAX_FEATURES), ("checkpoint_every", 1, None),
+    ("max_rollbacks", 0, None),
     ("spike_window", 2, None), ("spike_patience", 1, None), ("cpu_threads", 0, MAX_THREADS),
     ("polish_points", 0, MAX_POINTS), ("polish_iters", 1, None), ("early_stop_window", 0, None),
 )

@@ -95,7 +95,10 @@ def run_path(run: int | str, root: str | Path) -> Path:
 
 def inside_root(path: Path, root: str | Path) -> Path:
     """path itself when path.resolve() lies inside Path(root).resolve(); ValueError naming both otherwise."""
-    real, base = Path(path).resolve(), Path(root).resolve()
+    try:
+        real, base = Path(path).resolve(), Path(root).resolve()
+    except (RuntimeError, OSError) as err:     # a symbolic link loop (RuntimeError before Python 3.13)
+        raise ValueError(f"run: {path} cannot be resolved ({err})") from None
     if real == base or not real.is_relative_to(base):
         raise ValueError(f"run: {path} resolves to {real}, outside the root {base}; runs stay inside the "
                          "root folder (a symbolic link may not lead out of it)")
