@@ -171,8 +171,8 @@ epochs (1000 in the full profile); a NaN rolls back to the last good checkpoint 
 rate, a lone loss spike (one heavy-tailed batch) skips its step and three in a row roll back; every event
 is recorded in the history. If rollbacks cannot stop a divergence, the cell shows which checkpoint to
 resume from and with which `LR_SCALE`."""),
-    ("code", """from k7lib.learn.train import evaluate
-result = session.train(S)
+    ("code", """from k7lib.learn.evaluate import evaluate
+result = session.train_session(S)
 print(result.summary())
 figures.history_figure(result.history, S.config)"""),
     ("md", """*Training history.* Left: the total loss (log scale); it jumps at a phase boundary (dashed lines)
@@ -187,7 +187,7 @@ parameters cell and run all: training continues exactly where that checkpoint le
 from k7lib.learn.checkpoint import list_checkpoints
 RESUME_FROM = None   # e.g. 2000 or "latest"
 if RESUME_FROM is not None:
-    result = session.train(replace(S, run=result.run_dir.name, resume=RESUME_FROM))
+    result = session.train_session(replace(S, run=result.run_dir.name, resume=RESUME_FROM))
 display(pd.DataFrame([(n, p.name, p.stat().st_size) for n, p in list_checkpoints(result.run_dir)],
                      columns=["global_epoch", "file", "bytes"]))"""),
     ("md", """## 7. What the trained φ reaches
@@ -199,7 +199,7 @@ $\\sqrt 8$). Beside them: the pointwise spread of $\\det g$, the smallest eigenv
 $\\varphi$ is not positive, the anti-flat measure (RMS of $\\partial_\\lambda g$ in the neck), and the first
 epoch at which the training batches met each target (1% and $2\\times10^{-4}$, 50-epoch means)."""),
     ("code", """import copy
-from k7lib.learn.train import targets_met
+from k7lib.learn.history import targets_met
 model = copy.deepcopy(result.model).double().eval()      # float64 analyses; the trained model stays as it is
 ev = evaluate(model, chart, n_points=N_EVAL, seed=S.config.seed)
 display(pd.DataFrame({"measured": [ev.T_mean, ev.det_mean],
@@ -348,7 +348,7 @@ cymetric's $\\sigma$."""),
     from k7lib.calabi_yau import link as links, link_chart, ricci_flat
     checks = links.structure_checks(link_chart.link_points(64, seed=0))
     display(pd.DataFrame({k: v.detach().numpy() for k, v in checks.items()}).describe().T[["mean", "max"]])
-    potential, ricci_history, _ = ricci_flat.train(ricci_flat.RicciConfig(n_train=2000, epochs=10))
+    potential, ricci_history, _ = ricci_flat.fit_ricci_flat(ricci_flat.RicciConfig(n_train=2000, epochs=10))
     display(ricci_flat.sigma_table(potential, 2000, seeds=(101, 102)))"""),
     ("md", """## 14. The report
 `results_v1_4.tex` is the run written up as a short article (2–4 pages): setup and schedule, $\\kappa_T$ and

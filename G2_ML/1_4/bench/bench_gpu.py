@@ -37,10 +37,12 @@ from k7lib import g2, gift, topology
 from k7lib.apps import pipeline
 from k7lib.derivatives import value_and_jacobian  # noqa: E402
 from k7lib.geometry import couplings, harmonic
+from k7lib.learn.chart_training import train_chart  # noqa: E402
 from k7lib.learn.config import Config  # noqa: E402
+from k7lib.learn.evaluate import evaluate  # noqa: E402
 from k7lib.learn.losses import compute_losses  # noqa: E402
 from k7lib.learn.model import K7PhiModel  # noqa: E402
-from k7lib.learn.train import evaluate, polish, train  # noqa: E402
+from k7lib.learn.polish import polish  # noqa: E402
 from k7lib.report import export
 from k7lib.sampling import points as sampling  # noqa: E402
 
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
             torch.cuda.reset_peak_memory_stats()
         _sync(device)
         t0 = time.perf_counter()
-        result = train(cfg, root=os.path.join(tmp, "runs"), progress=False)
+        result = train_chart(cfg, root=os.path.join(tmp, "runs"), progress=False)
         _sync(device)
         seconds = time.perf_counter() - t0
         rate = cfg.total_epochs / seconds

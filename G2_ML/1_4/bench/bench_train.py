@@ -1,6 +1,6 @@
 """Training throughput on this machine: epochs per second of the quick and full profiles.
 
-Runs a few optimiser steps of each profile exactly as `train` does them (sampling, losses with
+Runs a few optimiser steps of each profile exactly as `train_chart` does them (sampling, losses with
 one forward-mode pass for d phi and d psi plus one for d g / d lambda, backward, clipping,
 Adam), after a warm-up step, and prints epochs/s, the ratio between the profiles and the
 projected wall time of each whole profile. Also the cost of one step against the network's
@@ -27,7 +27,7 @@ from k7lib.sampling import points as sampling  # noqa: E402
 def time_steps(config: Config, steps: int, device: torch.device) -> tuple[float, float]:
     """(seconds per training step, seconds per plain forward+backward of the network) for `config`."""
     if config.cpu_threads and device.type == "cpu":
-        torch.set_num_threads(config.cpu_threads)      # as train() does
+        torch.set_num_threads(config.cpu_threads)      # as train_chart() does
     torch.manual_seed(0)
     model = K7PhiModel(config).to(device=device, dtype=getattr(torch, config.train_dtype))
     with torch.no_grad():

@@ -16,7 +16,7 @@ import torch
 from .batches import chunks
 from .constants import DIM
 from .derivatives import value_and_jacobian
-from .inputs import check_points
+from .inputs import check_field_call
 
 
 def christoffel(g_inv: torch.Tensor, dg: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ def curvature(metric_field, x: torch.Tensor, chunk: int = 256, progress: bool = 
     of g come from nested forward-mode jvps (7 + 49 directions, exact; no finite differences),
     then the textbook formulas of `Curvature`. Shapes: see `Curvature`. Chunks of `chunk` points.
     """
-    check_points(x)
+    check_field_call(metric_field, x, chunk=chunk)
     parts = []
     for sl in chunks(x.shape[0], chunk, progress, "curvature"):
         def g_and_dg(y):
@@ -114,7 +114,7 @@ class CurvatureScalars:
 
 def curvature_scalars(metric_field, x: torch.Tensor, chunk: int = 256, progress: bool = False) -> CurvatureScalars:
     """Per-point scalar, |Ric|_g and |Rm|_g (each (batch,)), without keeping the Riemann tensors."""
-    check_points(x)
+    check_field_call(metric_field, x, chunk=chunk)
     out = {"scalar": [], "ricci_norm": [], "riemann_norm": []}
     for sl in chunks(x.shape[0], chunk, progress, "curvature"):
         c = curvature(metric_field, x[sl], chunk=chunk)

@@ -82,9 +82,13 @@ def metric_data_packed(phi: torch.Tensor, check: bool = True) -> PhiMetric:
     s = +-1 is the sign of definiteness (a definite B has diagonal entries of one sign, so s is
     read off B_00); det(sB) = prod(diag L)^2, g = det(sB)^(-1/9) sB, det g = det(sB)^(2/9).
     Cholesky rather than det/slogdet/cholesky_inverse keeps every derivative order exact in
-    torch 2.13 (tests/test_forms.py). With check=True a phi whose B is not definite raises
-    ValueError with the count of failing points.
+    torch 2.13 (tests/test_forms.py). With check=True phi must be a float32/float64 tensor
+    (*batch, 35) holding at least one form (inputs.check_phi; its values are read only by the
+    positivity count), and a phi whose B is not definite raises ValueError with the count of failing
+    points.
     """
+    if check:
+        check_phi(phi, layout="packed", finite=False)
     B = bilinear_B_packed(phi)
     s = torch.where(B[..., 0, 0] < 0, -1.0, 1.0).to(B.dtype)
     sB = B * s[..., None, None]
@@ -165,6 +169,7 @@ def g2_identities(phi: torch.Tensor, psi: torch.Tensor | None = None) -> G2Ident
     phi dense (*batch, 7, 7, 7); psi dense (*batch, 7^4) or None (then psi = *phi, so the
     psi check measures round-off only). Learned psi fields pass their own psi.
     """
+    check_phi(phi, layout="dense", finite=False)          # a non-finite form counts as not positive below
     php = F.pack(phi, 3, check=True)
     m = metric_data_packed(php)
     star_phi = F.star_packed(php, 3, m.g, m.ginv, m.det, orientation=m.orientation)

@@ -17,7 +17,7 @@ from . import g2
 from .curvature import christoffel
 from .derivatives import check_method, value_and_jacobian
 from .g2 import as_packed_field
-from .inputs import check_points
+from .inputs import check_field_call
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,14 @@ def torsion_packed(phi_field, x: torch.Tensor, method: str = "autograd", h: floa
     """d phi and d psi exactly (forward mode through the field, 7 tangents); norms with g(phi).
 
     phi_field: x (batch, 7) -> packed (batch, 35) or dense (batch, 7, 7, 7) 3-forms.
-    With check=True, x is checked (inputs.check_points: (batch, 7), float32/float64, finite) and
-    a non-positive phi at any point raises ValueError (counted).
+    With check=True, x is checked (inputs.check_field_call: (batch, 7), float32/float64, finite,
+    the dtype of a torch module's parameters) and a non-positive phi at any point raises ValueError
+    (counted).
     """
     check_method(method)
     field = as_packed_field(phi_field)
     if check:
-        check_points(x)
+        check_field_call(phi_field, x)
         with torch.no_grad():
             g2.metric_data_packed(field(x), check=True)
 
@@ -172,7 +173,7 @@ def full_torsion(phi_field, x: torch.Tensor) -> FullTorsion:
     Source: S. Karigiannis, "Flows of G2-structures, I", Q. J. Math. 60 (2009) 487-522, §2.2
     (full torsion tensor T defined by nabla phi = T . psi).
     """
-    check_points(x)
+    check_field_call(phi_field, x)
     field_ = as_packed_field(phi_field)
 
     def phi_and_g(y):

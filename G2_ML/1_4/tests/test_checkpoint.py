@@ -70,14 +70,6 @@ def test_rng_state_round_trip():
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2] and torch.equal(a[3], b[3])
 
 
-def test_divergence_reason():
-    assert ck.divergence_reason(float("nan"), [1.0] * 20, 10) .startswith("non-finite")
-    assert ck.divergence_reason(float("inf"), [], 10).startswith("non-finite")
-    assert ck.divergence_reason(11.0, [1.0] * 20, 10).startswith("loss spike")
-    assert ck.divergence_reason(9.0, [1.0] * 20, 10) is None
-    assert ck.divergence_reason(1e6, [1.0] * 5, 10) is None          # too few losses to judge a spike
-
-
 def test_load_trained_returns_float64_eval_model(tmp_path):
     cfg = Config.from_profile("quick", width=8, depth=1, n_fourier=1, n_chebyshev=2)
     model = K7PhiModel(cfg)

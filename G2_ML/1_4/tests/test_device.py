@@ -10,7 +10,9 @@ import torch
 from k7lib import g2, gift, topology
 from k7lib.apps import pipeline
 from k7lib.geometry import couplings, harmonic
-from k7lib.learn.train import evaluate, polish, train
+from k7lib.learn.chart_training import train_chart
+from k7lib.learn.evaluate import evaluate
+from k7lib.learn.polish import polish
 from k7lib.report import export
 from k7lib.sampling import points as sampling
 
@@ -23,7 +25,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 def test_the_pipeline_creates_no_tensor_on_the_default_device(tmp_path):
     cfg = tiny(epochs=2, every=4, polish_points=128)
     with torch.device("meta"):
-        result = train(cfg, root=tmp_path / "runs", progress=False)
+        result = train_chart(cfg, root=tmp_path / "runs", progress=False)
         model = result.model.double().eval()
         ev = evaluate(model, cfg.chart, n_points=64, seed=0)
         polish(result.model, cfg)
@@ -51,7 +53,7 @@ def test_exploration_validation_and_the_quintic_link_create_no_tensor_on_the_def
         va = validate.validate_run(model, cfg, n_points=64, out_dir=tmp_path)
         ex = explore.explore_run(model, cfg, n_points=64, out_dir=tmp_path)
         checks = links.structure_checks(link_chart.link_points(32, seed=0))
-        potential, _, _ = ricci_flat.train(ricci_flat.RicciConfig(n_train=200, epochs=1))
+        potential, _, _ = ricci_flat.fit_ricci_flat(ricci_flat.RicciConfig(n_train=200, epochs=1))
         sigma = ricci_flat.sigma_table(potential, 200, seeds=(101,))
     assert va.statistics and ex.spectral.lambda1 > 0 and len(checks) and len(sigma)
 

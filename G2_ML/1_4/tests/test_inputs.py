@@ -141,3 +141,61 @@ def test_check_sampling_and_dtype():
     for bad in (True, 0, "3"):
         with pytest.raises(ValueError, match="n_points"):
             inputs.check_sampling(bad, 1.0)
+
+
+def _model(dtype=torch.float32):
+    from test_train import tiny
+
+    from k7lib.learn.model import K7PhiModel
+    torch.manual_seed(0)
+    return K7PhiModel(tiny()).to(dtype)
+
+
+# (label, call, text the ValueError must contain): dtypes, mixed dtypes, empty batches, chunk <= 0
+def _api_cases():
+    from k7lib.learn.config import Config
+    from k7lib.learn.evaluate import evaluate
+    from k7lib.learn.polish import polish
+    from k7lib.torsion import full_torsion, torsion_packed
+    m32, x64 = _model(), torch.rand(4, 7, dtype=torch.float64)
+    cfg = Config.from_profile("quick", polish_points=16)
+    return [
+        ("evaluate float16", lambda: evaluate(m32, 2.0, n_points=16, dtype=torch.float16), "dtype must be.*float16"),
+        ("evaluate bfloat16", lambda: evaluate(m32, 2.0, n_points=16, dtype=torch.bfloat16), "dtype must be.*bfloat16"),
+        ("evaluate chunk 0", lambda: evaluate(m32, 2.0, n_points=16, chunk=0), "chunk: must be a positive integer"),
+        ("evaluate chunk -3", lambda: evaluate(m32, 2.0, n_points=16, chunk=-3), "chunk"),
+        ("evaluate 10^20 points", lambda: evaluate(m32, 2.0, n_points=10**20), "n_points: .*<= 100000000"),
+        ("evaluate half model", lambda: evaluate(_model(torch.float16), 2.0, n_points=16), "model: parameters.*float16"),
+        ("torsion_packed mixed dtypes", lambda: torsion_packed(m32, x64), "x: float64 points given to a float32 model"),
+        ("torsion_packed bfloat16 points", lambda: torsion_packed(m32, x64.bfloat16()), "x must be float32.*bfloat16"),
+        ("torsion_packed empty batch", lambda: torsion_packed(m32, torch.rand(0, 7)), "at least one point"),
+        ("full_torsion mixed dtypes", lambda: full_torsion(m32, x64), "x: float64 points given to a float32 model"),
+        ("metric_data_packed empty batch", lambda: g2.metric_data_packed(torch.zeros(0, 35)), "at least one form"),
+        ("metric_data_packed float16", lambda: g2.metric_data_packed(PHI0[None].half()), "phi must be float32.*float16"),
+        ("metric_data_packed dense", lambda: g2.metric_data_packed(DENSE0[None]), r"\(\*batch, 35\)"),
+        ("g2_identities empty batch", lambda: g2.g2_identities(DENSE0.expand(0, 7, 7, 7)), "at least one form"),
+        ("polish chunk 0", lambda: polish(_model(), cfg, chunk=0), "chunk"),
+        ("curvature chunk 0", lambda: curvature.curvature(metric_field, GOOD, chunk=0), "chunk"),
+        ("region_table mixed dtypes", lambda: __import__("k7lib.geometry.regions", fromlist=["x"]).region_table(
+            m32, x64, 2.0), "x: float64 points given to a float32 model"),
+        ("hitchin_volume chunk 0", lambda: couplings.hitchin_volume(const_field, GOOD, chunk=0), "chunk"),
+    ]
+
+
+API_CASES = [c[0] for c in _api_cases()]
+
+
+@pytest.mark.parametrize("label", API_CASES)
+def test_public_functions_refuse_bad_dtypes_empty_batches_and_chunks(label):
+    _, call, message = {c[0]: c for c in _api_cases()}[label]
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_matching_dtypes_pass_and_evaluate_returns_the_model_in_its_dtype():
+    from k7lib.learn.evaluate import evaluate
+    from k7lib.torsion import torsion_packed
+    m32 = _model()
+    assert torsion_packed(m32, torch.rand(3, 7)).T.dtype == torch.float32
+    assert evaluate(m32, 2.0, n_points=16, chunk=8).n_points == 16
+    assert all(p.dtype == torch.float32 for p in m32.parameters())

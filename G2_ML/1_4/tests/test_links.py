@@ -162,8 +162,8 @@ def test_bad_input_raises():
 def test_train_validate_runs_and_cli(tmp_path):
     root = tmp_path / "runs"
     cfg = Lk.TrainConfig(n_points=256, epochs=3, batch_size=64, width=16, depth=2)
-    r1 = Lk.train(cfg, root=root)
-    r2 = Lk.train(cfg, root=root)
+    r1 = Lk.fit_link(cfg, root=root)
+    r2 = Lk.fit_link(cfg, root=root)
     assert (r1.name, r2.name) == ("run_1", "run_2")
     saved = Lk.load_run(None, root)
     path, loaded, models = saved.path, saved.config, saved.networks

@@ -30,7 +30,7 @@ def random_potential(seed=1, width=16, depth=2):
 
 @pytest.fixture(scope="module")
 def trained():
-    model, history, info = RF.train(TINY)
+    model, history, info = RF.fit_ricci_flat(TINY)
     return model, history, info
 
 
@@ -142,7 +142,7 @@ def test_short_training_lowers_monge_ampere_and_sigma_on_fresh_samples(trained):
 
 def test_max_seconds_bounds_training():
     cfg = RF.RicciConfig(n_train=100, epochs=1000, batch_size=100, width=4, depth=1, max_seconds=1e-9)
-    _, history, info = RF.train(cfg)
+    _, history, info = RF.fit_ricci_flat(cfg)
     assert info["epochs_run"] == 1 and len(history) == 1
 
 

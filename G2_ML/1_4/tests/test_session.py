@@ -1,6 +1,7 @@
 import pytest
 
 from k7lib.apps import session
+from k7lib.learn.divergence import TrainingDiverged
 
 
 def test_configure_checks_every_field_before_work(tmp_path):
@@ -18,12 +19,12 @@ def test_configure_checks_every_field_before_work(tmp_path):
 
 
 def test_auto_resume_continues_only_a_run_of_the_same_configuration(tmp_path):
-    from k7lib.learn.train import train
+    from k7lib.learn.chart_training import train_chart
     kw = dict(checkpoint_root=tmp_path / "c", output_dir=tmp_path / "o", epochs_scale=0.005,
               batch=8, width=4, depth=1, n_fourier=1, n_chebyshev=2)
     s = session.configure("quick", **kw)
     assert s.resume is None and s.run is None                  # nothing to continue yet
-    train(s.config, root=s.root, progress=False)
+    train_chart(s.config, root=s.root, progress=False)
     again = session.configure("quick", **kw)
     assert again.resume == "latest" and again.run == "run_1"
     other = session.configure("quick", **{**kw, "seed": 1})
@@ -58,19 +59,19 @@ def test_gpu_settings_on_a_cpu_runtime_are_one_line(tmp_path):
 
 
 def test_divergence_in_a_notebook_shows_the_recipe_not_a_traceback(tmp_path, monkeypatch):
-    import k7lib.learn.train as T
-    err = T.TrainingDiverged(2536, "non-finite loss (nan)", 3, "run_1", 2000,
+    import k7lib.learn.chart_training as T
+    err = TrainingDiverged(2536, "non-finite loss (nan)", 3, "run_1", 2000,
                              "python -m k7lib train --profile full --run run_1 --resume 2000 --lr-scale 0.5",
                              {"RUN": "run_1", "RESUME": 2000, "LR_SCALE": 0.5})
 
     def diverge(*a, **k):
         raise err
 
-    monkeypatch.setattr(session, "train_run", diverge)          # the name session trains through
+    monkeypatch.setattr(T, "train_chart", diverge)
     s = session.configure("quick", checkpoint_root=tmp_path / "c", output_dir=tmp_path / "o")
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
     with pytest.raises(session.TrainingStopped) as info:
-        session.train(s, progress=False)
+        session.train_session(s, progress=False)
     assert len(shown) == 1 and "`RESUME = 2000`" in shown[0].data and "--resume 2000 --lr-scale 0.5" in shown[0].data
     assert info.value._render_traceback_() == [f"stopped: {info.value}"] and "2000" in str(info.value)

@@ -15,8 +15,10 @@ from torch import nn
 
 from k7lib.__main__ import main as cli
 from k7lib.learn import checkpoint as ck
+from k7lib.learn.chart_training import train_chart
 from k7lib.learn.config import Config, LossWeights, PhaseConfig, default_phases
-from k7lib.learn.train import PhaseScheduler, TrainingDiverged, train
+from k7lib.learn.divergence import TrainingDiverged
+from k7lib.learn.schedule import PhaseScheduler
 
 PKG = str(Path(__file__).resolve().parent.parent)
 
@@ -39,7 +41,7 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, {pkg!r})
 from k7lib.learn.config import Config
-from k7lib.learn.train import train
+from k7lib.learn.chart_training import train_chart
 cfg = Config.from_dict(json.loads({cfg!r}))
 mode, root, block_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
@@ -50,12 +52,12 @@ def hook(ge, loss):
     return loss
 
 if mode == "straight":
-    r = train(cfg, run="straight", root=root, progress=False)
+    r = train_chart(cfg, run="straight", root=root, progress=False)
 elif mode == "killed":
-    train(cfg, run="resumed", root=root, progress=False, step_hook=hook)
+    train_chart(cfg, run="resumed", root=root, progress=False, step_hook=hook)
     raise SystemExit("not killed")
 else:
-    r = train(cfg, run="resumed", root=root, resume="latest", progress=False)
+    r = train_chart(cfg, run="resumed", root=root, resume="latest", progress=False)
 torch.save({{"model": r.model.state_dict(), "history": r.history.to_dict("list")}}, pathlib.Path(root, mode + ".pt"))
 """
 
@@ -101,7 +103,7 @@ def test_nan_step_rolls_back_and_finishes(tmp_path):
             return loss * float("nan")
         return loss
 
-    res = train(cfg, root=tmp_path, progress=False, step_hook=hook)
+    res = train_chart(cfg, root=tmp_path, progress=False, step_hook=hook)
     assert res.run_dir.name == "run_1"
     assert len(res.events) == 1
     ev = res.events[0]
@@ -121,7 +123,7 @@ def test_rollback_after_resuming_an_earlier_checkpoint_stays_on_the_resumed_bran
     """Resume from epoch 4 of a finished 12-epoch run, poison epoch 6: the rollback must restore the
     resumed run's own checkpoint 6, not the abandoned continuation's latest file (12)."""
     cfg = tiny(epochs=3, every=2)
-    first = train(cfg, root=tmp_path, progress=False)
+    first = train_chart(cfg, root=tmp_path, progress=False)
     assert [n for n, _ in ck.list_checkpoints(first.run_dir)][-1] == 12
     hits = []
 
@@ -131,7 +133,7 @@ def test_rollback_after_resuming_an_earlier_checkpoint_stays_on_the_resumed_bran
             return loss * float("nan")
         return loss
 
-    res = train(cfg, run="run_1", root=tmp_path, resume=4, progress=False, step_hook=hook)
+    res = train_chart(cfg, run="run_1", root=tmp_path, resume=4, progress=False, step_hook=hook)
     assert len(res.events) == 1 and res.events[0]["restored_to"] == 6
     assert list(res.history.global_epoch) == list(range(cfg.total_epochs))
 
@@ -139,7 +141,7 @@ def test_rollback_after_resuming_an_earlier_checkpoint_stays_on_the_resumed_bran
 def test_repeated_divergence_stops_after_max_rollbacks(tmp_path):
     cfg = tiny(epochs=2, every=2, max_rollbacks=2)
     with pytest.raises(TrainingDiverged, match="after 2 rollbacks"):
-        train(cfg, root=tmp_path, progress=False, step_hook=lambda ge, loss: loss * float("inf") if ge == 3 else loss)
+        train_chart(cfg, root=tmp_path, progress=False, step_hook=lambda ge, loss: loss * float("inf") if ge == 3 else loss)
     state = ck.load_checkpoint(tmp_path / "run_1")
     assert state["global_epoch"] == 2                      # the last good checkpoint is intact
 
@@ -156,7 +158,7 @@ def test_warm_start_from_v13c_shaped_file(tmp_path):
     path = tmp_path / "models.pt"
     torch.save(sd, path)
     cfg = tiny(epochs=1, every=10, width=256, depth=2, batch=4, warm_start=str(path))
-    res = train(cfg, run="warm", root=tmp_path / "runs", progress=False)
+    res = train_chart(cfg, run="warm", root=tmp_path / "runs", progress=False)
     start = ck.load_checkpoint(res.run_dir, 0)["model"]
     assert torch.equal(start["net.2.weight"], sd["net.2.weight"])       # the 256 x 256 hidden layer
     assert torch.count_nonzero(start["head.weight"]) == 0
@@ -181,30 +183,30 @@ def test_bad_configuration_fails_before_any_file(tmp_path):
     nothing = tmp_path / "nothing.pt"
     torch.save({"encoder.weight": torch.zeros(2, 2)}, nothing)
     with pytest.raises(ValueError, match="match no parameter"):
-        train(replace(cfg, warm_start=str(nothing)), root=root, progress=False)
+        train_chart(replace(cfg, warm_start=str(nothing)), root=root, progress=False)
     with pytest.raises(ValueError, match="warm_start"):
-        train(replace(cfg, warm_start=str(tmp_path / "missing.pt")), root=root, progress=False)
+        train_chart(replace(cfg, warm_start=str(tmp_path / "missing.pt")), root=root, progress=False)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(ValueError, match="root"):
-        train(cfg, root=blocker / "runs", progress=False)
+        train_chart(cfg, root=blocker / "runs", progress=False)
     assert files_under(root) == [] and blocker.read_text() == "x"
 
 
 def test_used_run_folder_is_not_overwritten_and_resume_checks_architecture(tmp_path):
     cfg = tiny(epochs=1, every=10)
-    res = train(cfg, run="mine", root=tmp_path, progress=False)
+    res = train_chart(cfg, run="mine", root=tmp_path, progress=False)
     before = {p: p.read_bytes() for p in res.run_dir.iterdir()}
     with pytest.raises(ValueError, match="run"):
-        train(cfg, run="mine", root=tmp_path, progress=False)
+        train_chart(cfg, run="mine", root=tmp_path, progress=False)
     with pytest.raises(ValueError, match="width"):
-        train(replace(cfg, width=9), run="mine", root=tmp_path, resume="latest", progress=False)
+        train_chart(replace(cfg, width=9), run="mine", root=tmp_path, resume="latest", progress=False)
     with pytest.raises(ValueError, match="not found"):
-        train(cfg, run="other", root=tmp_path, resume="latest", progress=False)
+        train_chart(cfg, run="other", root=tmp_path, resume="latest", progress=False)
     assert {p: p.read_bytes() for p in res.run_dir.iterdir()} == before
     # Resuming a finished run with a longer schedule continues where it stopped.
     longer = replace(cfg, phases=tuple(replace(p, epochs=2) if i == 3 else p for i, p in enumerate(cfg.phases)))
-    more = train(longer, run="mine", root=tmp_path, resume="latest", progress=False)
+    more = train_chart(longer, run="mine", root=tmp_path, resume="latest", progress=False)
     assert list(more.history.global_epoch) == list(range(5))
     assert [e for e, _ in ck.list_checkpoints(res.run_dir)] == [0, 4, 5]
 
@@ -240,7 +242,7 @@ def test_divergence_recipe_then_resume_with_half_the_learning_rate(tmp_path):
     from N with lr_scale 0.5 (the command line's --lr-scale) finishes, and the lr halves at N."""
     cfg = tiny(epochs=3, every=4, max_rollbacks=2)                 # 12 epochs, checkpoints 0, 4, 8, 12
     with pytest.raises(TrainingDiverged) as info:
-        train(cfg, root=tmp_path, progress=False,
+        train_chart(cfg, root=tmp_path, progress=False,
               step_hook=lambda ge, loss: loss * float("nan") if ge >= 6 else loss)
     err = info.value
     assert err.checkpoint == 4 and err.run == "run_1" and err.epoch == 6
@@ -251,7 +253,7 @@ def test_divergence_recipe_then_resume_with_half_the_learning_rate(tmp_path):
     # the rollbacks tried x0.5 and x0.25 from checkpoint 4: the recipe goes below them
     assert err.settings["LR_SCALE"] == 0.125 and err.command.endswith("--lr-scale 0.125")
 
-    res = train(cfg, run="run_1", root=tmp_path, resume=4, progress=False, lr_scale=0.5)
+    res = train_chart(cfg, run="run_1", root=tmp_path, resume=4, progress=False, lr_scale=0.5)
     h = res.history
     assert list(h.global_epoch) == list(range(cfg.total_epochs))
     sched = PhaseScheduler(cfg)
@@ -265,11 +267,11 @@ def test_divergence_recipe_then_resume_with_half_the_learning_rate(tmp_path):
 
 def test_a_lone_loss_spike_skips_its_step_and_three_in_a_row_roll_back(tmp_path):
     cfg = tiny(epochs=20, every=20)                                    # phase 1: epochs 0..19
-    spiky = train(cfg, root=tmp_path, run="lone", progress=False,
+    spiky = train_chart(cfg, root=tmp_path, run="lone", progress=False,
                   step_hook=lambda ge, loss: loss * 1e4 if ge == 14 else loss)
     h = spiky.history
     assert list(h.skipped) == [int(ge == 14) for ge in range(cfg.total_epochs)] and not spiky.events
-    calm = train(cfg, root=tmp_path, run="calm", progress=False)
+    calm = train_chart(cfg, root=tmp_path, run="calm", progress=False)
     # one skipped update: the weights differ from the straight run's, the schedule does not
     assert list(h.lr) == list(calm.history.lr)
     assert any(not torch.equal(a, b) for a, b in zip(spiky.model.state_dict().values(),
@@ -281,7 +283,7 @@ def test_a_lone_loss_spike_skips_its_step_and_three_in_a_row_roll_back(tmp_path)
         seen.add(ge)
         return loss * 1e4 if hit else loss
 
-    persistent = train(cfg, root=tmp_path, run="persistent", progress=False, step_hook=three_in_a_row)
+    persistent = train_chart(cfg, root=tmp_path, run="persistent", progress=False, step_hook=three_in_a_row)
     assert [e["global_epoch"] for e in persistent.events] == [16]
     assert "loss spike" in persistent.events[0]["reason"] and persistent.events[0]["restored_to"] == 0
 
@@ -297,9 +299,10 @@ def test_bad_lr_scale_is_one_line_before_any_work(tmp_path, bad, capsys):
 
 # ---------------------------------------------------------------- the final polish of <T> and <det g>
 def test_polish_lowers_both_residuals_through_phi_and_is_resumable(tmp_path):
-    from k7lib.learn.train import evaluate, polish
+    from k7lib.learn.evaluate import evaluate
+    from k7lib.learn.polish import polish
     cfg = tiny(epochs=3, every=6, polish_points=256)                  # 12 epochs, then the polish
-    res = train(cfg, root=tmp_path, progress=False)
+    res = train_chart(cfg, root=tmp_path, progress=False)
     h, ev = res.history, res.events[-1]
     assert list(h.phase_name)[-1] == "polish" and list(h.global_epoch) == list(range(12)) + [12]
     assert ev["reason"].startswith("polish:") and "refused" not in ev["reason"]
@@ -309,13 +312,13 @@ def test_polish_lowers_both_residuals_through_phi_and_is_resumable(tmp_path):
     # tiny network is, it may keep none: convergence near the targets is the next test's)
     kappa, det = 1 / 61, 65 / 32
     after = (h.T_mean.iloc[-1] / kappa - 1, h.det_mean.iloc[-1] / det - 1)
-    before = polish(train(replace(cfg, polish_points=0), run="before", root=tmp_path, progress=False).model,
+    before = polish(train_chart(replace(cfg, polish_points=0), run="before", root=tmp_path, progress=False).model,
                     replace(cfg, polish_iters=1, polish_tol=1e9)).before
     assert max(map(abs, after)) <= max(map(abs, before)) * (1 + 1e-6)
     # a finished run resumed from its latest file does nothing; from 12 it repeats the same polish
-    again = train(cfg, run="run_1", root=tmp_path, resume="latest", progress=False)
+    again = train_chart(cfg, run="run_1", root=tmp_path, resume="latest", progress=False)
     assert again.history.equals(res.history)
-    redo = train(cfg, run="run_1", root=tmp_path, resume=12, progress=False)
+    redo = train_chart(cfg, run="run_1", root=tmp_path, resume=12, progress=False)
     for a, b in zip(redo.model.state_dict().values(), res.model.state_dict().values()):
         assert torch.equal(a, b)
     assert math.isfinite(evaluate(res.model, cfg.chart, n_points=64).T_mean)
@@ -324,7 +327,7 @@ def test_polish_lowers_both_residuals_through_phi_and_is_resumable(tmp_path):
 def test_polish_reaches_its_tolerance_near_the_targets(monkeypatch):
     """Near its targets (as after training) the Gauss-Newton polish converges in a few steps. The tiny
     network cannot come near kappa_T itself, so the targets are moved to 1% and 0.1% off its own means."""
-    import k7lib.learn.train as T
+    import k7lib.learn.polish as T
     from k7lib.learn.model import K7PhiModel
     cfg = tiny(polish_points=256, polish_iters=6, polish_tol=1e-9, eig_margin=0.0)
     torch.manual_seed(1)
@@ -340,8 +343,8 @@ def test_polish_reaches_its_tolerance_near_the_targets(monkeypatch):
 
 
 def test_evaluation_reports_standard_errors_from_independent_scrambles():
+    from k7lib.learn.evaluate import evaluate
     from k7lib.learn.model import K7PhiModel
-    from k7lib.learn.train import evaluate
     torch.manual_seed(0)
     model = K7PhiModel(tiny()).double()
     a = evaluate(model, 2.0, n_points=400, seed=0)
@@ -354,17 +357,17 @@ def test_evaluation_reports_standard_errors_from_independent_scrambles():
 
 
 def test_early_stop_ends_a_phase_once_both_targets_hold_and_is_off_by_default(tmp_path, monkeypatch):
-    import k7lib.learn.train as T
+    import k7lib.learn.history as T
     assert Config.from_profile("full").early_stop_window == 0 and Config.from_profile("quick").early_stop_window == 0
     cfg = tiny(epochs=6, every=100, early_stop_window=3)               # 24 epochs
-    first = T.train(cfg, root=tmp_path, run="far", progress=False)
+    first = train_chart(cfg, root=tmp_path, run="far", progress=False)
     assert len(first.history) == 24 and not [e for e in first.events if "early stop" in e["reason"]]
     # with the targets moved onto what the tiny network has, every phase stops after its first window
     kappa, det = T.targets()
     h = first.history
     monkeypatch.setattr(T, "targets", lambda: (float(h.T_mean.mean()), float(h.det_mean.mean())))
     loose = replace(cfg, early_stop_T=0.5, early_stop_det=0.5)
-    res = T.train(loose, root=tmp_path, run="near", progress=False)
+    res = train_chart(loose, root=tmp_path, run="near", progress=False)
     stops = [e for e in res.events if "early stop" in e["reason"]]
     assert [e["global_epoch"] for e in stops] == [3, 9, 15, 21]
     assert list(res.history.global_epoch) == [0, 1, 2, 6, 7, 8, 12, 13, 14, 18, 19, 20]
@@ -377,13 +380,12 @@ def test_early_stop_ends_a_phase_once_both_targets_hold_and_is_off_by_default(tm
 
 
 def test_the_same_lr_scale_on_a_re_run_does_not_compound_and_none_keeps_it(tmp_path):
-    from k7lib.learn.train import PhaseScheduler
     cfg = tiny(epochs=3, every=4)                                      # 12 epochs, checkpoints 0, 4, 8, 12
-    train(cfg, root=tmp_path, progress=False)
-    once = train(cfg, run="run_1", root=tmp_path, resume=4, progress=False, lr_scale=0.25)
+    train_chart(cfg, root=tmp_path, progress=False)
+    once = train_chart(cfg, run="run_1", root=tmp_path, resume=4, progress=False, lr_scale=0.25)
     # the runtime dies after it; the user runs all cells again with LR_SCALE still 0.25, or with None
-    again = train(cfg, run="run_1", root=tmp_path, resume=8, progress=False, lr_scale=0.25)
-    kept = train(cfg, run="run_1", root=tmp_path, resume=8, progress=False)
+    again = train_chart(cfg, run="run_1", root=tmp_path, resume=8, progress=False, lr_scale=0.25)
+    kept = train_chart(cfg, run="run_1", root=tmp_path, resume=8, progress=False)
     straight = [PhaseScheduler(cfg).lr(*divmod(ge, 3)) for ge in range(12)]
     for res in (once, again, kept):
         assert list(res.history.lr[4:]) == pytest.approx([0.25 * v for v in straight[4:]], rel=1e-12)
@@ -392,13 +394,13 @@ def test_the_same_lr_scale_on_a_re_run_does_not_compound_and_none_keeps_it(tmp_p
 
 def test_a_checkpoint_from_before_the_skipped_column_resumes_into_a_consistent_history(tmp_path):
     cfg = tiny(epochs=3, every=4)
-    first = train(cfg, root=tmp_path, progress=False)
+    first = train_chart(cfg, root=tmp_path, progress=False)
     path = ck.checkpoint_path(first.run_dir, 4)
     old = torch.load(path, weights_only=True)
     del old["history"]["skipped"], old["spike_streak"]
     old["scheduler"] = {"lr_scale": 1.0}
     ck.save_checkpoint(first.run_dir, old)
-    res = train(cfg, run="run_1", root=tmp_path, resume=4, progress=False)
+    res = train_chart(cfg, run="run_1", root=tmp_path, resume=4, progress=False)
     assert list(res.history.skipped) == [0] * 12 and len(res.history) == 12
     assert ck.load_checkpoint(res.run_dir, 12, expect="resume")["global_epoch"] == 12
 

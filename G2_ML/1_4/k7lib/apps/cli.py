@@ -1,8 +1,9 @@
 """The command line beside the notebook: python -m k7lib {train,explore,validate,links} ...
 
 Every argparse parser of k7lib is built here, and each command calls the public API of its concept
-module; the mathematics has no command-line code. Input errors and machine faults (ValueError,
-OSError) print one line and exit with status 2.
+module; the mathematics has no command-line code. Every count and scale is checked, bounds
+included, before any file is written. Input errors, overflows and machine faults (ValueError,
+OverflowError, OSError) print one line and exit with status 2.
 """
 from __future__ import annotations
 
@@ -21,10 +22,23 @@ from ..calabi_yau.link_chart import link_points
 from ..calabi_yau.ricci_flat import DEFAULT_RUNS as RICCI_RUNS
 from ..calabi_yau.ricci_flat import RicciConfig
 from ..derivatives import METHODS
+from ..inputs import MAX_POINTS, positive_int
 from ..learn import runs
+from ..learn.chart_training import train_chart
 from ..learn.checkpoint import load_trained
-from ..learn.config import Config
-from ..learn.train import TrainingDiverged, check_lr_scale, evaluate, train
+from ..learn.config import (
+    EPOCHS_SCALE_MAX,
+    MAX_DEPTH,
+    MAX_EPOCHS,
+    MAX_FEATURES,
+    MAX_SEED,
+    MAX_THREADS,
+    MAX_WIDTH,
+    Config,
+)
+from ..learn.divergence import TrainingDiverged
+from ..learn.evaluate import evaluate
+from ..learn.schedule import LR_SCALE_MAX, check_lr_scale
 from ..report import figures
 from .explore import ExploreSettings, explore_run
 from .validate import validate_run
@@ -56,11 +70,10 @@ def add_analysis_arguments(parser, seed: int, out_help: str, progress_help: str)
 
 def load_from_args(args):
     """(model, config) of the run named by add_run_arguments' options; ValueError naming what is missing."""
+    threads = None if args.threads is None else positive_int(args.threads, "--threads", maximum=MAX_THREADS)
     runs.resolve_run(args.run, args.root)          # a missing run is a clear error before any loading
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     which = int(args.which) if str(args.which).isdigit() else args.which
     return load_trained(run=args.run, root=args.root, which=which)
 
@@ -72,15 +85,18 @@ def train_parser() -> argparse.ArgumentParser:
     ap.add_argument("--run", default=None, help="run name or number (default: a new numbered run)")
     ap.add_argument("--root", default=str(runs.DEFAULT_ROOT), help="folder of the runs")
     ap.add_argument("--resume", default=None, help="'latest' or a checkpoint epoch of --run")
-    ap.add_argument("--epochs-scale", type=float, default=None, help="multiply every phase's epochs")
+    ap.add_argument("--epochs-scale", type=float, default=None,
+                    help=f"multiply every phase's epochs (at most {EPOCHS_SCALE_MAX:g})")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--device", default=None, help="auto | cpu | cuda")
     ap.add_argument("--cpu-threads", type=int, default=None,
                     help="torch threads while training on the CPU (1 is fastest on busy shared cores)")
     ap.add_argument("--warm-start", default=None, help="state dict to load compatible weights from")
     ap.add_argument("--lr-scale", type=float, default=None,
-                    help="multiply every remaining phase's peak learning rate (e.g. 0.5 after a divergence)")
-    ap.add_argument("--eval-points", type=int, default=4096, help="fresh points for the final float64 numbers")
+                    help="multiply every remaining phase's peak learning rate (e.g. 0.5 after a divergence; "
+                         f"at most {LR_SCALE_MAX:g})")
+    ap.add_argument("--eval-points", type=int, default=4096,
+                    help=f"fresh points for the final float64 numbers (at most {MAX_POINTS:.0e})")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -88,8 +104,7 @@ def train_parser() -> argparse.ArgumentParser:
 def train_main(argv=None) -> int:
     """Train or resume a chart run and print its final float64 numbers; 1 after a divergence (with the recipe)."""
     args = train_parser().parse_args(argv)
-    if args.eval_points < 1:              # checked before any training or writing
-        raise ValueError(f"--eval-points must be a positive integer, got {args.eval_points}")
+    positive_int(args.eval_points, "--eval-points", maximum=MAX_POINTS)    # before any training or writing
     overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device), ("warm_start", args.warm_start),
                                    ("cpu_threads", args.cpu_threads)) if v is not None}
     # before any work: nothing is written on bad input
@@ -101,8 +116,8 @@ def train_main(argv=None) -> int:
         raise ValueError(f"--resume: expected 'latest' or a checkpoint epoch number, got {args.resume!r}")
     resume = None if args.resume is None else (args.resume if args.resume == "latest" else int(args.resume))
     try:
-        result = train(config, run=args.run, root=args.root, resume=resume, progress=not args.no_progress,
-                       lr_scale=lr_scale)
+        result = train_chart(config, run=args.run, root=args.root, resume=resume, progress=not args.no_progress,
+                             lr_scale=lr_scale)
     except TrainingDiverged as err:
         print(f"error: {err}")
         return 1
@@ -166,8 +181,7 @@ def validate_parser() -> argparse.ArgumentParser:
 def validate_main(argv=None) -> int:
     """python -m k7lib validate [--run N] [--points P] [--out DIR]; prints the identity table."""
     args = validate_parser().parse_args(argv)
-    if args.points < 1:
-        raise ValueError(f"--points must be a positive integer, got {args.points}")
+    positive_int(args.points, "--points", maximum=MAX_POINTS)
     model, config = load_from_args(args)
     res = validate_run(model, config, n_points=args.points, out_dir=args.out, seed=args.seed, progress=args.progress)
     stats = res.statistics
@@ -189,9 +203,12 @@ def links_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m k7lib links", description=COMMANDS["links"])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    structure, fit = Lk.LinkStructure(), Lk.TrainConfig()       # the defaults, stated once there
+
     def structure_args(p):
-        p.add_argument("--kappa", type=float, default=1.0, help="constant factor of Omega (default 1)")
-        p.add_argument("--normalisation", choices=Lk.NORMALISATIONS, default="holomorphic")
+        p.add_argument("--kappa", type=float, default=structure.kappa,
+                       help=f"constant factor of Omega (default {structure.kappa:g})")
+        p.add_argument("--normalisation", choices=Lk.NORMALISATIONS, default=structure.normalisation)
 
     p = sub.add_parser("sample", help="chart points, analytic forms, FS volume check")
     p.add_argument("--n", type=int, default=2000)
@@ -201,14 +218,14 @@ def links_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(Lk.DEFAULT_OUT))
     structure_args(p)
     p = sub.add_parser("train", help="fit phi and g networks (new numbered run)")
-    p.add_argument("--n", type=int, default=Lk.TrainConfig.n_points)
-    p.add_argument("--epochs", type=int, default=Lk.TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tasks", nargs="+", default=list(Lk.TASKS), choices=list(Lk.TASKS))
+    p.add_argument("--n", type=int, default=fit.n_points)
+    p.add_argument("--epochs", type=int, default=fit.epochs)
+    p.add_argument("--batch-size", type=int, default=fit.batch_size)
+    p.add_argument("--width", type=int, default=fit.width)
+    p.add_argument("--depth", type=int, default=fit.depth)
+    p.add_argument("--lr", type=float, default=fit.lr)
+    p.add_argument("--seed", type=int, default=fit.seed)
+    p.add_argument("--tasks", nargs="+", default=list(fit.tasks), choices=list(Lk.TASKS))
     p.add_argument("--root", default=str(Lk.DEFAULT_RUNS))
     p.add_argument("--progress", action="store_true")
     structure_args(p)
@@ -264,7 +281,7 @@ def _links_train(args) -> int:
     config = Lk.TrainConfig(n_points=args.n, epochs=args.epochs, batch_size=args.batch_size, width=args.width,
                             depth=args.depth, lr=args.lr, seed=args.seed, kappa=args.kappa,
                             normalisation=args.normalisation, tasks=tuple(args.tasks))
-    run = Lk.train(config, root=args.root, progress=args.progress)
+    run = Lk.fit_link(config, root=args.root, progress=args.progress)
     hist = pd.read_csv(run / "history.csv")
     last = hist.groupby("task").tail(1)
     print(f"trained {', '.join(config.tasks)} on {config.n_points} points, {config.epochs} epochs -> {run}")
@@ -308,9 +325,30 @@ def _links_ricci(args) -> int:
     return 0
 
 
+# (option, minimum, maximum) of each links command's counts and seeds, checked before any work
+_POINTS, _SEED = (1, MAX_POINTS), (0, MAX_SEED)
+_NETWORK = (("epochs", 1, MAX_EPOCHS), ("batch_size", *_POINTS), ("width", 1, MAX_WIDTH), ("depth", 1, MAX_DEPTH),
+            ("seed", *_SEED))
+LINK_COUNTS = {
+    "sample": (("n", *_POINTS), ("volume_draws", *_POINTS), ("n_checks", *_POINTS), ("seed", *_SEED)),
+    "train": (("n", *_POINTS),) + _NETWORK,
+    "validate": (("n", *_POINTS), ("seed", *_SEED)),
+    "ricci": (("n_train", *_POINTS), ("powers", 1, MAX_FEATURES), ("n_eval", *_POINTS), ("n_link", *_POINTS),
+              ("kappa_draws", *_POINTS)) + _NETWORK,
+}
+
+
+def _check_link_counts(args) -> None:
+    for dest, low, high in LINK_COUNTS[args.command]:
+        positive_int(getattr(args, dest), f"--{dest.replace('_', '-')}", low, high)
+    for seed in getattr(args, "eval_seeds", ()):
+        positive_int(seed, "--eval-seeds", *_SEED)
+
+
 def links_main(argv=None) -> int:
     """python -m k7lib links {sample,train,validate,ricci} [options]."""
     args = links_parser().parse_args(argv)
+    _check_link_counts(args)
     return {"sample": _links_sample, "train": _links_train, "validate": _links_validate,
             "ricci": _links_ricci}[args.command](args)
 
@@ -327,6 +365,7 @@ def main(argv=None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
         return int(MAINS[argv[0]](argv[1:]) or 0)
-    except (ValueError, OSError) as err:   # input errors and machine faults (disk full, ...): one line
+    # input errors, numbers too large for a float or an index, and machine faults (disk full, ...): one line
+    except (ValueError, OverflowError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

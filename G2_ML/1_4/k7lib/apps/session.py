@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from ..learn import runs
+from ..inputs import positive_int
+from ..learn import chart_training, runs
 from ..learn.checkpoint import list_checkpoints, load_checkpoint
 from ..learn.config import Config
-from ..learn.train import TrainingDiverged, check_lr_scale
-from ..learn.train import train as train_run
+from ..learn.divergence import TrainingDiverged
+from ..learn.schedule import check_lr_scale
 
 
 class InputError(ValueError):
@@ -76,10 +77,12 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
     resume: "auto" (default) continues the latest run when it was started with this same
     configuration and otherwise starts a new numbered run; None always starts a new run;
     "latest" or a checkpoint number continues `run` (default: the latest run) from there.
-    lr_scale: None (keep the run's own factor) or a number > 0: the factor on every remaining
+    lr_scale: None (keep the run's own factor) or a number in (0, 10]: the factor on every remaining
     phase's peak learning rate (the recipe after a divergence: resume from checkpoint N with
     LR_SCALE = 0.5); the same value again on a re-run gives the same rate, it does not compound.
     """
+    if resume not in ("auto", None):
+        _check_resume(resume)
     try:
         lr_scale = None if lr_scale is None else check_lr_scale(lr_scale)
         config = Config.from_profile(profile, **overrides)
@@ -97,14 +100,12 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
     root = _writable(Path(checkpoint_root) if checkpoint_root else runs.DEFAULT_ROOT, "checkpoint_root")
     out_dir = _writable(Path(output_dir) if output_dir else runs.OUTPUTS, "output_dir")
     try:
-        run_name = None if run is None else runs.run_name(run)
+        run_name = None if run is None else runs.run_path(run, root).name
     except ValueError as err:
         raise InputError(str(err)) from None
     if resume == "auto":
         resume, run_name = _auto_resume(config, run_name, root)
     if resume is not None:
-        if not (resume == "latest" or (isinstance(resume, int) and resume >= 0)):
-            raise InputError(f"resume: expected 'auto', None, 'latest' or a checkpoint number, got {resume!r}")
         try:
             run_dir = runs.resolve_run(run_name, root)
         except ValueError as err:
@@ -119,6 +120,14 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
                    lr_scale=lr_scale)
 
 
+def _check_resume(resume) -> None:
+    try:
+        if resume != "latest":
+            positive_int(resume, "resume", minimum=0)
+    except ValueError:
+        raise InputError(f"resume: expected 'auto', None, 'latest' or a checkpoint number, got {resume!r}") from None
+
+
 class TrainingStopped(RuntimeError):
     """Training diverged in a notebook: the recipe was shown as Markdown; IPython prints one line."""
 
@@ -126,15 +135,15 @@ class TrainingStopped(RuntimeError):
         return [f"stopped: {self}"]
 
 
-def train(s: Session, progress: bool = True):
-    """Train (or resume) the session's run: train.train with the session's settings.
+def train_session(s: Session, progress: bool = True):
+    """Train (or resume) the session's run: chart_training.train_chart with the session's settings.
 
     On a divergence the recipe to continue (checkpoint, command, notebook settings) is displayed
     as Markdown and TrainingStopped ends the cell without a traceback.
     """
     try:
-        return train_run(s.config, run=s.run, root=s.root, resume=s.resume, progress=progress,
-                         lr_scale=s.lr_scale)
+        return chart_training.train_chart(s.config, run=s.run, root=s.root, resume=s.resume, progress=progress,
+                                          lr_scale=s.lr_scale)
     except TrainingDiverged as err:
         try:
             from IPython.display import Markdown, display

@@ -317,7 +317,7 @@ def training_data(config: TrainConfig) -> dict:
     return {"x": x, "3form": phi, "metric": metric_to_vector(g2.metric_data_packed(phi).g)}
 
 
-def train(config: TrainConfig, root: str | Path = DEFAULT_RUNS, progress: bool = False) -> Path:
+def fit_link(config: TrainConfig, root: str | Path = DEFAULT_RUNS, progress: bool = False) -> Path:
     """Fit one LinkMLP per task in float32 (`fit.fit`: Adam, cosine rate, MSE on standardised targets);
     save a new numbered run.
 

@@ -82,7 +82,7 @@ def chart_from_sphere(z: torch.Tensor, tol: float = BRANCH_TOL) -> torch.Tensor:
     ValueError for points off Q, off the unit sphere, with z0 = 0, with dp/dz4 = 0, or whose z4/z0
     is not the chart's root `chart_z4` (another of the 5 sheets: outside the patch).
     """
-    Qn.check_points(z)
+    Qn.check_on_quintic(z)
     if bool(((z.abs().pow(2).sum(-1) - 1).abs() > 1e-8).any()):
         raise ValueError("points of the link must have |z| = 1")
     if bool((z[:, 0] == 0).any()):
@@ -104,7 +104,7 @@ def fundamental_domain(z: torch.Tensor, theta: torch.Tensor | None = None) -> to
     root of unity that makes z4/z0 = chart_z4(w), then set arg z0 = theta (batch,) if given (else
     keep it) and normalise |z| = 1. These maps preserve Q, omega_FS and its measure.
     """
-    Qn.check_points(z)
+    Qn.check_on_quintic(z)
     order = z.abs().argsort(-1, descending=True)
     z = z.gather(-1, order[:, [0, 2, 3, 4, 1]])
     Z = z / z[:, :1]

@@ -65,7 +65,7 @@ def residual(z: torch.Tensor) -> torch.Tensor:
     return polynomial(z).abs() / z.abs().pow(2).sum(-1).sqrt() ** DEGREE
 
 
-def check_points(z: torch.Tensor, tol: float = ON_Q_TOL) -> None:
+def check_on_quintic(z: torch.Tensor, tol: float = ON_Q_TOL) -> None:
     """ValueError unless z is (batch, 5) complex, nonzero and on Q within tol."""
     if not torch.is_complex(z) or z.ndim != 2 or z.shape[-1] != N_HOMOG:
         raise ValueError(f"points of CP^4 must be complex of shape (batch, 5), got {z.dtype} {tuple(z.shape)}")
@@ -160,7 +160,7 @@ def omega_ratio(z: torch.Tensor, scale=None, elim=None) -> torch.Tensor:
 
     A function on Q (the residue is patch independent up to sign); patch per point by default.
     """
-    check_points(z)
+    check_on_quintic(z)
     if scale is None or elim is None:
         scale, elim = choose_patch(z)
     Z, dZ, de = affine_frame(z, scale, elim)

@@ -188,7 +188,7 @@ def kahler_data(z: torch.Tensor, potential=None) -> KahlerData:
 
     potential None (or identically zero) gives the Fubini-Study metric exactly.
     """
-    Qn.check_points(z)
+    Qn.check_on_quintic(z)
     _check_potential(potential)
     scale, elim = Qn.choose_patch(z)
     Z, dZ, de = Qn.affine_frame(z, scale, elim)
@@ -301,7 +301,7 @@ def training_loss(potential, Z, dZ, Li, r2, w, ratio: float, floor: float, weigh
     return ma + weight * pos, ma, pos
 
 
-def train(config: RicciConfig, progress: bool = False):
+def fit_ricci_flat(config: RicciConfig, progress: bool = False):
     """Fit phi_NN (float32; `fit.fit`: Adam, cosine learning rate) to the Monge-Ampere equation.
 
     Returns (model in float64, history pandas table per epoch, info dict with training_seconds,
@@ -463,7 +463,7 @@ def fit_run(config: RicciConfig, n_eval: int = 4000, eval_seeds=(101, 102, 103),
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    model, history, info = train(config, progress=progress)
+    model, history, info = fit_ricci_flat(config, progress=progress)
     table = sigma_table(model, n_eval, tuple(eval_seeds))
     kappa, kappa_se = Lk.kappa_volume_matched(kappa_draws, seed=eval_seeds[0])
     x = link_points(n_link, seed=eval_seeds[0])

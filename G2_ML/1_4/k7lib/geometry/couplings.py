@@ -33,7 +33,7 @@ from torch.func import jvp, vmap
 from .. import forms as F
 from .. import g2
 from ..batches import check_chunk, chunks
-from ..inputs import check_phi, check_points
+from ..inputs import check_field_call, check_phi, check_points
 from ..sampling.montecarlo import Moments
 
 TRIPLE_PRODUCT_VANISHES = (
@@ -237,9 +237,8 @@ def hitchin_volume(phi_field, x: torch.Tensor, weights=None, volume: float = 1.0
     phi_field: x (batch, 7) -> packed (batch, 35) (or dense) 3-forms; x, weights, volume as in
     `triple_pairing`. A non-positive phi raises ValueError (g2.metric_data_packed).
     """
-    check_points(x)
+    check_field_call(phi_field, x, chunk=chunk)
     weights, volume = _check_sampling(x, weights, volume)
-    check_chunk(chunk)
     moments = Moments()
     with torch.no_grad():
         for s in chunks(x.shape[0], chunk):
@@ -291,9 +290,8 @@ def hitchin_cubic(phi_field, directions, x: torch.Tensor, weights=None, volume: 
     triplets: (i, j, k) index triples into the n directions (default: all i <= j <= k).
     Check: for phi = Phi = phi0 constant, d^3V/dt^3 = (7/3)(4/3)(1/3) V exactly.
     """
-    check_points(x)
+    check_field_call(phi_field, x, chunk=chunk)
     weights, volume = _check_sampling(x, weights, volume)
-    check_chunk(chunk)
     N = x.shape[0]
     moments, vmom, nmom = Moments(), Moments(), Moments()
     n_dir = None

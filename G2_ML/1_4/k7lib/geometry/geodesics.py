@@ -14,7 +14,7 @@ from .. import forms as F
 from ..chart import as_chart
 from ..curvature import christoffel
 from ..derivatives import value_and_jacobian
-from ..inputs import check_points
+from ..inputs import check_field_call, check_points
 
 
 def initial_velocities(metric_field, x0: torch.Tensor, seed: int) -> torch.Tensor:
@@ -57,7 +57,7 @@ def geodesics(metric_field, x0: torch.Tensor, v0: torch.Tensor, t_max: float, n_
     Energy E = g(x', x') is recorded at every step: constant for both flows, so its drift
     measures the integration error (O(h^4) for RK4).
     """
-    check_points(x0, "x0")
+    check_field_call(metric_field, x0, name="x0")
     check_points(v0, "v0")
     if x0.shape != v0.shape:
         raise ValueError(f"x0 and v0 must have the same shape, got {tuple(x0.shape)} and {tuple(v0.shape)}")

@@ -19,7 +19,7 @@ from ..batches import chunks
 from ..chart import as_chart
 from ..constants import ZeroParamGeometry
 from ..g2 import as_packed_field
-from ..inputs import check_points
+from ..inputs import check_field_call, check_points
 
 REGIONS = ("left", "neck", "right")
 
@@ -109,7 +109,7 @@ def region_table(phi_field, x: torch.Tensor, chart, background=None, region_weig
     phi_deviation = |phi - phi_bg|_{g_bg} / |phi_bg|_{g_bg} and metric_deviation =
     max |log eig(g_bg^{-1} g)| (both 0 iff phi = phi_bg, resp. g = g_bg).
     """
-    check_points(x)
+    check_field_call(phi_field, x, chunk=chunk)
     chart = as_chart(chart)
     field_ = as_packed_field(phi_field)
     rows = {"lam": [], "det_g": [], "anisotropy": [], "phi_deviation": [], "metric_deviation": []}

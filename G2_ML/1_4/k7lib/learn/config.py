@@ -8,17 +8,26 @@ An *epoch* is one optimiser step on a freshly sampled batch of chart points (as 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 
 from ..chart import Chart
+from ..inputs import MAX_POINTS, finite_number, positive_int, positive_number
 
 PROFILES = ("quick", "full", "auto")
 METHODS = ("autograd", "fd")
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
+# Margins of the positivity and anti-flat terms: the configuration's defaults and losses.compute_losses'.
+EIG_MARGIN, COND_CAP, ANTI_FLAT_MARGIN = 0.1, 50.0, 0.05
+# Bounds of the settings, checked before any work: epoch seeds (seed << 32) + stream stay below 2^63,
+# and a scale of the epochs or of the rate outside these ranges is a typing error, not a run.
+MAX_SEED = 2**31 - 1
+MAX_EPOCHS = 10**8
+MAX_THREADS = 4096
+EPOCHS_SCALE_MAX = 1e3
+MAX_WIDTH, MAX_DEPTH, MAX_FEATURES = 4096, 64, 64     # far above any profile; beyond, memory runs out
 
 
 @dataclass(frozen=True)
@@ -108,9 +117,9 @@ class Config:
     grad_clip: float = 1.0           # max global gradient norm
     warmup_frac: float = 0.05        # linear warm-up over this fraction of each phase
     lr_floor: float = 0.05           # cosine decay ends at lr_floor x peak lr
-    eig_margin: float = 0.1          # positivity hinge: eigenvalues of g and of B/|det B|^(1/9) above this
-    cond_cap: float = 50.0           # condition number of g penalised above this
-    anti_flat_margin: float = 0.05   # anti-flat hinge: RMS |d g / d lambda| in the neck below this is penalised
+    eig_margin: float = EIG_MARGIN   # positivity hinge: eigenvalues of g and of B/|det B|^(1/9) above this
+    cond_cap: float = COND_CAP       # condition number of g penalised above this
+    anti_flat_margin: float = ANTI_FLAT_MARGIN   # anti-flat hinge: RMS |d g / d lambda| in the neck below this is penalised
     polish_points: int = 0           # final Gauss-Newton polish of <T> and <det g> on this many Sobol points (0: off)
     polish_iters: int = 4            # at most this many polish steps (it stops earlier at polish_tol)
     polish_tol: float = 1e-6         # relative residual of both means on the polish points
@@ -144,9 +153,9 @@ class Config:
         return replace(base, **overrides)
 
     def scaled(self, factor: float) -> "Config":
-        """The same configuration with every phase's epochs multiplied by factor (at least 1 each)."""
-        if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
-            raise ValueError(f"epochs_scale: must be a positive number, got {factor!r}")
+        """The same configuration with every phase's epochs multiplied by factor (at least 1 each);
+        factor in (0, EPOCHS_SCALE_MAX]."""
+        positive_number(factor, "epochs_scale", maximum=EPOCHS_SCALE_MAX)
         phases = tuple(replace(p, epochs=max(1, int(round(p.epochs * factor)))) for p in self.phases)
         cfg = replace(self, phases=phases)
         cfg.validate()
@@ -172,76 +181,18 @@ class Config:
     # ------------------------------------------------------------------ checks
     def validate(self) -> "Config":
         """Raise ValueError naming the first invalid field; return self when all are valid."""
-        def need(ok, name, msg):
-            if not ok:
-                raise ValueError(f"{name}: {msg}")
-
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        need(self.profile in ("quick", "full"), "profile",
-             f"unknown profile {self.profile!r}; choose one of {PROFILES}")
-        need(is_num(self.L) and self.L > 0, "L", f"chart half-length must be > 0, got {self.L!r}")
-        need(is_int(self.seed) and self.seed >= 0, "seed", f"must be a non-negative integer, got {self.seed!r}")
-        need(is_int(self.batch) and self.batch >= 1, "batch", f"must be an integer >= 1, got {self.batch!r}")
-        need(is_int(self.width) and self.width >= 1, "width", f"must be an integer >= 1, got {self.width!r}")
-        need(is_int(self.depth) and self.depth >= 1, "depth", f"must be an integer >= 1, got {self.depth!r}")
-        need(is_int(self.n_fourier) and self.n_fourier >= 1, "n_fourier",
-             f"must be an integer >= 1, got {self.n_fourier!r}")
-        need(is_int(self.n_chebyshev) and self.n_chebyshev >= 1, "n_chebyshev",
-             f"must be an integer >= 1, got {self.n_chebyshev!r}")
-        need(isinstance(self.neck_weighted, bool), "neck_weighted", "must be True or False")
-        need(isinstance(self.phases, tuple) and len(self.phases) >= 1, "phases",
-             "need a non-empty tuple of PhaseConfig")
-        for i, p in enumerate(self.phases):
-            tag = f"phases[{i}]"
-            need(isinstance(p, PhaseConfig), tag, f"must be a PhaseConfig, got {type(p).__name__}")
-            need(isinstance(p.name, str) and p.name, f"{tag}.name", "must be a non-empty string")
-            need(is_int(p.epochs) and p.epochs >= 1, f"{tag}.epochs",
-                 f"must be a positive integer, got {p.epochs!r}")
-            need(is_num(p.lr) and p.lr > 0, f"{tag}.lr", f"must be > 0, got {p.lr!r}")
-            need(isinstance(p.weights, LossWeights), f"{tag}.weights", "must be a LossWeights")
-            for name, v in p.weights.items():
-                need(is_num(v) and v >= 0, f"{tag}.weights.{name}", f"must be a finite number >= 0, got {v!r}")
-        need(is_int(self.checkpoint_every) and self.checkpoint_every >= 1, "checkpoint_every",
-             f"must be an integer >= 1, got {self.checkpoint_every!r}")
-        need(is_int(self.max_rollbacks) and self.max_rollbacks >= 0, "max_rollbacks",
-             f"must be an integer >= 0, got {self.max_rollbacks!r}")
-        need(is_num(self.spike_factor) and self.spike_factor > 1, "spike_factor",
-             f"must be > 1, got {self.spike_factor!r}")
-        need(is_int(self.spike_window) and self.spike_window >= 2, "spike_window",
-             f"must be an integer >= 2, got {self.spike_window!r}")
-        need(is_int(self.spike_patience) and self.spike_patience >= 1, "spike_patience",
-             f"must be an integer >= 1, got {self.spike_patience!r}")
-        need(self.method in METHODS, "method", f"unknown derivative method {self.method!r}; choose one of {METHODS}")
-        need(self.train_dtype in DTYPES, "train_dtype", f"must be one of {DTYPES}, got {self.train_dtype!r}")
-        need(self.eval_dtype in DTYPES, "eval_dtype", f"must be one of {DTYPES}, got {self.eval_dtype!r}")
-        need(self.device in DEVICES, "device", f"must be one of {DEVICES}, got {self.device!r}")
-        need(is_int(self.cpu_threads) and self.cpu_threads >= 0, "cpu_threads",
-             f"must be an integer >= 0, got {self.cpu_threads!r}")
-        need(self.warm_start is None or (isinstance(self.warm_start, str) and self.warm_start), "warm_start",
-             "must be None or a file path")
-        need(is_num(self.grad_clip) and self.grad_clip > 0, "grad_clip", f"must be > 0, got {self.grad_clip!r}")
-        need(is_num(self.warmup_frac) and 0 <= self.warmup_frac < 1, "warmup_frac",
-             f"must be in [0, 1), got {self.warmup_frac!r}")
-        need(is_num(self.lr_floor) and 0 <= self.lr_floor <= 1, "lr_floor", f"must be in [0, 1], got {self.lr_floor!r}")
-        need(is_num(self.eig_margin) and self.eig_margin >= 0, "eig_margin", f"must be >= 0, got {self.eig_margin!r}")
-        need(is_num(self.cond_cap) and self.cond_cap > 1, "cond_cap", f"must be > 1, got {self.cond_cap!r}")
-        need(is_num(self.anti_flat_margin) and self.anti_flat_margin >= 0, "anti_flat_margin",
-             f"must be >= 0, got {self.anti_flat_margin!r}")
-        need(is_int(self.polish_points) and self.polish_points >= 0, "polish_points",
-             f"must be an integer >= 0, got {self.polish_points!r}")
-        need(is_int(self.polish_iters) and self.polish_iters >= 1, "polish_iters",
-             f"must be an integer >= 1, got {self.polish_iters!r}")
-        need(is_num(self.polish_tol) and self.polish_tol > 0, "polish_tol", f"must be > 0, got {self.polish_tol!r}")
-        need(is_int(self.early_stop_window) and self.early_stop_window >= 0, "early_stop_window",
-             f"must be an integer >= 0 (0: off), got {self.early_stop_window!r}")
-        need(is_num(self.early_stop_T) and self.early_stop_T > 0, "early_stop_T", f"must be > 0, got {self.early_stop_T!r}")
-        need(is_num(self.early_stop_det) and self.early_stop_det > 0, "early_stop_det",
-             f"must be > 0, got {self.early_stop_det!r}")
+        _need(self.profile in ("quick", "full"), "profile",
+              f"unknown profile {self.profile!r}; choose one of {PROFILES}")
+        for name, low, high in INT_FIELDS:
+            positive_int(getattr(self, name), name, low, high)
+        for name, low, high, open_below, open_above in NUMBER_FIELDS:
+            finite_number(getattr(self, name), name, low, high, open_below=open_below, open_above=open_above)
+        for name, choices in CHOICES:
+            _need(getattr(self, name) in choices, name, f"must be one of {choices}, got {getattr(self, name)!r}")
+        _need(isinstance(self.neck_weighted, bool), "neck_weighted", "must be True or False")
+        _need(self.warm_start is None or (isinstance(self.warm_start, str) and self.warm_start), "warm_start",
+              "must be None or a file path")
+        _check_phases(self.phases)
         return self
 
     # ------------------------------------------------------------------ plain-data round trip
@@ -270,3 +221,40 @@ class Config:
         cfg = cls(**d)
         cfg.validate()
         return cfg
+
+
+def _need(ok: bool, name: str, msg: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}: {msg}")
+
+
+def _check_phases(phases) -> None:
+    _need(isinstance(phases, tuple) and len(phases) >= 1, "phases", "need a non-empty tuple of PhaseConfig")
+    for i, p in enumerate(phases):
+        tag = f"phases[{i}]"
+        _need(isinstance(p, PhaseConfig), tag, f"must be a PhaseConfig, got {type(p).__name__}")
+        _need(isinstance(p.name, str) and p.name, f"{tag}.name", "must be a non-empty string")
+        positive_int(p.epochs, f"{tag}.epochs", maximum=MAX_EPOCHS)
+        positive_number(p.lr, f"{tag}.lr")
+        _need(isinstance(p.weights, LossWeights), f"{tag}.weights", "must be a LossWeights")
+        for name, v in p.weights.items():
+            finite_number(v, f"{tag}.weights.{name}", 0.0)
+
+
+# (field, minimum, maximum) of the integer fields of Config
+INT_FIELDS = (
+    ("seed", 0, MAX_SEED), ("batch", 1, MAX_POINTS), ("width", 1, MAX_WIDTH), ("depth", 1, MAX_DEPTH),
+    ("n_fourier", 1, MAX_FEATURES), ("n_chebyshev", 1, MAX_FEATURES), ("checkpoint_every", 1, None),
+    ("max_rollbacks", 0, None),
+    ("spike_window", 2, None), ("spike_patience", 1, None), ("cpu_threads", 0, MAX_THREADS),
+    ("polish_points", 0, MAX_POINTS), ("polish_iters", 1, None), ("early_stop_window", 0, None),
+)
+# (field, minimum, maximum, open below, open above) of the real fields of Config
+NUMBER_FIELDS = (
+    ("L", 0.0, None, True, False), ("spike_factor", 1.0, None, True, False), ("grad_clip", 0.0, None, True, False),
+    ("warmup_frac", 0.0, 1.0, False, True), ("lr_floor", 0.0, 1.0, False, False),
+    ("eig_margin", 0.0, None, False, False), ("cond_cap", 1.0, None, True, False),
+    ("anti_flat_margin", 0.0, None, False, False), ("polish_tol", 0.0, None, True, False),
+    ("early_stop_T", 0.0, None, True, False), ("early_stop_det", 0.0, None, True, False),
+)
+CHOICES = (("method", METHODS), ("train_dtype", DTYPES), ("eval_dtype", DTYPES), ("device", DEVICES))

@@ -3,9 +3,9 @@
 `step` is the update every learned object takes (zero the gradients, backward, optional
 gradient clipping, a non-finite gradient norm reported instead of applied). `fit` runs Adam
 with a cosine learning rate over shuffled minibatches of a fixed training set and serves the
-fits of the Calabi-Yau link family (`calabi_yau.link.train`, `calabi_yau.ricci_flat.train`).
+fits of the Calabi-Yau link family (`calabi_yau.link.fit_link`, `calabi_yau.ricci_flat.fit_ricci_flat`).
 
-The chart training (`k7lib.train`) uses `step` inside its own epoch loop, for a reason of the
+The chart training (`chart_training.train_chart`) uses `step` inside its own epoch loop, for a reason of the
 data, not of the optimiser: each of its epochs draws one fresh batch from (seed, epoch), so that
 any numbered checkpoint replays bit for bit after a rollback; its phases re-weight the loss, and
 a divergence rolls back to a checkpoint instead of stopping. A fixed training set shuffled per

@@ -33,7 +33,7 @@ from .. import g2
 from ..chart import as_chart
 from ..constants import ZeroParamGeometry
 from ..torsion import torsion_packed
-from .config import LossWeights
+from .config import ANTI_FLAT_MARGIN, COND_CAP, EIG_MARGIN, LossWeights
 
 TERMS = ("kappa", "closure", "coclosure", "det", "positivity", "anti_flat")
 DIAGNOSTICS = ("T_mean", "det_mean", "det_std", "eig_min", "anti_flat", "nonpositive_frac")
@@ -81,8 +81,8 @@ def anti_flat_measure(dg: torch.Tensor, lam: torch.Tensor, w: torch.Tensor, char
 
 
 def compute_losses(model, x: torch.Tensor, w: torch.Tensor, weights: LossWeights, method: str = "autograd",
-                   *, chart=None, eig_margin: float = 0.05, cond_cap: float = 50.0,
-                   anti_flat_margin: float = 0.05) -> LossTerms:
+                   *, chart=None, eig_margin: float = EIG_MARGIN, cond_cap: float = COND_CAP,
+                   anti_flat_margin: float = ANTI_FLAT_MARGIN) -> LossTerms:
     """Loss terms of the phi field `model` at points x (batch, 7) with importance weights w (batch,).
 
     chart defaults to model.chart (for the neck weight). The anti-flat measure is

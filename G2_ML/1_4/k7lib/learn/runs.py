@@ -2,8 +2,14 @@
 
 A run is a folder `run_N` under a root (by default `G2_ML/1_4/checkpoints/`); named runs
 (any other folder name) are found by name. A run name is one plain folder name: no path
-separator, no "." or "..", not absolute, not empty, so a run never lands outside its root.
+separator, no "." or "..", not absolute, not empty; and the run's folder, resolved with its
+symbolic links, must lie inside the resolved root (`run_path`), so a run never lands outside it.
 Used by training, exploration, validation and links; `load_run` is the one loader of a saved run.
+
+One writer per run: training holds `run_lock` (an OS-level file lock, `filelock`, on RUN_LOCK in the
+run folder) for the whole of its work; a second writer gets RunInUse naming the holder's process
+(written to RUN_OWNER once the lock is held) and writes nothing. The kernel releases the lock of a
+process that dies, even by SIGKILL, so a lock left behind never blocks the next run.
 
 Files are written through temporaries named `.<final name>.<pid>.tmp` (checkpoints) or in
 `.export-staging-<pid>-*` folders (exports); `stale_temporaries` finds those whose writing
@@ -17,16 +23,27 @@ import pickle
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]          # G2_ML/1_4 (this file is k7lib/learn/runs.py)
 DEFAULT_ROOT = PACKAGE_ROOT / "checkpoints"
 OUTPUTS = PACKAGE_ROOT / "outputs"
 _RUN = re.compile(r"^run_(\d+)$")
 _PID = re.compile(r"[.-](\d+)(?:\.tmp|-[^.-]*)$")    # writer's pid: ".<pid>.tmp" or "-<pid>-<token>"
+RUN_LOCK, RUN_OWNER = ".k7lib-run.lock", ".k7lib-run.owner"
+NEW_RUN_TRIES = 100          # numbers tried when another process takes run_N first
+
+
+class RunInUse(OSError):
+    """Another process holds the run's lock (it is training that run); one line in IPython."""
+
+    def _render_traceback_(self):
+        return [f"error: {self}"]
 
 
 class StorageError(OSError, RuntimeError):
@@ -66,6 +83,26 @@ def run_name(run: int | str) -> str:
         raise ValueError(f"run: {name!r} is not a plain folder name (no path separators, '.', '..', "
                          "absolute paths or empty names); runs stay inside the root folder")
     return name
+
+
+def run_path(run: int | str, root: str | Path) -> Path:
+    """root / run_name(run), after checking that it resolves (symbolic links included) inside the
+    resolved root; ValueError otherwise (nothing is created)."""
+    path = Path(root) / run_name(run)
+    inside_root(path, root)
+    return path
+
+
+def inside_root(path: Path, root: str | Path) -> Path:
+    """path itself when path.resolve() lies inside Path(root).resolve(); ValueError naming both otherwise."""
+    try:
+        real, base = Path(path).resolve(), Path(root).resolve()
+    except (RuntimeError, OSError) as err:     # a symbolic link loop (RuntimeError before Python 3.13)
+        raise ValueError(f"run: {path} cannot be resolved ({err})") from None
+    if real == base or not real.is_relative_to(base):
+        raise ValueError(f"run: {path} resolves to {real}, outside the root {base}; runs stay inside the "
+                         "root folder (a symbolic link may not lead out of it)")
+    return path
 
 
 def _pid_alive(pid: int) -> bool:
@@ -115,12 +152,19 @@ def list_runs(root: str | Path = DEFAULT_ROOT) -> list[tuple[int, Path]]:
 
 
 def new_run(root: str | Path = DEFAULT_ROOT) -> Path:
-    """Create and return the folder of the next numbered run (run_1 if there is none)."""
+    """Create and return the folder of the next numbered run (run_1 if there is none); a number
+    another process takes first (or any entry of that name) is passed over for the next one."""
     root = Path(root)
     runs = list_runs(root)
-    path = root / f"run_{runs[-1][0] + 1 if runs else 1}"
-    path.mkdir(parents=True, exist_ok=False)
-    return path
+    first = runs[-1][0] + 1 if runs else 1
+    for n in range(first, first + NEW_RUN_TRIES):
+        path = root / f"run_{n}"
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free run number in run_{first}..run_{first + NEW_RUN_TRIES - 1} under {root}")
 
 
 def resolve_run(run: int | str | None = None, root: str | Path = DEFAULT_ROOT) -> Path:
@@ -135,12 +179,57 @@ def resolve_run(run: int | str | None = None, root: str | Path = DEFAULT_ROOT) -
         if not runs:
             raise ValueError(f"no trained run found under {root}; train one first "
                              "(python -m k7lib train --profile quick)")
-        return runs[-1][1]
-    path = root / run_name(run)
+        return inside_root(runs[-1][1], root)
+    path = run_path(run, root)
     if not path.is_dir():
         have = ", ".join(p.name for p in sorted(root.iterdir()) if p.is_dir()) if root.is_dir() else "none"
         raise ValueError(f"run {run!r} not found under {root} (runs present: {have or 'none'})")
     return path
+
+
+@contextmanager
+def run_lock(run_dir: str | Path):
+    """Hold the run's one-writer lock for the body (module doc); RunInUse, naming the holder's process,
+    when another process holds it. The lock file is never followed through a symbolic link."""
+    run_dir = Path(run_dir)
+    path, owner = run_dir / RUN_LOCK, run_dir / RUN_OWNER
+    if path.is_symlink() or owner.is_symlink():
+        raise ValueError(f"run: {run_dir} holds a symbolic link named {RUN_LOCK} or {RUN_OWNER}; remove it")
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunInUse(f"run {run_dir.name} is being trained by {_holder(owner)}; wait for it to end (or stop "
+                       f"it) before training {run_dir} again") from None
+    except OSError as err:
+        raise storage_error(path, err, "lock") from err
+    try:
+        _write_owner(owner)
+        yield run_dir
+    finally:
+        try:
+            owner.unlink()
+        except OSError:
+            pass
+        lock.release()
+
+
+def _write_owner(owner: Path) -> None:
+    try:
+        fd = os.open(owner, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+    except OSError as err:
+        raise storage_error(owner, err) from err
+
+
+def _holder(owner: Path) -> str:
+    """'process PID' from the owner file, or what is known when it is not written yet."""
+    try:
+        pid = int(owner.read_text().strip())
+    except (OSError, ValueError):
+        return "another process (its PID is not written yet)"
+    return f"process {pid}"
 
 
 def output_folder(out_dir=None) -> Path:
