@@ -2,9 +2,10 @@
 
 `spectral_gap`: the first non-zero eigenvalue lambda1 by Rayleigh-Ritz (Neumann ends in lambda,
 periodic fibres) on a tensor quadrature (Gauss-Legendre x rank-1 lattice rule, `sampling.gauss_lattice`).
-On the chart lambda1 is the neck mode, about (pi / 2L)^2 for a metric close to the flat one, so it is
-set by the chart's length L; `length_dependence` shows lambda1 against L beside (pi / 2L)^2 and the
-scale-invariant lambda1 Vol^(2/7).
+On the chart lambda1 is the neck mode: for a metric close to a constant one it is about
+(pi / 2L)^2 / g_lambda_lambda (the first Neumann eigenvalue of -g^{lambda lambda} d^2/dlambda^2 on [-L, L]),
+so it is set by the chart's length L and by g_lambda_lambda (s^2 = (65/32)^(1/7) for phi_bg);
+`length_dependence` shows lambda1 against L beside (pi / 2L)^2 and the scale-invariant lambda1 Vol^(2/7).
 """
 from __future__ import annotations
 
