@@ -121,6 +121,10 @@ def test_flat_phi0_counts(flat_result):
     assert torch.allclose(G, G.T, atol=1e-12)
     s = r.summary()
     assert s["b3_harm"] == 20 and s["three.harmonic_gap_ratio"] > 1e10
+    for k, tag in ((2, "two"), (3, "three")):                     # the error travels with the Gram matrix
+        assert s[f"b{k}_harmonic_gram_error"] == s[f"{tag}.harmonic_gram_error"] == r.harmonic_gram_error[k]
+    assert s["b2_harmonic_gram_error"] < 1e-12                   # constant candidates, flat metric: exact
+    assert 1e-8 < s["b3_harmonic_gram_error"] < 1e-4              # 16 lambda nodes for the neck profiles
     assert all(isinstance(v, (int, float, str, bool)) for v in s.values())
 
 

@@ -12,13 +12,15 @@ Two degree-consistent integrals are computed (docs/conventions.md §6):
       the integrand;
   (b) Hitchin's cubic d^3V: the third derivative of the volume functional V(phi) = int sqrt(det g(phi)) d^7x
       (N. Hitchin, "The geometry of three-forms in six and seven dimensions", math/0010054) along
-      phi + sum_a t_a Phi_a at t = 0, on every harmonic 3-form. It is d^3 V, not d^3 log V. On the moduli
-      space of torsion-free G2 structures of a compact manifold, Karigiannis-Leung (arXiv:0709.2987) call
-      a third derivative of this volume in the period coordinates the Yukawa coupling, and the M-theory
-      Kaehler potential is a multiple of log V (Grigorian-Yau, arXiv:0802.0723, who relate its curvature
-      to that cubic form); d^3 log V = d^3V / V - (terms in dV, d^2V) differs from it. The chart is not
-      compact, the learned phi is not torsion-free and its directions are harmonic fields with boundary,
-      so here it is the cubic form of V at the learned phi, not a moduli-space coupling.
+      phi + sum_a t_a Phi_a at t = 0, on every harmonic 3-form. It is d^3 V, not d^3 log V:
+      d^3 log V = d^3V / V - 3 sym(d^2V dV) / V^2 + 2 dV dV dV / V^3. On the moduli space of torsion-free
+      G2 structures of a compact manifold, in the period coordinates, Karigiannis-Leung (arXiv:0709.2987)
+      define the Yukawa coupling as a third derivative of a volume functional, while the M-theory Kaehler
+      potential is a multiple of log V (Grigorian-Yau, arXiv:0802.0723, relate the curvature of that
+      Kaehler metric to the Yukawa coupling); the papers' normalisations were not re-read for this code.
+      The chart is not compact, the learned phi is not torsion-free and the directions are harmonic fields
+      of a manifold with boundary, so this is the cubic form of V at the learned phi, named d3V, and not a
+      moduli-space coupling.
 A smooth G2 manifold carries no chiral fermions (Acharya-Witten hep-th/0109152): chiral matter needs
 conical singularities, so neither number is a Yukawa coupling of chiral quarks or leptons.
 

@@ -5,6 +5,13 @@ Topology. lambda = x^0 is a global function on the chart (not periodic), so dlam
 is exact and the cohomology is that of T^6: (b2, b3) = (15, 20) for every metric, one class per constant
 fibre form dy^I (y = x^1..x^6). A periodic T^7 would have (21, 35); that statement holds for T^7 only.
 
+What b_harm is. b_harm, the rank of the candidates' harmonic Gram matrix, cannot exceed the number of
+classes the projection keeps, and that number is b_k of the chart: the count is fixed by topology and
+does not test the projection. What the projection computes is the Gram matrix of the candidates'
+harmonic parts (`FormSpectrum.harmonic_gram`), reported with its estimated relative error
+(`harmonic_gram_error`, `hodge`); the gap across b_harm shows that the exact directions (dlambda-forms,
+co-exact parts) project to round-off.
+
 Gram spectra (docs/conventions.md §6: Gram rank is linear independence, not harmonicity), on n_points uniform
 random points:
   G_ab = int <w_a, w_b>_g vol_g ~ V mean_x( r(x) <w_a,w_b>_g sqrt(det g) )  (V = 2L, r the importance weight)

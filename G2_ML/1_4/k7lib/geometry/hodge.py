@@ -13,25 +13,29 @@ is the harmonic field in its class: at the minimum h is L^2-orthogonal to every 
 delta h = 0 in the interior and nu _| h = 0 on lambda = +-L. For any form w the same minimisation leaves
 r = w - d alpha in (exact forms)^perp = harmonic fields + co-exact forms, so <h_I, w> = <h_I, r>.
 
-Discretisation (`galerkin`). alpha = sum c_{nmJ} P_n(lambda/L) F_m(y) dx^J: Legendre polynomials up to
-`legendre_degree` times fibre modes, on the axes and axis pairs along which the metric varies (chosen
-from the metric's fibre Fourier coefficients on the solve rule, `fibre_content`), times all constant
-(k-1)-forms. The normal equations are assembled on a solve rule (Gauss-Legendre in lambda x a shifted
-lattice on T^6, `sampling.points.fibre_lattice`) and solved for the C(7,k) constant forms w_I = dx^I and
-for the candidates w_a. The Gram matrices of the residuals are then summed on an independent, finer
-evaluation rule, whose number of lambda nodes is chosen from the metric's variation (`lambda_nodes`):
+Discretisation (`galerkin`). alpha = sum c_{nmJ} P_n(lambda/L) F_m(y) dx^J: Legendre polynomials of degree
+<= legendre_degree (13) for the constant fibre mode and <= fibre_legendre_degree (7) for the others,
+times fibre modes on the axes and axis pairs along which the metric varies (`resolution.fibre_content`:
+Fourier amplitudes on the coordinate planes above mode_threshold), times all constant (k-1)-forms. The
+normal equations are assembled on a solve rule (Gauss-Legendre in lambda x a shifted rank-1 lattice on
+T^6 sized for the basis, `resolution.fibre_points_for`) and solved for the C(7,k) constant forms
+w_I = dx^I and for the candidates w_a. The Gram matrices of the residuals are then summed on an
+independent evaluation rule (another lattice shift), whose lambda nodes come from the metric's
+variation along the neck (`resolution.lambda_nodes`, at least legendre_degree + 8):
     S_IJ = <h_I, h_J>,   C_Ia = <h_I, r_a>,   harmonic_gram = C^T S^-1 C  over the kept classes,
 the Gram matrix of the candidates' harmonic parts P w_a, in candidate order. Both are second order in
-the solution's error: only the evaluation rule's quadrature error enters at first order.
+the solution's error (Galerkin orthogonality); the evaluation rule's quadrature error enters at first order.
 
 Accuracy. With exact integration and a basis that misses part of alpha, ||h_M||^2 = ||h||^2 +
 ||d(alpha - alpha_M)||^2 >= ||h||^2. On a quadrature rule that identity does not hold: the discrete least
 squares can use the rule's error and return a norm below the true one, so no computed norm is an upper
 bound. What is reported instead is an estimate: the whole computation is repeated once with every
-resolution raised (Legendre degree + 4, Fourier degree + 1, axes and pairs down to a third of the
-threshold, more nodes and fibre points in both rules: `ProjectionSettings.refined`), and
-    harmonic_gram_error = 2 ||H - H_refined||_F / ||H_refined||_F.
-When the refinement at least halves the error, the true relative error e of H satisfies
+resolution raised (Legendre degrees + 4 and + 2, Fourier degree + 1, three more pairs, half as many
+lambda nodes again and the next lattice in both rules: `ProjectionSettings.refined`), and
+    harmonic_gram_error = 2 ||H - H_refined||_F / ||H_refined||_F + fibre_left_out,
+fibre_left_out = sum a_k^2 over the metric's Fourier amplitudes along axes the basis leaves out (alpha's
+missing part is of order a_k and enters the Gram matrix squared; 1e-6 for the quick network). When the
+refinement at least halves the error, the true relative error e of H satisfies
 e <= harmonic_gram_error <= 3 e (tests: the three exact fixtures). Above `tolerance` a
 `HarmonicAccuracyWarning` names the estimate and the setting to raise.
 

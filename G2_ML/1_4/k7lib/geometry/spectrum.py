@@ -87,8 +87,9 @@ class SpectralGap:
             "relative_change_last_refinement": float(abs(last[-1] - last[-2]) / abs(last[-1])) if len(last) > 1 else None,
             "convergence": conv.to_dict(orient="records"),
             "settings": asdict(self.settings),
-            "note": ("Rayleigh-Ritz on the chart [-L, L] x T^6 with Neumann ends in lambda: an upper bound "
-                     "for the chart's lambda1, decreasing as the basis grows; not the spectrum of compact K7."),
+            "note": ("Rayleigh-Ritz on the chart [-L, L] x T^6 with Neumann ends in lambda: with exact integrals an "
+                     "upper bound for the chart's lambda1, decreasing as the basis grows; on this quadrature the "
+                     "bound holds up to the rule's error (exact for a constant metric); not the spectrum of compact K7."),
         }
 
 
@@ -176,7 +177,8 @@ def spectral_gap(metric_field, chart, n_fourier: int = 1, n_lambda: int = 6, n_p
     Quadrature, not Monte Carlo: n_quad_lambda Gauss-Legendre nodes in lambda times a rank-1
     lattice rule of n_points points on T^6, exact for the basis products when g is constant,
     so for a flat metric the Ritz values are exact up to round-off. mu_0 = 0 (constants); lambda1
-    = mu_1 is an upper bound that decreases along nested bases (the `ladder`, default
+    = mu_1 is, with exact integrals, an upper bound that decreases along nested bases (with this quadrature
+    and a varying metric, up to the rule's error; the `ladder`, default
     n_lambda/4, n_lambda/2, n_lambda times n_fourier = 1..n_fourier, sharing the quadrature).
     Flat check: g = I gives lambda1 = min((pi / 2L)^2, (2 pi)^2).
 
