@@ -224,11 +224,11 @@ SPECTRA_WIDTH_IN = 4.8      # printed at 0.72 of an A4 text width (17 cm) the fo
 
 
 def spectra_figure(result) -> Figure:
-    """Figure (1 x 2), 4.8 x 2.5 in, fonts 7-8 pt: for 2- and 3-forms the normalised spectrum of the
+    """Figure (1 x 2), 4.8 x 2.7 in, fonts 7-8 pt: for 2- and 3-forms the normalised spectrum of the
     candidates' harmonic parts (b_harm at the largest gap above the round-off floor), the projected closed
     forms dx^I, and the raw candidates' Gram spectrum (b_eff, linear independence) in grey; log scale.
     The title of each panel carries the counts and the estimated relative error of the harmonic Gram."""
-    fig = Figure(figsize=(SPECTRA_WIDTH_IN, 2.5), layout="constrained")
+    fig = Figure(figsize=(SPECTRA_WIDTH_IN, 2.7), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, s in zip(axes, (result.two, result.three)):
         nu = s.gram_eigenvalues.numpy()
@@ -245,8 +245,8 @@ def spectra_figure(result) -> Figure:
         ax.set_yscale("log")
         ax.tick_params(labelsize=7)
         ax.set_xlabel("index (decreasing)", fontsize=8)
-        err = f", error {s.harmonic_gram_error:.0e}" if s.harmonic_gram_error == s.harmonic_gram_error else ""
-        ax.set_title(f"{s.degree}-forms: b_eff {s.b_eff}, b_harm {s.b_harm}{err}", fontsize=8)
+        err = f"\nharmonic Gram error {s.harmonic_gram_error:.0e} (est.)" if s.harmonic_gram_error == s.harmonic_gram_error else ""
+        ax.set_title(f"{s.degree}-forms: b_eff {s.b_eff}, b_harm {s.b_harm}{err}", fontsize=7.5)
     axes[0].set_ylabel("normalised eigenvalue", fontsize=8)
     axes[0].legend(fontsize=7, loc="lower left", handlelength=1.2, borderpad=0.3, labelspacing=0.2)
     return fig
