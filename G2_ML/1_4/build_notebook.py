@@ -44,8 +44,8 @@ of v1.3c, without one a *quick* profile runs end to end in minutes.
 - $d\\varphi$ and $d{{\\star\\varphi}}$ are exact forward-mode derivatives (finite differences remain selectable
   and are checked against them), and $d{{\\star\\varphi}}$ is the derivative of $\\psi = \\star\\varphi$, not a proxy.
 - The literal triple product $\\int \\varphi_i\\wedge\\varphi_j\\wedge\\varphi_k$ of three 3-forms is a 9-form on a
-  7-manifold and vanishes, so the couplings here are the topological pairing
-  $\\int \\omega_i\\wedge\\omega_j\\wedge\\Phi_k$ and Hitchin's cubic (the moduli Yukawa); the mass ratios
+  7-manifold and vanishes, so the couplings here are the triple wedge integral
+  $\\int \\omega_i\\wedge\\omega_j\\wedge\\Phi_k$ on the chart and Hitchin's cubic $\\partial^3 V$; the mass ratios
   drawn from them are the GIFT ansatz, not a derivation.
 - A Gram rank measures linear independence, not harmonicity: both $b_{{\\rm eff}}$ (Gram rank) and
   $b_{{\\rm harm}}$ (rank of the candidates' harmonic parts after the Hodge projection with absolute
@@ -219,50 +219,68 @@ The harmonic field of a closed form w is its Hodge projection with absolute boun
 
 so that h is L²_g-orthogonal to every exact form (δh = 0 inside, normal part 0 on λ = ±L). α is a
 Galerkin least-squares solution in Legendre(λ/L) × Fourier(y) profiles times constant forms dx^J, on a
-Gauss × Sobol quadrature with g = g(φ) at every point. The constant forms dx^I are projected; the
-harmonic part of any candidate is then its L²_g projection onto span{h_I}. b_harm is the rank of the Gram
-matrix of the candidates' harmonic parts: harmonic directions are O(1) eigenvalues, exact and co-exact
-directions sit at round-off, with a visible gap. b_eff, the Gram rank of the raw candidates (21 constant
+Gauss–Legendre × lattice rule with g = g(φ) at every point, and its Gram matrices are integrated on a
+second, independent rule. The constant forms dx^I are projected; the harmonic part of any candidate is
+then its L²_g projection onto span{h_I}. **What b_harm is:** the count is fixed by the chart's topology, since
+the projection keeps one harmonic field per class and the rank cannot exceed that, so (15, 20) does not
+test the projection. What the projection computes is the Gram matrix of the candidates' harmonic parts,
+and it comes with its estimated relative error (`harmonic_gram_error`: twice its change under one
+refinement of the rules and the basis; a warning names the setting to raise above 10⁻³). The gap between
+the O(1) harmonic eigenvalues and the round-off ones shows that the exact directions project to zero. b_eff, the Gram rank of the raw candidates (21 constant
 2-forms; 35 constant plus 42 TCS-adapted 3-forms), measures linear independence only. The pair (21, 77)
 belongs to a compact K7, and b0 + b1 + b2 + b3 = 1 + 21 + 77 = 99 is odd. Crowley–Nordström (arXiv:1211.0269)
-show ν = 24 for every twisted connected sum, whatever the gluing angle, and relate the parity of ν to this
+show ν = 24 for every twisted connected sum (always glued through a hyper-Kähler rotation, whatever the
+matching of its blocks) and relate the parity of ν to this
 semicharacteristic (ν ≡ b0 + b1 + b2 + b3 mod 2, cited, exact statement not checked here): such a K7 would
-have odd ν, so it is not a twisted connected sum. For orthogonal gluing Corti–Haskins–Nordström–Pacini
-(Thm 4.9) give the finer b2 + b3 = 23 + b3(Z+) + b3(Z−) + 2(k+ + k−). Extra-twisted connected sums and Joyce's
-orbifold resolutions are not covered (some of Joyce's examples have odd ν). The topology table computes
+have odd ν, so it is not a twisted connected sum. For orthogonal matching of the blocks
+Corti–Haskins–Nordström–Pacini (Thm 4.9) give the finer b2 + b3 = 23 + b3(Z+) + b3(Z−) + 2(k+ + k−).
+Extra-twisted connected sums (glued at other angles) and Joyce's orbifold resolutions are not covered (some of Joyce's examples have odd ν). The topology table computes
 these numbers with sources."""),
     ("code", """from k7lib import topology
-from k7lib.geometry import harmonic, hodge
+from k7lib.geometry import harmonic
 from k7lib.apps import pipeline
 from k7lib.report import export
 n_harm = N_HARMONIC or (20000 if S.config.profile == "full" else 2048)
 H = harmonic.extract(model, n_harm, chart, seed=S.config.seed, progress=True)
 display(export.harmonic_table(H))
 display(pd.DataFrame({"b_eff (Gram rank)": [H.b2_eff, H.b3_eff], "b_harm (Hodge projection)": [H.b2_harm, H.b3_harm],
+                      "harmonic Gram error (est.)": [H.two.harmonic_gram_error, H.three.harmonic_gram_error],
                       "chart [-L,L] x T^6": [topology.chart_support()["b2"], topology.chart_support()["b3"]]},
                      index=["b2", "b3"]))
 figures.spectra_figure(H)"""),
-    ("md", """*Harmonic spectra.* Left: the normalised Gram eigenvalues of the raw candidates; every point above
-the noise floor counts toward $b_{\\rm eff}$, which is linear independence only. Right: the normalised
-spectrum of the Gram matrix of the candidates' harmonic parts; the harmonic classes are the O(1)
-eigenvalues, the exact directions sit at round-off, and the gap between them is what $b_{\\rm harm}$
-counts. Look for 15 and 20 points above the gap."""),
-    ("md", """### Accuracy of the projection on an exact fixture
-For φ = e^{3f(y1)}φ0 with f = a sin(2π y1) (g = e^{2f} g0) the harmonic field of a class dy1∧dy_K of degree k
-is ∝ e^{−(7−2k)f} dy1∧dy_K with ‖h‖² = 2L / I0((7−2k)a), and a class without dy1 keeps its constant form,
-‖h‖² = 2L·I0((7−2k)a); the exact dλ-forms must vanish. The table gives the relative errors against the
-Fourier degree of the basis and the number of points (the basis error enters ‖h‖² quadratically)."""),
-    ("code", """display(hodge.convergence_table())"""),
+    ("md", """*Harmonic spectra* (2-forms left, 3-forms right). Grey: the normalised Gram eigenvalues of the raw
+candidates; every point above the noise floor counts toward $b_{\\rm eff}$, which is linear independence
+only. Blue: the normalised spectrum of the Gram matrix of the candidates' harmonic parts; the harmonic
+classes are the O(1) eigenvalues, the exact directions sit at round-off, and the gap between them is
+what $b_{\\rm harm}$ counts (15 and 20 above the gap). Each title gives the estimated error of the harmonic Gram."""),
+    ("md", """### Accuracy of the projection on metrics whose answer is known
+Three fixtures with exact harmonic Gram matrices: the background φ_bg (its harmonic fields are the constant
+dy^I, so the Gram matrix is a one-dimensional integral in λ), the conformal metric e^{2f(y1)} g0 of
+conventions §6, and φ0 pulled back by a shear y1 → y1 + ε s(λ, y2, y3) that depends on λ and on two fibre
+axes. For each, at the default settings and at a coarse one: the true relative Frobenius error of the
+harmonic Gram matrix, the estimate `harmonic_gram_error` the projection reports, and their ratio (the
+estimate should lie above the true error, within a factor of 3). The coarse rows also raise the warning
+that names the setting to raise."""),
+    ("code", """from k7lib.geometry import accuracy
+display(accuracy.convergence_table(chart))"""),
     ("code", """display(topology.topology_report())"""),
-    ("md", """## 9. Couplings: a topological pairing, Hitchin's cubic and the GIFT ansatz
+    ("md", """## 9. Couplings: the triple wedge integral, Hitchin's cubic and the GIFT ansatz
 Two couplings that do not vanish by degree, each with its Monte Carlo standard error:
-- the **topological triple pairing** Y_ijk = ∫ ω_i∧ω_j∧Φ_k of harmonic 2-forms and 3-forms. For closed forms on
-  a closed manifold it depends only on their cohomology classes (Stokes), so it is fixed by topology; in
-  M-theory it is the gauge kinetic term of the vector multiplets (Beasley–Witten, hep-th/0203061), not a
-  Yukawa coupling. On the chart it is the coordinate integral of the top form.
-- **Hitchin's cubic** ∂³V/∂t_i∂t_j∂t_k of the volume functional V(φ) = ∫ vol_g(φ) (Hitchin, math/0010054) along
-  harmonic 3-forms: at a torsion-free φ this is the Yukawa coupling of the moduli (Karigiannis–Leung
-  arXiv:0709.2987; Grigorian–Yau arXiv:0802.0723); the learned φ has small, non-zero torsion.
+- the **triple wedge integral** Y_ijk = ∫ ω_i∧ω_j∧Φ_k of harmonic 2-forms and 3-forms over the chart. It is not
+  topological here: the chart's H⁷ vanishes and changing the forms by exact ones adds boundary terms, so it
+  measures the dλ-parts of the harmonic fields, which come from the metric's λ–y mixing. (On a closed G2
+  manifold the integral of closed forms is a pairing of classes, in M-theory the gauge kinetic term of the
+  vector multiplets, Beasley–Witten hep-th/0203061, not a Yukawa coupling.)
+- **Hitchin's cubic** ∂³V/∂t_i∂t_j∂t_k, the third derivative of the volume functional V(φ) = ∫ vol_g(φ) itself
+  (Hitchin, math/0010054), not of log V, along the harmonic 3-forms. The Yukawa couplings of the G2 moduli
+  (Karigiannis–Leung arXiv:0709.2987; Grigorian–Yau arXiv:0802.0723) come from a Kähler potential
+  proportional to log V, whose third derivative also has terms in ∂V and ∂²V; and the learned φ has small,
+  non-zero torsion.
+
+**Which directions:** Hitchin's cubic is computed on all the L²_g-orthonormal harmonic 3-forms (20 on this
+chart, 1540 triplets), from one packed cubic form of the density per point; the first table shows its
+largest normalised values with their standard errors. Four fixed directions dy¹²³…dy¹²⁶, as shown before,
+give zero to round-off: small values there come from the choice of directions, not from the geometry.
 
 A smooth G2 manifold carries no chiral matter (Acharya–Witten, hep-th/0109152), so neither number is a
 Yukawa coupling of quarks or leptons.
@@ -271,7 +289,7 @@ Yukawa coupling of quarks or leptons.
 chart, ∫_{[−L,L]×T⁶} ⟨h_a, h_b⟩_g vol_g = δ_ab (the chart's volume is 2L·⟨√det g⟩), so the couplings do not
 depend on the arbitrary scale of the candidate forms and compare harmonic classes on equal footing;
 ε = |Y| / ∫|ω_i|_g|ω_j|_g|Φ_k|_g vol_g for the triple pairing and ε = |∂³V| / ((28/27)V) · Π_a √(7V/‖Φ_a‖²)
-for the Hitchin cubic (1 when all three directions are φ itself). The `TauLayer` is the GIFT ansatz, a map
+for Hitchin's cubic (1 when all three directions are φ itself). The `TauLayer` is the GIFT ansatz, a map
 GIFT assumes and nothing here derives: it holds τ = 3472/891 and κ_T = 1/61 exactly and sends ε to mass
 ratios with exponents that are integer expressions of the structural constants; each ratio stands beside
 its GIFT v2.2 integer formula as a diagnostic, never as a fit."""),
@@ -283,7 +301,8 @@ xy = sampling.chart_points(1024 if S.config.profile == "quick" else 8192, chart,
                            method="uniform", device=S.device)
 metric = lambda x: g2.metric_data_packed(model(x)).g
 W = couplings.triple_pairing(omega2, Phi3, xy, volume=chart.volume, metric=metric)
-C = couplings.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=chart.volume)
+C = couplings.hitchin_cubic(model, Phi3, xy[:256], volume=chart.volume)       # every harmonic direction
+display(C.largest(8).to_frame())
 Y, notes = gift.coupling_tables(W.couplings(), C.couplings())
 print(*notes, sep="\\n")
 if Y is not None:

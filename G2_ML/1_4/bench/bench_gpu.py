@@ -1,5 +1,5 @@
 """The notebook's pipeline on a GPU: full-profile training for a fixed number of epochs, then the
-harmonic extraction, the couplings (topological pairing, Hitchin cubic) and the exports, with timings printed in one run.
+harmonic extraction, the couplings (triple wedge integral, Hitchin's cubic d3V) and the exports, with timings printed in one run.
 
 Prints
   * epochs/s of the full profile and the projected time of its 4 x 2500 epochs;
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
         metric = lambda x: g2.metric_data_packed(model(x)).g
         W = couplings.triple_pairing(H.two.representatives(), H.three.representatives(), xy,
                                     volume=cfg.chart.volume, metric=metric)
-        C = couplings.hitchin_cubic(model, H.three.representatives(4), xy[:256], volume=cfg.chart.volume)
+        C = couplings.hitchin_cubic(model, H.three.representatives(), xy[:256], volume=cfg.chart.volume)
         table, notes = gift.coupling_tables(W.couplings(), C.couplings())
         print(*notes, sep="\n")
         _sync(device)

@@ -136,3 +136,27 @@ def conformal_fibre_norm2(I: tuple, a: float, L: float) -> float:
         return 0.0
     i0 = float(torch.special.i0(torch.tensor(b, dtype=torch.float64)))    # modified Bessel I0
     return 2 * L / i0 if 1 in I else 2 * L * i0
+
+
+def shear_profile(x: torch.Tensor, eps: float = 0.05):
+    """s = eps tanh(lambda) sin(2 pi y2) cos(2 pi y3) and (ds/dlambda, ds/dy2, ds/dy3) (batch, 3)."""
+    lam, a, b = x[:, 0], 2 * torch.pi * x[:, 2], 2 * torch.pi * x[:, 3]
+    t, sa, ca, sb, cb = torch.tanh(lam), torch.sin(a), torch.cos(a), torch.sin(b), torch.cos(b)
+    ds = torch.stack([(1 - t * t) * sa * cb, 2 * torch.pi * t * ca * cb, -2 * torch.pi * t * sa * sb], dim=1)
+    return eps * t * sa * cb, eps * ds
+
+
+def shear_fibre_field(eps: float = 0.05):
+    """phi = F^* phi0 for the shear F(lambda, y) = (lambda, y1 + s(lambda, y2, y3), y2, ..., y6) of
+    `shear_profile` (fixture (a): torsion-free, g = DF^T DF varies with lambda, y2 and y3).
+
+    F is a diffeomorphism of the chart onto itself that keeps lambda (so the boundary and its normal
+    direction), and an isometry from g to the flat metric: the harmonic fields with absolute boundary
+    conditions are F^* dy^I, with ||h||^2 = 2L for every fibre class and 0 for the dlambda-classes.
+    """
+    def field(x):
+        _, ds = shear_profile(x, eps)
+        A = torch.eye(7, dtype=x.dtype, device=x.device).repeat(x.shape[0], 1, 1)
+        A[:, 1, 0], A[:, 1, 2], A[:, 1, 3] = ds[:, 0], ds[:, 1], ds[:, 2]       # dF^1 = dy1 + ds
+        return pullback_packed(A)
+    return field

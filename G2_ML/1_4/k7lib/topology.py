@@ -19,18 +19,22 @@
   T+- = N+-^perp, k+- = rk ker(H^2(Z+-) -> H^2(K3)) - 1:
       b2 = rk(N+ n N-) + k+ + k-
       b3 = 1 + (22 - rk(N+ + N-)) + rk(N- n T+) + rk(N+ n T-) + b3(Z+) + b3(Z-) + k+ + k-.
-  In orthogonal gluing (N+ n N- = 0, N- in T+, N+ in T-) b2 + b3 = 23 + b3(Z+) + b3(Z-) + 2(k+ + k-),
-  odd because b3 of a compact Kaehler 3-fold is even (Hodge symmetry): the finer statement for
-  orthogonal gluing (`orthogonal_tcs_allows`).
-* Parity for any gluing angle (D. Crowley, J. Nordstroem, "New invariants of G2-structures", Geom.
+  For an orthogonal matching of the blocks' lattices (N+ n N- = 0, N- in T+, N+ in T-) b2 + b3 =
+  23 + b3(Z+) + b3(Z-) + 2(k+ + k-), odd because b3 of a compact Kaehler 3-fold is even (Hodge
+  symmetry): the finer statement for that matching (`orthogonal_tcs_allows`). (Orthogonal here is a
+  condition on the lattices N+-; the circles of every twisted connected sum are glued at a right angle.)
+* Parity for every twisted connected sum (D. Crowley, J. Nordstroem, "New invariants of G2-structures", Geom.
   Topol. 19 (2015) 2949-2992, arXiv:1211.0269). Their abstract states: nu(phi) in Z/48 is a homotopy
   invariant of a G2-structure on a closed 7-manifold; the torsion-free G2-structure of every twisted
   connected sum has nu = 24; some of Joyce's resolutions of orbifolds have odd nu. They relate the
   parity of nu to the rational semicharacteristic, nu = b0 + b1 + b2 + b3 (mod 2) -- cited here, its
   exact statement in the paper not checked. Granting it, nu = 24 gives b2 + b3 odd for every twisted
-  connected sum with b1 = 0, whatever the gluing angle (`tcs_parity_allows`); for (b2, b3) = (21, 77),
-  1 + 21 + 77 = 99 is odd, so nu would be odd and such a K7 is not a twisted connected sum. Not
-  covered: extra-twisted connected sums and Joyce's orbifold resolutions (odd nu occurs there).
+  connected sum with b1 = 0, whatever the matching of its building blocks (`tcs_parity_allows`). A
+  twisted connected sum is always glued through a hyper-Kaehler rotation that meets the two circle
+  factors at a right angle; gluing at other angles gives the extra-twisted connected sums, which this
+  statement does not cover, nor Joyce's orbifold resolutions (odd nu occurs there). For (b2, b3) =
+  (21, 77), 1 + 21 + 77 = 99 is odd, so nu would be odd and, if the parity relation holds as cited,
+  such a K7 is not a twisted connected sum.
 """
 from __future__ import annotations
 
@@ -277,7 +281,7 @@ class Gluing:
 
     @classmethod
     def orthogonal(cls, plus: BuildingBlock, minus: BuildingBlock) -> "Gluing":
-        """N+ perpendicular to N- inside the K3 lattice: N+ n N- = 0, N- in T+, N+ in T-."""
+        """Orthogonal matching: N+ perpendicular to N- inside the K3 lattice, N+ n N- = 0, N- in T+, N+ in T-."""
         if plus.rank_N + minus.rank_N > K3_LATTICE_RANK:
             raise ValueError("N+ + N- cannot exceed the rank of the K3 lattice")
         return cls(0, plus.rank_N + minus.rank_N, minus.rank_N, plus.rank_N)
@@ -295,7 +299,7 @@ def tcs_betti(plus: BuildingBlock, minus: BuildingBlock, gluing: Gluing | None =
 
 
 def orthogonal_tcs_allows(b2: int, b3: int) -> bool:
-    """Necessary condition for orthogonal gluing (CHNP Thm 4.9), finer than `tcs_parity_allows`:
+    """Necessary condition for an orthogonal matching of the blocks (CHNP Thm 4.9), finer than `tcs_parity_allows`:
     b2 + b3 = 23 + b3(Z+) + b3(Z-) + 2(k+ + k-) is odd and b3 >= 23 + b2."""
     return (b2 + b3) % 2 == 1 and b3 >= 23 + b2
 
@@ -311,9 +315,9 @@ TCS_NU = 24          # Crowley-Nordstroem: nu of every twisted connected sum (ar
 
 
 def tcs_parity_allows(b2: int, b3: int, b1: int = 0) -> bool:
-    """Necessary condition for any twisted connected sum, whatever the gluing angle: the parity of
-    nu = 24 equals the semicharacteristic (module docstring), i.e. 1 + b1 + b2 + b3 is even.
-    Says nothing about extra-twisted connected sums or Joyce's resolutions."""
+    """Necessary condition for every twisted connected sum, whatever the matching of its blocks, if the
+    parity of nu = 24 equals the semicharacteristic (cited, not checked; module docstring): 1 + b1 + b2 + b3
+    is even. Says nothing about extra-twisted connected sums (other gluing angles) or Joyce's resolutions."""
     return semicharacteristic(1, b1, b2, b3) == TCS_NU % 2
 
 
@@ -339,12 +343,14 @@ def topology_report():
                 f"{joyce.singular_components} singular T^3 resolved by Eguchi-Hanson",
          "source": "Joyce, J. Diff. Geom. 43 (1996); Joyce, OUP 2000, 12.2"},
         {"space": "TCS of two P^3 blocks", "b2": tcs[0], "b3": tcs[1], "betti": None,
-         "how": f"orthogonal gluing, b3(Z) = {P3_BLOCK.b3}, k = {P3_BLOCK.k}",
+         "how": f"orthogonal matching of the lattices, b3(Z) = {P3_BLOCK.b3}, k = {P3_BLOCK.k}",
          "source": "Corti-Haskins-Nordstroem-Pacini, arXiv:1207.4470, Thm 4.9"},
         {"space": "GIFT targets", "b2": sc.b2_K7, "b3": sc.b3_K7, "betti": None,
          "how": f"b0 + b1 + b2 + b3 = {chi} is {'odd' if chi % 2 else 'even'}, so nu would be "
                 f"{'odd' if chi % 2 else 'even'}: " + ("allowed" if gift_ok else "not reachable")
-                + f" by a twisted connected sum (nu = {TCS_NU}) at any gluing angle",
+                + f" by a twisted connected sum (nu = {TCS_NU}) whatever the matching of its blocks, if the "
+                "parity of nu is the semicharacteristic's (cited, not checked); extra-twisted sums and Joyce's "
+                "resolutions not covered",
          "source": "seed 000 (targets); nu = 24 and its parity: Crowley-Nordstroem, arXiv:1211.0269"},
         {"space": "chart [-L,L] x T^6", "b2": t6[2], "b3": t6[3], "betti": t6,
          "how": "lambda is not periodic, so the chart retracts onto T^6 and dlambda ^ dy^J = d(lambda dy^J) "

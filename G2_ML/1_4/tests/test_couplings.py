@@ -1,4 +1,4 @@
-"""The GIFT ansatz (TauLayer), GIFT reference ratios, the topological triple pairing and the Hitchin cubic
+"""The GIFT ansatz (TauLayer), GIFT reference ratios, the triple wedge integral and Hitchin's cubic d^3V
 (float64, small samples)."""
 import ast
 import inspect
@@ -169,7 +169,7 @@ def test_triple_pairing_sees_classes_only_on_a_closed_torus(f64):
     assert float(w.stderr[0, 1, 0]) > 0.1                # ... although the integrands differ pointwise
     assert float(w.Y[0, 2, 0]) == pytest.approx(1.0, abs=1e-12)
     cp = w.couplings([(0, 2, 0)])
-    assert cp.kind == couplings.PAIRING_KIND == "topological triple pairing"
+    assert cp.kind == couplings.PAIRING_KIND == "triple wedge integral on the chart"
 
 
 # ---------------------------------------------------------------- Hitchin cubic
@@ -280,18 +280,37 @@ def test_compact_table_one_row_per_triplet(f64):
 
 def test_couplings_on_orthonormal_harmonic_forms(f64):
     """Flat phi0: the harmonic forms are the fibre forms dy^I / sqrt(2L), L2_g-orthonormal. A 7-form needs
-    dlambda, so every wedge coupling of fibre forms vanishes; Hitchin's cubic sees unit norms."""
+    dlambda and these fields have no dlambda-part (no lambda-y mixing), so every wedge integral vanishes.
+    Hitchin's cubic on all 20 directions: the four the notebook used (dy123..dy126) give 0, others do not."""
     from k7lib.geometry import harmonic as H
     from k7lib.geometry import hodge
     L = 1.0
     flat = lambda x: g2.phi0_packed(x.dtype).expand(x.shape[0], 35) + 0 * x[:, :1]
-    r = H.extract(flat, 1024, L, settings=hodge.ProjectionSettings(hodge.SpectralBasis(1, 1)))
+    st = hodge.ProjectionSettings(hodge.SpectralBasis(1, 1, 1, axes=(), pairs=()), n_lambda=16, fibre_points=31)
+    r = H.extract(flat, 1024, L, settings=st)
     om, ph = r.two.representatives(), r.three.representatives()
     x = chart_points(64, L=L)
     assert om(x).shape == (64, 15, 21) and ph(x).shape == (64, 20, 35)
     w = couplings.triple_pairing(om, ph, x, volume=2 * L)
     assert float(w.Y.abs().max()) < 1e-12
-    h = couplings.hitchin_cubic(flat, r.three.representatives(3), x[:16], volume=2 * L)
-    assert bool(torch.isfinite(h.values).all())
-    assert h.couplings().kind == couplings.HITCHIN_KIND == "Hitchin cubic (moduli Yukawa)"
-    assert torch.allclose(h.norms2, torch.ones(3, dtype=torch.float64), atol=1e-10)   # orthonormal directions
+    h = couplings.hitchin_cubic(flat, ph, x[:8], volume=2 * L)
+    assert len(h.triplets) == 1540 and bool(torch.isfinite(h.values).all())
+    assert h.couplings().kind == couplings.HITCHIN_KIND == "Hitchin cubic d3V"
+    first4 = [i for i, t in enumerate(h.triplets) if max(t) < 4]
+    assert float(h.values[first4].abs().max()) < 1e-12 < float(h.values.abs().max())
+    top = h.largest(4)
+    assert float(top.normalised[0]) > 6 and torch.allclose(top.normalised, top.normalised[0].expand(4))
+    assert float(top.stderr.max()) < 1e-12                          # constant integrand
+
+
+def test_density_cubic_form_matches_nested_jvp(f64):
+    """The packed cubic form T = d^3 rho (35 x 35 x 35 per point) is symmetric and contracts to the third
+    directional derivative of nested forward-mode jvps, to round-off."""
+    phi = torch.stack([pullback_packed(random_frame(s, 0.3)) for s in range(3)])
+    g = torch.Generator().manual_seed(5)
+    a, b, c = (torch.randn(3, 35, generator=g, dtype=torch.float64) for _ in range(3))
+    T = couplings.density_cubic_form(phi)
+    assert torch.allclose(T, T.permute(0, 2, 1, 3), atol=1e-10) and torch.allclose(T, T.permute(0, 3, 2, 1), atol=1e-10)
+    fast = torch.einsum("bIJK,bI,bJ,bK->b", T, a, b, c)
+    ref = couplings.third_derivative_jvp(phi, a, b, c)
+    assert torch.allclose(fast, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))

@@ -65,7 +65,7 @@ def test_parity_and_gift_pair():
             assert T.tcs_parity_allows(b2, b3)
     sc = StructuralConstants()
     assert not T.orthogonal_tcs_allows(sc.b2_K7, sc.b3_K7)                       # 21 + 77 = 98 is even
-    # any gluing angle (Crowley-Nordstroem): nu = 24 is even, 1 + 21 + 77 = 99 is odd
+    # every twisted connected sum, whatever its matching (Crowley-Nordstroem): nu = 24 is even, 1 + 21 + 77 = 99 is odd
     assert T.semicharacteristic(1, 0, sc.b2_K7, sc.b3_K7) == 1 and T.TCS_NU == 24
     assert not T.tcs_parity_allows(sc.b2_K7, sc.b3_K7)
     assert T.tcs_parity_allows(sc.b2_K7, sc.b3_K7, b1=1)                         # b1 enters the semicharacteristic
@@ -82,6 +82,8 @@ def test_topology_report():
     assert (rows.loc["Joyce T^7/Z2^3", "b2"], rows.loc["Joyce T^7/Z2^3", "b3"]) == (12, 43)
     assert rows.loc["TCS of two P^3 blocks", "b3"] == 155
     assert "not reachable" in rows.loc["GIFT targets", "how"]
-    assert "any gluing angle" in rows.loc["GIFT targets", "how"] and "99 is odd" in rows.loc["GIFT targets", "how"]
+    how = rows.loc["GIFT targets", "how"]
+    assert "whatever the matching of its blocks" in how and "99 is odd" in how and "gluing angle" not in how
+    assert "extra-twisted" in how and "not checked" in how
     assert "1211.0269" in rows.loc["GIFT targets", "source"]
     assert df["source"].str.len().min() > 5

@@ -20,6 +20,11 @@ from ..sampling import points as sampling
 from ..torsion import torsion_packed
 
 EXPORT_STREAM = 7919        # seed offset of the exported points (a prime, apart from the other streams)
+B_HARM_NOTE = ("b_harm is fixed by the chart's topology: the projection keeps one harmonic field per class of "
+               "[-L,L] x T^6, so the count cannot come out otherwise and does not test the projection; what the "
+               "projection computes is the Gram matrix of the candidates' harmonic parts, given with its estimated "
+               "relative error (b2_harmonic_gram_error, b3_harmonic_gram_error); the gap shows that the exact "
+               "directions project to round-off")
 HARMONIC_TABLE = ("Harmonic extraction: normalised Gram spectra of the candidates (b_eff) and of their "
                   "harmonic parts after the Hodge projection with absolute boundary conditions (b_harm)")
 
@@ -78,6 +83,9 @@ def _run_metadata(result, evaluation, harmonic, errors: dict, topology: dict | N
              "harmonic_spectrum_2": harmonic.two.harmonic_eigenvalues,
              "harmonic_spectrum_3": harmonic.three.harmonic_eigenvalues,
              "b2_harm_gap": harmonic.two.harmonic_gap, "b3_harm_gap": harmonic.three.harmonic_gap,
+             "b2_harmonic_gram_error": harmonic.two.harmonic_gram_error,
+             "b3_harmonic_gram_error": harmonic.three.harmonic_gram_error,
+             "harmonic_tolerance": harmonic.settings.tolerance, "b_harm_note": B_HARM_NOTE,
              # rollbacks only (the events also hold the polish, early stops and learning-rate changes)
              "rollbacks": int(history["rollbacks"].max()) if "rollbacks" in history and len(history) else 0}
     if topology:

@@ -5,6 +5,13 @@ Topology. lambda = x^0 is a global function on the chart (not periodic), so dlam
 is exact and the cohomology is that of T^6: (b2, b3) = (15, 20) for every metric, one class per constant
 fibre form dy^I (y = x^1..x^6). A periodic T^7 would have (21, 35); that statement holds for T^7 only.
 
+What b_harm is. b_harm, the rank of the candidates' harmonic Gram matrix, cannot exceed the number of
+classes the projection keeps, and that number is b_k of the chart: the count is fixed by topology and
+does not test the projection. What the projection computes is the Gram matrix of the candidates'
+harmonic parts (`FormSpectrum.harmonic_gram`), reported with its estimated relative error
+(`harmonic_gram_error`, `hodge`); the gap across b_harm shows that the exact directions (dlambda-forms,
+co-exact parts) project to round-off.
+
 Gram spectra (docs/conventions.md §6: Gram rank is linear independence, not harmonicity), on n_points uniform
 random points:
   G_ab = int <w_a, w_b>_g vol_g ~ V mean_x( r(x) <w_a,w_b>_g sqrt(det g) )  (V = 2L, r the importance weight)
@@ -41,13 +48,8 @@ from ..g2 import as_packed_field
 from ..inputs import check_sampling
 from ..sampling import points as sampling
 from .candidates import CandidateBasis, candidates_2forms, candidates_3forms
-from .hodge import (
-    HodgeProjection,
-    ProjectionSettings,
-    check_finite,
-    project,
-    rank_at_gap,
-)
+from .hodge import HodgeProjection, ProjectionSettings, project, rank_at_gap
+from .resolution import check_finite
 
 NOISE_Z = 3.0      # an eigenvalue is resolved when it exceeds NOISE_Z times its own sampling noise
 
@@ -212,9 +214,11 @@ class FormSpectrum:
     standard errors; gram_eigenvalues_halves (2, n); noise_floor, roundoff_floor; b_eff; condition,
     condition_eff; null_modes: names dominating the null directions when b_eff < n.
     Harmonic parts: harmonic_gram (n, n) = <P w_a, P w_b> in candidate order (P the L2_g projection on
-    the harmonic fields); harmonic_eigenvalues (n,) of D^-1/2 harmonic_gram D^-1/2 (D = diag of the
-    candidates' Gram on the same quadrature), decreasing; harmonic_floor (round-off); b_harm (rank at the
-    largest gap); harmonic_gap = ratio across it; projection: the HodgeProjection of the classes.
+    the harmonic fields), with harmonic_gram_error, its estimated relative Frobenius error (`hodge`:
+    twice the change under one refinement of basis and rules); harmonic_eigenvalues (n,) of
+    D^-1/2 harmonic_gram D^-1/2 (D = diag of the candidates' Gram on the solve rule), decreasing;
+    harmonic_floor (round-off); b_harm (rank at the largest gap: at most the number of classes, which
+    the chart's topology fixes); harmonic_gap = ratio across it; projection: the HodgeProjection.
     """
     degree: int
     names: tuple
@@ -232,6 +236,7 @@ class FormSpectrum:
     condition_eff: float
     null_modes: tuple = ()
     harmonic_gram: torch.Tensor | None = None
+    harmonic_gram_error: float = float("nan")
     harmonic_eigenvalues: torch.Tensor | None = None
     harmonic_floor: float = float("nan")
     harmonic_threshold: float = float("nan")
@@ -272,7 +277,13 @@ class FormSpectrum:
                 "harmonic_max": float(hv.max()), "harmonic_last": float(hv[self.b_harm - 1]) if self.b_harm else float("nan"),
                 "harmonic_floor": self.harmonic_floor, "harmonic_gap_ratio": self.harmonic_gap,
                 "classes": len(p.names), "b_classes": p.b_classes, "class_gap_ratio": p.class_gap,
-                "projection_points": p.n_points, "projection_unknowns": p.n_unknowns, "projection_rank": p.rank,
+                "harmonic_gram_error": self.harmonic_gram_error, "class_gram_error": p.class_gram_error,
+                "harmonic_gram_error_source": p.error_source,
+                "projection_points": p.n_points, "projection_unknowns": p.n_unknowns,
+                "projection_lambda_nodes": p.n_lambda, "projection_solve_lambda_nodes": p.solve_lambda,
+                "projection_fibre_points": p.n_y, "projection_legendre_degree": p.legendre_degree,
+                "projection_fibre_axes": " ".join(map(str, p.axes)),
+                "projection_fibre_pairs": " ".join(f"{a}{b}" for a, b in p.pairs),
             })
         return out
 
@@ -333,14 +344,14 @@ def analyse(integrals: Integrals, basis: CandidateBasis, dtype_eps: float | None
     )
 
 
-def _harmonic_spectrum(spec: FormSpectrum, proj: HodgeProjection, H: torch.Tensor, Gq: torch.Tensor) -> FormSpectrum:
-    """Attach the harmonic Gram, its normalised spectrum and b_harm to a Gram spectrum."""
+def _harmonic_spectrum(spec: FormSpectrum, proj: HodgeProjection, H: torch.Tensor, norms2: torch.Tensor) -> FormSpectrum:
+    """Attach the harmonic Gram, its error, its normalised spectrum and b_harm to a Gram spectrum."""
     n = H.shape[0]
-    d = torch.diagonal(Gq).clamp_min(1e-300).rsqrt()
+    d = norms2.clamp_min(1e-300).rsqrt()
     hv = torch.linalg.eigvalsh(d[:, None] * H * d[None, :]).flip(0)
     floor = 10 * n * float(torch.finfo(torch.float64).eps) * max(float(hv[0]), 1e-300)
     b, gap, thr = rank_at_gap(hv, floor)
-    return replace(spec, harmonic_gram=H, harmonic_eigenvalues=hv, harmonic_floor=floor, harmonic_threshold=thr,
+    return replace(spec, harmonic_gram=H, harmonic_gram_error=proj.harmonic_gram_error, harmonic_eigenvalues=hv, harmonic_floor=floor, harmonic_threshold=thr,
                    b_harm=b, harmonic_gap=gap, projection=proj)
 
 
@@ -371,13 +382,19 @@ class HarmonicResult:
     def b3_harm(self) -> int:
         return self.three.b_harm
 
+    @property
+    def harmonic_gram_error(self) -> dict:
+        """{2: ..., 3: ...}: estimated relative Frobenius errors of the two harmonic Gram matrices."""
+        return {2: self.two.harmonic_gram_error, 3: self.three.harmonic_gram_error}
+
     def summary(self) -> dict:
-        """Plain numbers: the four counts, then per-degree spectra statistics."""
-        sp = self.settings.spectral
+        """Plain numbers: the four counts, the harmonic Gram errors, then per-degree spectra statistics."""
+        st = self.settings
         out = {"b2_eff": self.b2_eff, "b3_eff": self.b3_eff, "b2_harm": self.b2_harm,
-               "b3_harm": self.b3_harm, "n_points": self.n_points, "L": self.L, "seed": self.seed,
-               "legendre_degree": sp.legendre_degree, "fourier_degree": sp.fourier_degree,
-               "mixed_pairs": sp.mixed_pairs}
+               "b3_harm": self.b3_harm, "b2_harmonic_gram_error": self.two.harmonic_gram_error,
+               "b3_harmonic_gram_error": self.three.harmonic_gram_error, "n_points": self.n_points, "L": self.L,
+               "seed": self.seed, "legendre_degree": st.spectral.legendre_degree,
+               "fourier_degree": st.spectral.fourier_degree, "harmonic_tolerance": st.tolerance}
         for tag, s in (("two", self.two), ("three", self.three)):
             for key, val in s.summary().items():
                 if not key.startswith(("b2_", "b3_")):
@@ -391,10 +408,12 @@ def extract(phi_field, n_points: int, chart, seed: int = 0, chunk: int = 512, dt
     """b2_eff, b3_eff (Gram ranks) and b2_harm, b3_harm (ranks of the candidates' harmonic parts) of g(phi).
 
     phi_field: x (batch, 7) -> packed (batch, 35) (or dense) 3-forms; chart: a `Chart` (or its L).
-    b_eff: n_points uniform points on [-L, L] x T^6 from `seed`, evaluated in `dtype` (Gram integrals, chunks of `chunk`). b_harm: the
-    Hodge projection on the tensor quadrature of about n_points points (`sampling.gauss_sobol`), with
-    `settings` (ProjectionSettings). Candidates default to `candidates_2forms()` and
-    `candidates_3forms(chart)`; rules for the counts in the module docstring.
+    b_eff: n_points uniform points on [-L, L] x T^6 from `seed`, evaluated in `dtype` (Gram integrals,
+    chunks of `chunk`). b_harm and the harmonic Gram matrices with their estimated errors: the Hodge
+    projection (`hodge.project`) with `settings` (ProjectionSettings; its rules do not depend on
+    n_points). Candidates default to `candidates_2forms()` and `candidates_3forms(chart)`; rules for the
+    counts in the module docstring. Warns (hodge.HarmonicAccuracyWarning) when an estimated harmonic
+    Gram error exceeds settings.tolerance.
     """
     chart = as_chart(chart)
     check_sampling(n_points, chart.L, dtype)
@@ -415,7 +434,7 @@ def extract(phi_field, n_points: int, chart, seed: int = 0, chunk: int = 512, dt
     for b in (basis2, basis3):
         ints = integrate(b, phi_field, x, volume, chunk=chunk, n_batches=n_batches, dirichlet=False, progress=progress)
         spectra.append(analyse(ints, b, dtype_eps=eps))
-    proj = project(phi_field, chart, n_points, seed, settings, {2: basis2, 3: basis3}, progress, device)
+    proj = project(phi_field, chart, seed, settings, {2: basis2, 3: basis3}, progress, device)
     spectra = [_harmonic_spectrum(spec, *proj[k]) for spec, k in zip(spectra, (2, 3))]
     return HarmonicResult(two=spectra[0], three=spectra[1], L=chart.L, n_points=n_points, seed=seed,
                           settings=settings)

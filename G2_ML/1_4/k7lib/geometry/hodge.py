@@ -1,5 +1,6 @@
 """The Hodge projection on the chart [-L, L] x T^6 with absolute boundary conditions: harmonic
-representatives of the closed constant forms and the harmonic parts of candidate forms.
+representatives of the closed constant forms, the harmonic parts of candidate forms, and the accuracy of
+their Gram matrices.
 
 Hodge projection (Hodge-Morrey-Friedrichs decomposition; G. Schwarz, "Hodge Decomposition - A Method for
 Solving Boundary Value Problems", Lecture Notes in Mathematics 1607, Springer 1995, Thm 2.4.2 and 2.6.1).
@@ -9,245 +10,183 @@ without boundary condition), co-exact forms with vanishing normal part, and the 
 closed form w,
     h = w - d alpha,   alpha = argmin ||w - d alpha||^2_g   (over all (k-1)-forms, no boundary condition)
 is the harmonic field in its class: at the minimum h is L^2-orthogonal to every exact form, which is
-delta h = 0 in the interior and nu _| h = 0 on lambda = +-L. Because these h are orthogonal to all exact
-forms, the harmonic part of ANY form (closed or not) is its L^2_g projection onto span{h_I}.
+delta h = 0 in the interior and nu _| h = 0 on lambda = +-L. For any form w the same minimisation leaves
+r = w - d alpha in (exact forms)^perp = harmonic fields + co-exact forms, so <h_I, w> = <h_I, r>.
 
-Galerkin least squares. alpha = sum_{s,J} c_{sJ} s(x) dx^J with profiles s = P_n(lambda/L) F(y)
-(`SpectralBasis`: Legendre n <= p times real Fourier modes of the fibre up to degree M, along one axis at
-a time, optionally mixed pairs) and all constant (k-1)-forms dx^J. d(s dx^J) = sum_i d_i s dx^i ^ dx^J
-is exact and analytic. The normal equations
-    M c = b,   M_{uv} = <d beta_u, d beta_v>_{L2,g},   b_u = <d beta_u, w>_{L2,g}
-are accumulated in float64 chunks (`_accumulate`); M has a kernel (closed combinations of the beta's),
-so c = M^+ b on the eigenvalues of the Jacobi-scaled M above RCOND = 1e-10 times the largest. Then
-    <h_I, h_J> = <w_I, w_J> - b_I^T c_J,   <h_I, v> = <w_I, v> - c_I^T <d beta, v>,
-and h_I(x) = w_I - sum c d beta(x) can be evaluated anywhere (`HodgeProjection.forms`).
-Quadrature (`sampling.gauss_sobol`): Gauss-Legendre in lambda times Sobol points in y with one random shift,
-whose one-dimensional projections are equispaced grids (fibre modes along one axis integrate exactly);
-inner products <a, b>_g vol_g = a^T Lambda^k(g^{-1}) b sqrt(det g) with g = g(phi(x)) evaluated once per
-point. Errors: the basis truncation enters ||h||^2 quadratically, ||h_M||^2 = ||h||^2 + ||d(alpha - alpha_M)||^2.
+Discretisation (`galerkin`). alpha = sum c_{nmJ} P_n(lambda/L) F_m(y) dx^J: Legendre polynomials of degree
+<= legendre_degree (13) for the constant fibre mode and <= fibre_legendre_degree (7) for the others,
+times fibre modes on the axes and axis pairs along which the metric varies (`resolution.fibre_content`:
+Fourier amplitudes on the coordinate planes above mode_threshold), times all constant (k-1)-forms. The
+normal equations are assembled on a solve rule (Gauss-Legendre in lambda x a shifted rank-1 lattice on
+T^6 sized for the basis, `resolution.fibre_points_for`) and solved for the C(7,k) constant forms
+w_I = dx^I and for the candidates w_a. The Gram matrices of the residuals are then summed on an
+independent evaluation rule (another lattice shift), whose lambda nodes come from the metric's
+variation along the neck (`resolution.lambda_nodes`, at least legendre_degree + 8):
+    S_IJ = <h_I, h_J>,   C_Ia = <h_I, r_a>,   harmonic_gram = C^T S^-1 C  over the kept classes,
+the Gram matrix of the candidates' harmonic parts P w_a, in candidate order. Both are second order in
+the solution's error (Galerkin orthogonality); the evaluation rule's quadrature error enters at first order.
 
-What is projected and counted. The C(7,k) closed constant forms dx^I are projected (21 two-forms, 35
-three-forms). The spectrum of their normalised harmonic Gram D^-1/2 <h_I, h_J> D^-1/2 (D = ||dx^I||^2)
-has the chart's classes as O(1) eigenvalues and the exact dlambda-forms at round-off (d(lambda dy^J) lies
-in the span): its rank at the largest gap is b_classes, and the b_classes forms with the largest
-fractions ||h_I||^2 / ||w_I||^2 are kept; `representatives()` returns them L2_g-orthonormalised (S^-1/2,
-Loewdin). For the candidates w_a (21 constant 2-forms; 35 constant plus 42 TCS-adapted 3-forms) the
-harmonic parts P w_a have the Gram matrix
-    harmonic_gram = C^T S^-1 C,   C_{Ia} = <h_I, w_a>,  S = <h_I, h_J> over the kept classes,
-exposed per degree as FormSpectrum.harmonic_gram (float64 (n, n), candidate order). b_harm is the
-rank of its normalised spectrum (eigenvalues of D^-1/2 harmonic_gram D^-1/2, D = diag of the candidates'
-Gram on the same quadrature) at the largest log-gap above the round-off floor 10 n eps nu_max: the
-harmonic directions are O(1) eigenvalues, the exact and co-exact directions sit at the floor. The rank
-is bounded by the classes found, so b_harm = 15 / 20 says that the candidates reach every class of the
-chart and that the projected classes stay independent; how harmonic the fields are is measured by the
-exact fixtures (tests, `convergence_table`).
+Accuracy. With exact integration and a basis that misses part of alpha, ||h_M||^2 = ||h||^2 +
+||d(alpha - alpha_M)||^2 >= ||h||^2. On a quadrature rule that identity does not hold: the discrete least
+squares can use the rule's error and return a norm below the true one, so no computed norm is an upper
+bound. What is reported instead is an estimate: the whole computation is repeated once with every
+resolution raised (Legendre degrees + 4 and + 2, Fourier degree + 1, three more pairs, half as many
+lambda nodes again and the next lattice in both rules: `ProjectionSettings.refined`), and
+    harmonic_gram_error = 2 ||H - H_refined||_F / ||H_refined||_F + fibre_left_out,
+fibre_left_out = sum a_k^2 over the metric's Fourier amplitudes along axes the basis leaves out (alpha's
+missing part is of order a_k and enters the Gram matrix squared; 1e-6 for the quick network). When the
+refinement at least halves the error, the true relative error e of H satisfies
+e <= harmonic_gram_error <= 3 e (tests: the three exact fixtures). Above `tolerance` a
+`HarmonicAccuracyWarning` names the estimate and the setting to raise.
+
+What is projected and counted. The constant forms dx^I are projected; the spectrum of their normalised
+Gram D^-1/2 S D^-1/2 (D = ||dx^I||^2) has the chart's classes as O(1) eigenvalues and the exact
+dlambda-forms at round-off (lambda dy^J is in the span): its rank at the largest gap is b_classes, and
+the b_classes forms with the largest fractions ||h_I||^2 / ||w_I||^2 are kept; `representatives()`
+returns them L2_g-orthonormalised (S^-1/2, Loewdin).
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass
-from functools import lru_cache
-from itertools import combinations
+import warnings
+from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .. import forms as F
-from .. import g2
-from ..batches import chunks
+from ..batches import progress_bar
 from ..chart import as_chart
-from ..fixtures import conformal_fibre_field, conformal_fibre_norm2
 from ..g2 import as_packed_field
-from ..sampling import points as sampling
-from .candidates import (
-    CandidateBasis,
-    candidates_2forms,
-    candidates_3forms,
-    constant_basis,
-    form_name,
+from ..sampling.points import fibre_lattice, gauss_nodes
+from . import galerkin as GK
+from .candidates import CandidateBasis, candidates_2forms, candidates_3forms, form_name
+from .resolution import (
+    FIBRE_SIZES,
+    active_axes,
+    fibre_content,
+    fibre_points_for,
+    field_dtype,
+    lambda_nodes,
+    left_out,
+    node_points,
+    phi_at,
 )
 
-# ---------------------------------------------------------------- Hodge projection (absolute boundary conditions)
-RCOND = 1e-10       # relative eigenvalue cutoff of the Jacobi-scaled normal matrix (its kernel: closed beta's)
+
+class HarmonicAccuracyWarning(UserWarning):
+    """A harmonic Gram matrix whose estimated relative error exceeds the requested tolerance."""
 
 
+# ---------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class SpectralBasis:
-    """Profiles s(x) of the (k-1)-forms alpha = sum_{s,J} c_{sJ} s(x) dx^J of the Hodge projection.
+    """Profiles P_n(lambda/L) F_m(y) of the (k-1)-forms alpha of the Hodge projection.
 
-    s = P_n(lambda / L) F(y): Legendre polynomials n = 0..legendre_degree times real Fourier modes F of
-    the fibre: the constant, cos / sin(2 pi j y_a) for each fibre axis a = 1..6 and j = 1..fourier_degree,
-    and with mixed_pairs also cos / sin(2 pi (y_a +- y_b)) for a < b. The constant profile (n = 0, F = 1)
-    is left out (d of a constant form is zero). Derivatives are analytic: d_lambda s = P_n'(t) F / L,
-    d_y s = P_n grad F (t = lambda / L). P_1 is always present, so lambda dy^I is in the span and every
-    dlambda ^ dy^I is projected to zero exactly.
+    legendre_degree: n = 0..p for the constant fibre mode; fibre_legendre_degree: n = 0..pF (pF <= p) for
+    the other modes (the fibre parts of alpha are as small as the metric's fibre variation); fourier_degree:
+    cos / sin(2 pi j y_a), j = 1..M, on each axis in `axes` (fibre axes numbered 1..6 as the coordinates
+    x^1..x^6); pairs: cos / sin(2 pi (y_a +- y_b)) for each (a, b) in `pairs`. axes / pairs None: chosen
+    from the metric (`fibre_content`), at most max_pairs pairs. P_1 is always present, so lambda dy^I is in
+    the span and every dlambda ^ dy^I projects to 0.
     """
-    legendre_degree: int = 3
+    legendre_degree: int = 13
+    fibre_legendre_degree: int = 7
     fourier_degree: int = 2
-    mixed_pairs: bool = False
+    axes: tuple | None = None
+    pairs: tuple | None = None
+    max_pairs: int = 3
 
     def __post_init__(self):
-        for name in ("legendre_degree", "fourier_degree"):
+        for name in ("legendre_degree", "fibre_legendre_degree", "fourier_degree", "max_pairs"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"SpectralBasis.{name} must be a non-negative integer, got {v!r}")
         if self.legendre_degree < 1:
             raise ValueError("SpectralBasis.legendre_degree must be at least 1 (lambda dy^I must be in the span)")
+        if self.fibre_legendre_degree > self.legendre_degree:
+            raise ValueError("SpectralBasis.fibre_legendre_degree must not exceed legendre_degree")
+        if self.axes is not None and not set(self.axes) <= set(range(1, 7)):
+            raise ValueError(f"SpectralBasis.axes must be fibre axes 1..6, got {self.axes!r}")
+        if self.pairs is not None and not all(len(q) == 2 and 1 <= q[0] < q[1] <= 6 for q in self.pairs):
+            raise ValueError(f"SpectralBasis.pairs must be pairs (a, b) with 1 <= a < b <= 6, got {self.pairs!r}")
 
-    @property
-    def fourier_modes(self) -> torch.Tensor:
-        """(n_F, 7) float64: column 0 is 0 for cos and 1 for sin, columns 1..6 the wave vector; row 0 = constant."""
-        rows = [[0] * 7]
-        for a in range(1, 7):
-            for j in range(1, self.fourier_degree + 1):
-                rows += [[kind] + [j if b == a else 0 for b in range(1, 7)] for kind in (0, 1)]
-        if self.mixed_pairs:
-            for a, b in combinations(range(1, 7), 2):
-                for sb in (1, -1):
-                    rows += [[kind] + [1 if c == a else sb if c == b else 0 for c in range(1, 7)] for kind in (0, 1)]
-        return torch.tensor(rows, dtype=torch.float64, device="cpu")
-
-    @property
-    def n_profiles(self) -> int:
-        return (self.legendre_degree + 1) * self.fourier_modes.shape[0] - 1
-
-    @property
-    def support(self) -> tuple:
-        """support[i] (long tensor): the profiles whose derivative along x^i is not identically zero."""
-        m = self.fourier_modes[:, 1:]
-        n = torch.arange(self.legendre_degree + 1, device="cpu")[:, None].expand(-1, m.shape[0]).flatten()[1:]
-        mode = torch.arange(m.shape[0], device="cpu")[None, :].expand(self.legendre_degree + 1, -1).flatten()[1:]
-        dep = torch.cat([(n > 0)[:, None], m[mode] != 0], dim=1)              # (n_profiles, 7)
-        return tuple(torch.nonzero(dep[:, i]).flatten() for i in range(F.DIM))
-
-    def __call__(self, x: torch.Tensor, L: float):
-        """(s (batch, n_profiles), D (batch, n_profiles, 7) with D[..., i] = d s / d x^i) at x (batch, 7)."""
-        t = x[:, 0] / L
-        p = self.legendre_degree
-        P, dP = [torch.ones_like(t), t], [torch.zeros_like(t), torch.ones_like(t)]
-        for n in range(1, p):     # (n+1) P_{n+1} = (2n+1) t P_n - n P_{n-1};  P'_{n+1} = P'_{n-1} + (2n+1) P_n
-            P.append(((2 * n + 1) * t * P[n] - n * P[n - 1]) / (n + 1))
-            dP.append(dP[n - 1] + (2 * n + 1) * P[n])
-        P, dP = torch.stack(P[: p + 1], 1), torch.stack(dP[: p + 1], 1) / L          # (batch, p+1)
-        modes = self.fourier_modes.to(x)
-        m, is_sin = modes[:, 1:], modes[:, 0].bool()
-        theta = 2 * math.pi * x[:, 1:] @ m.T                                         # (batch, n_F)
-        c, s = torch.cos(theta), torch.sin(theta)
-        Fv = torch.where(is_sin, s, c)
-        dF = torch.where(is_sin, c, -s)[:, :, None] * (2 * math.pi * m)              # (batch, n_F, 6)
-        val = (P[:, :, None] * Fv[:, None, :]).flatten(1)[:, 1:]
-        D = torch.cat([(dP[:, :, None] * Fv[:, None, :])[..., None],
-                       P[:, :, None, None] * dF[:, None, :, :]], dim=-1).flatten(1, 2)[:, 1:]
-        return val, D
+    def modes(self, axes, pairs) -> GK.FibreModes:
+        """The fibre modes on the given axes and pairs (wave vectors over y1..y6)."""
+        vecs = []
+        for a in sorted(axes):
+            vecs += [tuple(j if b == a else 0 for b in range(1, 7)) for j in range(1, self.fourier_degree + 1)]
+        for a, b in sorted(pairs):
+            vecs += [tuple(1 if c == a else s if c == b else 0 for c in range(1, 7)) for s in (1, -1)]
+        return GK.FibreModes(tuple(vecs))
 
 
-@lru_cache(maxsize=None)
-def _exact_table(k: int):
-    """Packed index (7, C(7,k-1)) of dx^i ^ dx^J in the k-forms (C(7,k), a zero slot, when i is in J) and
-    its sign: d(s dx^J) = sum_i d_i s dx^i ^ dx^J."""
-    ck = F.combo_index(k)
-    nJ = F.n_components(k - 1)
-    idx = torch.full((F.DIM, nJ), F.n_components(k), dtype=torch.long, device="cpu")
-    sgn = torch.zeros(F.DIM, nJ, dtype=torch.float64, device="cpu")
-    for i in range(F.DIM):
-        for j, J in enumerate(F.combos(k - 1)):
-            if i not in J:
-                idx[i, j] = ck[tuple(sorted((i,) + J))]
-                sgn[i, j] = F.perm_sign((i,) + J)
-    return idx, sgn
+@dataclass(frozen=True)
+class ProjectionSettings:
+    """Basis, rules and tolerances of the Hodge projection.
 
-
-def exact_forms(D: torch.Tensor, coefficients: torch.Tensor, k: int) -> torch.Tensor:
-    """d alpha for alpha = sum_{s,J} c_{sJr} s dx^J: D (batch, n_s, 7), coefficients (n_s, C(7,k-1), m)
-    -> packed k-forms (batch, m, C(7,k))."""
-    idx, sgn = _exact_table(k)
-    idx, sgn = idx.to(D.device), sgn.to(D)
-    Y = torch.einsum("xsi,sJr->xiJr", D, coefficients.to(D)) * sgn[None, :, :, None]
-    out = D.new_zeros(D.shape[0], F.n_components(k) + 1, coefficients.shape[-1])
-    out.index_add_(1, idx.flatten(), Y.reshape(D.shape[0], -1, coefficients.shape[-1]))
-    return out[:, :-1].transpose(1, 2)
-
-
-def _accumulate(k: int, D: torch.Tensor, support: tuple, Gk: torch.Tensor, V: torch.Tensor, M, B, G) -> None:
-    """Add one chunk to the normal matrix M (n_s, n_s, nJ, nJ), the right-hand sides B (n_s, nJ, n_v) and
-    the Gram matrix G (n_v, n_v) of the forms V, in place (float64).
-
-    D (x, n_s, 7): profile derivatives; support[i]: the profiles whose derivative along x^i is not
-    identically zero (SpectralBasis.support); Gk (x, C, C) = Lambda^k(g^{-1}) w sqrt(det g) with w the
-    quadrature weight, so that sum_x a^T Gk b ~ int <a, b>_g vol_g; V (x, n_v, C) packed k-forms.
-    With Q_{(iJ),(i'J')} = <dx^i ^ dx^J, dx^i' ^ dx^J'>_g (signed gathers of Gk):
-      M_{sJ,s'J'} = sum_{i,i'} sum_x d_i s d_i' s' Q_{(iJ),(i'J')},   B_{sJ,v} = sum_x sum_i d_i s <dx^i ^ dx^J, v>.
-    Each (i, i') term is one matrix product over the points, (d_i s d_i' s')^T Q_{ii'}, restricted to the
-    profiles that depend on x^i and x^i' (single-axis modes depend on lambda and one fibre axis only).
+    spectral: SpectralBasis; solve_lambda: Gauss nodes of the solve rule (None: legendre_degree + 8, at
+    least 16); n_lambda: Gauss nodes of the evaluation rule (None: the first of LAMBDA_LADDER at which the
+    fibre-averaged metric integrals change by less than lambda_tolerance, relative, to the next
+    (`lambda_nodes`), and at least legendre_degree + 8); fibre_points: lattice points
+    per node in both rules (None: `fibre_points_for` the basis, at least min_fibre_points); mode_threshold: a fibre axis or pair enters the basis when the
+    metric's relative Fourier amplitude along it exceeds this; tolerance: a harmonic Gram matrix whose
+    estimated relative error exceeds it raises a HarmonicAccuracyWarning.
     """
-    idx, sgn = _exact_table(k)
-    idx, sgn = idx.to(D.device), sgn.to(D)
-    x, n_s = D.shape[:2]
-    nJ = idx.shape[1]
-    fi, sf = idx.flatten(), sgn.flatten()
-    Dt = D.transpose(1, 2).reshape(x * F.DIM, n_s)                           # rows (point, direction)
-    GV = torch.matmul(Gk, V.transpose(1, 2))                                  # (x, C, n_v)
-    G += V.transpose(0, 1).reshape(V.shape[1], -1) @ GV.reshape(-1, GV.shape[-1])
-    Pv = torch.nn.functional.pad(GV, (0, 0, 0, 1))[:, fi] * sf[:, None]       # (x, 7 nJ, n_v), rows (i, J)
-    B += (Dt.T @ Pv.reshape(x * F.DIM, -1)).view(n_s, nJ, -1)
-    Gp = torch.nn.functional.pad(Gk, (0, 1, 0, 1))
-    Q = (Gp[:, fi][:, :, fi] * (sf[:, None] * sf[None, :])).view(x, F.DIM, nJ, F.DIM, nJ)
-    for i in range(F.DIM):
-        Si = support[i].to(D.device)
-        if not len(Si):
-            continue
-        Di = D[:, Si, i]
-        for ip in range(i, F.DIM):
-            Sp = support[ip].to(D.device)
-            if not len(Sp):
-                continue
-            KR = (Di[:, :, None] * D[:, Sp, ip][:, None, :]).reshape(x, -1)   # (x, n_i n_i')
-            out = (KR.T @ Q[:, i, :, ip, :].reshape(x, nJ * nJ)).view(len(Si), len(Sp), nJ, nJ)
-            M.index_put_((Si[:, None], Sp[None, :]), out, accumulate=True)
-            if ip != i:                                                       # the (i', i) term by symmetry
-                M.index_put_((Sp[:, None], Si[None, :]), out.permute(1, 0, 3, 2), accumulate=True)
+    spectral: SpectralBasis = SpectralBasis()
+    solve_lambda: int | None = None
+    n_lambda: int | None = None
+    fibre_points: int | None = None
+    min_fibre_points: int = 0
+    mode_threshold: float = 1e-3
+    lambda_tolerance: float = 1e-6
+    tolerance: float = 1e-3
+
+    def __post_init__(self):
+        if self.fibre_points is not None and self.fibre_points not in FIBRE_SIZES:
+            raise ValueError(f"ProjectionSettings.fibre_points must be one of {FIBRE_SIZES}, got {self.fibre_points!r}")
+        if self.solve_lambda is not None and (not isinstance(self.solve_lambda, int)
+                                              or self.solve_lambda <= self.spectral.legendre_degree):
+            raise ValueError(f"ProjectionSettings.solve_lambda must be an integer above the Legendre degree "
+                             f"{self.spectral.legendre_degree}, got {self.solve_lambda!r}")
+        if self.n_lambda is not None and (not isinstance(self.n_lambda, int) or self.n_lambda < 2):
+            raise ValueError(f"ProjectionSettings.n_lambda must be None or an integer >= 2, got {self.n_lambda!r}")
+        for name in ("mode_threshold", "lambda_tolerance", "tolerance"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"ProjectionSettings.{name} must lie in (0, 1), got {getattr(self, name)!r}")
+
+    @property
+    def solve_nodes(self) -> int:
+        return self.solve_lambda or max(16, self.spectral.legendre_degree + 8)
+
+    def refined(self, n_lambda: int, n_y: int) -> "ProjectionSettings":
+        """The one refinement behind the error estimate (module docstring), from the rules used."""
+        sp = self.spectral
+        fine = replace(sp, legendre_degree=sp.legendre_degree + 4, fibre_legendre_degree=sp.fibre_legendre_degree + 2,
+                       fourier_degree=sp.fourier_degree + 1, max_pairs=sp.max_pairs + 3)
+        nxt = FIBRE_SIZES[min(FIBRE_SIZES.index(n_y) + 1, len(FIBRE_SIZES) - 1)]
+        return replace(self, spectral=fine, solve_lambda=None, n_lambda=(3 * n_lambda + 1) // 2,
+                       fibre_points=None, min_fibre_points=nxt)
 
 
-def _pinv_solve(M: torch.Tensor, B: torch.Tensor, rcond: float = RCOND):
-    """c = M^+ B for the symmetric positive semi-definite normal matrix M (n, n) and B (n, m).
-
-    Unknowns with a zero diagonal (d(s dx^J) = 0 identically) are dropped; the rest is Jacobi scaled,
-    Mn = D^-1/2 M D^-1/2, and inverted on its eigenvalues above rcond * max (the kernel of M is spanned
-    by closed combinations of the beta's, at round-off). Returns (c, rank, number of live unknowns)."""
-    d = torch.diagonal(M).clone()
-    live = d > 1e-14 * float(d.max())
-    r = d[live].rsqrt()
-    Mn = r[:, None] * M[live][:, live] * r[None, :]
-    ev, U = torch.linalg.eigh(0.5 * (Mn + Mn.T))
-    keep = ev > rcond * float(ev.max())
-    Uk = U[:, keep]
-    c = torch.zeros_like(B)
-    c[live] = r[:, None] * (Uk @ ((Uk.T @ (r[:, None] * B[live])) / ev[keep, None]))
-    return c, int(keep.sum()), int(live.sum())
-
-
-def closed_representatives(k: int) -> CandidateBasis:
-    """The C(7,k) constant k-forms dx^I: closed, one per de Rham class of T^7. On the chart those with
-    dx^0 = dlambda are exact (dlambda ^ dy^J = d(lambda dy^J)); the C(6,k) fibre forms dy^I are the
-    classes of [-L, L] x T^6."""
-    return constant_basis(k)
-
-
+# ---------------------------------------------------------------- the result for one degree
 @dataclass(frozen=True)
 class HodgeProjection:
     """Harmonic fields h_I = w_I - d alpha_I of the closed constant forms w_I = dx^I (one degree k).
 
-    coefficients (n_s, C(7,k-1), C(7,k)): alpha_I = sum c_{sJI} s dx^J over `spectral` profiles;
-    class_gram (C(7,k), C(7,k)) = <h_I, h_J>; class_norms2 = ||w_I||^2; fraction = ||h_I||^2 / ||w_I||^2;
-    class_eigenvalues: spectrum of the normalised class Gram (decreasing); b_classes: its rank at the
-    largest gap; selected: the classes kept (largest fractions), orthonormaliser: S^{-1/2} of their Gram
-    S (Loewdin), so that h_selected @ orthonormaliser is L2_g-orthonormal.
+    coefficients ((p+1) n_F C(7,k-1), C(7,k)) of alpha_I over the profiles of `modes` (galerkin order);
+    class_gram (C, C) = <h_I, h_J> on the evaluation rule; class_norms2 = ||w_I||^2; class_eigenvalues:
+    spectrum of the normalised class Gram (decreasing); b_classes: its rank at the largest gap; selected:
+    the classes kept (largest fractions ||h_I||^2 / ||w_I||^2); orthonormaliser: S^{-1/2} of their Gram
+    (Loewdin). harmonic_gram_error, class_gram_error: estimated relative Frobenius errors (module
+    docstring); error_source: the setting whose refinement changed the result most.
     """
     degree: int
     L: float
-    spectral: SpectralBasis
+    legendre_degree: int
+    modes: GK.FibreModes
+    axes: tuple
+    pairs: tuple
     names: tuple
     coefficients: torch.Tensor
     class_gram: torch.Tensor
@@ -259,21 +198,35 @@ class HodgeProjection:
     selected: tuple
     orthonormaliser: torch.Tensor
     n_unknowns: int
-    rank: int
     n_points: int
     n_lambda: int
     n_y: int
+    solve_lambda: int
+    fibre_left_out: float = 0.0
+    harmonic_gram_error: float = float("nan")
+    class_gram_error: float = float("nan")
+    error_source: str = ""
 
     @property
     def fraction(self) -> torch.Tensor:
         return torch.diagonal(self.class_gram) / self.class_norms2
 
     def forms(self, x: torch.Tensor) -> torch.Tensor:
-        """h_I(x) for all C(7,k) classes: (batch, C(7,k), C(7,k)) packed."""
+        """h_I(x) for all C(7,k) classes: (batch, C(7,k), C(7,k)) packed, [point, class, component]."""
         x = x.to(torch.float64)
-        _, D = self.spectral(x, self.L)
-        n = F.n_components(self.degree)
-        return torch.eye(n, dtype=x.dtype, device=x.device)[None] - exact_forms(D, self.coefficients, self.degree)
+        p, k = self.legendre_degree, self.degree
+        P, dP = GK.legendre(x[:, 0] / self.L, p)
+        Fv, dF = self.modes(x[:, 1:])
+        c4 = self.coefficients.view(p + 1, self.modes.n, F.n_components(k - 1), -1).to(x.device)
+        lam_d = (dP / self.L)[:, :, None] * Fv[:, None, :]                        # d_0 s (batch, p+1, n_F)
+        lam_v = P[:, :, None, None] * dF[:, None, :, :]                           # d_a s (batch, p+1, n_F, 6)
+        E = torch.cat([torch.einsum("xnm,nmJv->xJv", lam_d, c4)[:, None],
+                       torch.einsum("xnma,nmJv->xaJv", lam_v, c4)], 1)            # (batch, 7, nJ, C)
+        idx, sgn = GK.exact_table(k)
+        out = x.new_zeros(x.shape[0], F.n_components(k) + 1, E.shape[-1])
+        out.index_add_(1, idx.flatten().to(x.device), E.reshape(x.shape[0], -1, E.shape[-1]) * sgn.flatten().to(x)[None, :, None])
+        n = F.n_components(k)
+        return torch.eye(n, dtype=x.dtype, device=x.device)[None] - out[:, :-1].transpose(1, 2)
 
     def representatives(self):
         """Callable x (batch, 7) -> (batch, b_classes, C(7,k)): L2_g-orthonormal harmonic fields."""
@@ -286,143 +239,192 @@ class HodgeProjection:
         return rep
 
 
-# ---------------------------------------------------------------- the projection of both degrees
-@dataclass(frozen=True)
-class ProjectionSettings:
-    """Spectral basis and quadrature of the Hodge projection.
-
-    spectral: profiles of alpha (SpectralBasis); n_lambda: Gauss nodes in lambda (None: 2 (p + 1),
-    at least 8); chunk: points per accumulation step (memory ~ chunk * (7 C(7,k-1))^2 * 8 bytes for
-    the gathered metric plus chunk * n_profiles * 7 C(7,k-1) * 8 bytes); rcond: relative eigenvalue
-    cutoff of the normal matrix (RCOND)."""
-    spectral: SpectralBasis = SpectralBasis()
-    n_lambda: int | None = None
-    chunk: int = 256
-    rcond: float = RCOND
-
-    def nodes(self) -> int:
-        return self.n_lambda if self.n_lambda is not None else max(8, 2 * (self.spectral.legendre_degree + 1))
+# ---------------------------------------------------------------- one projection at given settings
+def _values(k: int, basis: CandidateBasis, x: torch.Tensor) -> torch.Tensor:
+    """(n_y, C + n_cand, C): the constant forms dx^I followed by the candidates at x."""
+    eye = torch.eye(F.n_components(k), dtype=torch.float64, device=x.device).expand(x.shape[0], -1, -1)
+    return torch.cat([eye, basis(x).to(torch.float64)], dim=1)
 
 
-def _check_solvable(settings: ProjectionSettings, n_q: int, n_y: int, degrees) -> None:
+def _basis(settings: ProjectionSettings, content: dict):
+    """(modes, axes, pairs, n_y, left_out): the fibre modes on the axes and pairs the metric varies along (or
+    those the settings fix), the lattice size for them, and sum a_k^2 over the metric's Fourier amplitudes
+    a_k along axes and pairs the basis leaves out (the size of their effect on a Gram matrix: alpha's
+    missing part is of the order of a_k, and enters the Gram matrix squared)."""
     sp = settings.spectral
-    for k in degrees:
-        n_u = sp.n_profiles * F.n_components(k - 1)
-        if n_u > n_q * F.n_components(k):
-            raise ValueError(f"normal equations cannot be solved: {n_u} unknowns for the {k}-form projection "
-                             f"(spectral basis {sp}) but only {n_q} quadrature points x {F.n_components(k)} "
-                             f"components = {n_q * F.n_components(k)} data; more points or a smaller basis")
-    n_lambda = settings.nodes()
-    if sp.legendre_degree >= n_lambda:
-        raise ValueError(f"normal equations cannot be solved: Legendre degree {sp.legendre_degree} needs more "
-                         f"than {sp.legendre_degree} Gauss nodes in lambda, got n_lambda = {n_lambda}")
-    top = sp.fourier_degree + (1 if sp.mixed_pairs else 0)
-    if 2 * top >= n_y:
-        raise ValueError(f"normal equations cannot be solved: Fourier degree {top} is aliased on {n_y} fibre "
-                         f"points per lambda node (need n_y > {2 * top}); use more points")
+    axes, pairs = active_axes(content, settings.mode_threshold, sp.max_pairs)
+    axes = axes if sp.axes is None else tuple(sp.axes)
+    pairs = pairs if sp.pairs is None else tuple(tuple(q) for q in sp.pairs)
+    modes = sp.modes(axes, pairs)
+    n_y = settings.fibre_points or max(fibre_points_for(modes), settings.min_fibre_points)
+    missed = sum(a * a for k, a in content.items() if left_out(k, axes, pairs))
+    return modes, axes, pairs, n_y, missed
 
 
-def project(phi_field, chart, n_points: int, seed: int = 0, settings: ProjectionSettings | None = None,
+def _solve_stage(packed, dtype, chart, settings: ProjectionSettings, modes, n_y: int, candidates: dict, seed: int,
+                 device, progress) -> dict:
+    """{k: (c (n_u, C + n_cand), live unknowns, norms ||w_v||^2 (C + n_cand,))} on the solve rule."""
+    lam, w = gauss_nodes(chart, settings.solve_nodes)
+    y = fibre_lattice(n_y, seed).to(device)
+    p = settings.spectral.legendre_degree
+    Fv, dF = modes(y)
+    P, dP = GK.legendre(lam.to(y) / chart.L, p)
+    pF = settings.spectral.fibre_legendre_degree
+    eqs = {k: GK.NormalEquations.zeros(k, p, pF, modes, F.n_components(k) + b.n_modes, y.device)
+           for k, b in candidates.items()}
+    for j in progress_bar(range(len(lam)), progress, "Hodge projection"):
+        x = node_points(lam[j], y)
+        G = GK.weighted_metric(phi_at(packed, dtype, x), torch.full_like(x[:, 0], float(w[j]) / n_y), tuple(candidates))
+        for k, basis in candidates.items():
+            eqs[k].add_node(k, G[k], _values(k, basis, x), modes, Fv, dF, dP[j] / chart.L, P[j])
+    out = {}
+    for k, ne in eqs.items():
+        M, B = ne.matrices()
+        c, live = GK.solve(M, B)
+        out[k] = (ne.full_coefficients(c, modes.n).reshape(-1, c.shape[1]), live, ne.norms2)
+    return out
+
+
+def _evaluate_stage(packed, dtype, chart, n_lambda: int, fibre_points: int, seed: int, p: int, modes, coefs: dict,
+                    candidates: dict, device):
+    """{k: (S (C, C), X (C, n_cand), ||dx^I||^2 (C,))}: residual Gram matrices and the constant forms' norms
+    summed on the evaluation rule."""
+    lam, w = gauss_nodes(chart, n_lambda)
+    y = fibre_lattice(fibre_points, seed).to(device)
+    Fv, dF = modes(y)
+    P, dP = GK.legendre(lam.to(y) / chart.L, p)
+    out = {k: [0, 0, 0] for k in candidates}
+    c4 = {k: coefs[k].view(p + 1, modes.n, F.n_components(k - 1), -1) for k in candidates}
+    for j in range(n_lambda):
+        x = node_points(lam[j], y)
+        G = GK.weighted_metric(phi_at(packed, dtype, x), torch.full_like(x[:, 0], float(w[j]) / y.shape[0]),
+                               tuple(candidates))
+        for k, basis in candidates.items():
+            R = _values(k, basis, x).transpose(1, 2) - GK.exact_forms_at_node(k, c4[k], modes, Fv, dF,
+                                                                            dP[j] / chart.L, P[j])
+            S, X = GK.residual_sums(G[k], R, F.n_components(k))
+            out[k][0] = out[k][0] + S
+            out[k][1] = out[k][1] + X
+            out[k][2] = out[k][2] + torch.diagonal(G[k], dim1=-2, dim2=-1).sum(0)      # ||dx^I||^2
+    return {k: (0.5 * (S + S.T), X, n) for k, (S, X, n) in out.items()}
+
+
+def _project_once(packed, dtype, chart, settings: ProjectionSettings, candidates: dict, content: dict, seed: int,
+                  device, progress):
+    """(n_lambda, n_y, {k: (HodgeProjection without error estimate, harmonic_gram, candidate norms)},
+    (modes, coefficients of all right-hand sides)) at one resolution."""
+    n_lambda = settings.n_lambda or max(settings.spectral.legendre_degree + 8,
+                                        lambda_nodes(packed, dtype, chart, candidates, settings.lambda_tolerance, device))
+    n_lambda = max(n_lambda, settings.spectral.legendre_degree + 2)     # the residuals have degree <= p in lambda
+    modes, axes, pairs, n_y, left_out = _basis(settings, content)
+    solved = _solve_stage(packed, dtype, chart, settings, modes, n_y, candidates, seed, device, progress)
+    full = {k: v[0] for k, v in solved.items()}
+    p = settings.spectral.legendre_degree
+    sums = _evaluate_stage(packed, dtype, chart, n_lambda, n_y, seed + 1, p, modes, full, candidates, device)
+    out = {}
+    for k in candidates:
+        c, live, norms2 = solved[k]
+        info = dict(L=chart.L, legendre_degree=p, modes=modes, axes=axes, pairs=pairs, n_unknowns=live,
+                    fibre_left_out=left_out,
+                    n_points=settings.solve_nodes * n_y, n_lambda=n_lambda, n_y=n_y, solve_lambda=settings.solve_nodes)
+        S, X, cls_norms2 = sums[k]
+        norms2 = torch.cat([cls_norms2.cpu(), norms2[F.n_components(k):].cpu()])
+        out[k] = _finish(k, S, X, c[:, :F.n_components(k)].cpu(), norms2, info)
+    return n_lambda, n_y, out, (modes, full)
+
+
+def _classes(k: int, S: torch.Tensor, norms2: torch.Tensor):
+    """(eigenvalues, floor, b_classes, gap, selected) of the normalised class Gram D^-1/2 S D^-1/2."""
+    C = F.n_components(k)
+    dn = norms2.rsqrt()
+    ev = torch.linalg.eigvalsh(dn[:, None] * S * dn[None, :]).flip(0)
+    floor = 10 * C * float(torch.finfo(torch.float64).eps) * float(ev[0])
+    b, gap, _ = rank_at_gap(ev, floor)
+    sel = tuple(sorted(torch.argsort(torch.diagonal(S) / norms2, descending=True)[:b].tolist()))
+    return ev, floor, b, gap, sel
+
+
+def _harmonic(S: torch.Tensor, X: torch.Tensor, selected: tuple):
+    """(harmonic_gram = X_s^T S_s^-1 X_s, S_s^-1/2) over the selected classes s."""
+    si = torch.tensor(selected, dtype=torch.long, device="cpu")
+    Ss, Xs = S[si][:, si], X[si]
+    ev, U = torch.linalg.eigh(Ss)
+    H = Xs.T @ torch.linalg.solve(Ss, Xs)
+    return 0.5 * (H + H.T), U @ torch.diag(ev.rsqrt()) @ U.T
+
+
+def _finish(k: int, S: torch.Tensor, X: torch.Tensor, coef: torch.Tensor, norms2: torch.Tensor, info: dict):
+    """(HodgeProjection, harmonic_gram (n, n), candidate norms (n,)) from the evaluated sums."""
+    C = F.n_components(k)
+    S, X = S.cpu(), X.cpu()
+    ev, floor, b, gap, sel = _classes(k, S, norms2[:C])
+    H, T = _harmonic(S, X, sel)
+    names = tuple(form_name(I) for I in F.combos(k))
+    proj = HodgeProjection(degree=k, names=names, coefficients=coef, class_gram=S, class_norms2=norms2[:C].clone(),
+                           class_eigenvalues=ev, class_floor=floor, b_classes=b, class_gap=gap, selected=sel,
+                           orthonormaliser=T, **info)
+    return proj, H, norms2[C:].clone()
+
+
+# ---------------------------------------------------------------- the projection with its error estimate
+def _relative(A: torch.Tensor, B: torch.Tensor) -> float:
+    return float(torch.linalg.norm(A - B) / torch.linalg.norm(B)) if float(torch.linalg.norm(B)) > 0 else 0.0
+
+
+def _error_source(packed, dtype, chart, rules: tuple, candidates: dict, seed: int, device, model, k: int,
+                  H: torch.Tensor, dH: float, selected: tuple) -> str:
+    """The setting whose refinement moves H most: the evaluation nodes, the fibre points or the basis (the
+    default coefficients re-evaluated with only the lambda nodes, then only the fibre points, refined)."""
+    n_lambda, n_y, fine_lambda, fine_y = rules
+    modes, full = model
+    p = full[k].shape[0] // (modes.n * F.n_components(k - 1)) - 1
+    moves = {}
+    for label, nl, ny in (("n_lambda", fine_lambda, n_y), ("fibre_points", n_lambda, fine_y)):
+        S, X, _ = _evaluate_stage(packed, dtype, chart, nl, ny, seed + 1, p, modes, full, {k: candidates[k]}, device)[k]
+        moves[label] = _relative(H, _harmonic(S.cpu(), X.cpu(), selected)[0])
+    moves["spectral (legendre_degree, fourier_degree, max_pairs) or a lower mode_threshold"] = \
+        dH - moves["n_lambda"] - moves["fibre_points"]
+    return max(moves, key=moves.get)
+
+
+def project(phi_field, chart, seed: int = 0, settings: ProjectionSettings | None = None,
             candidates: dict | None = None, progress: bool = False, device=None) -> dict:
     """Hodge projections of the constant k-forms dx^I (k = keys of `candidates`, default 2 and 3) with
-    g = g(phi), and the harmonic Gram matrices of the candidate bases (module docstring).
+    g = g(phi), the harmonic Gram matrices of the candidates and their estimated errors (module docstring).
 
-    candidates: {k: CandidateBasis}; returns {k: (HodgeProjection, harmonic_gram (n, n), candidate
-    Gram on the quadrature (n, n))}. phi_field: x (batch, 7) -> packed (batch, 35) or dense 3-forms;
-    chart: a `Chart` (or its L).
-    Raises ValueError for a basis the quadrature cannot resolve, non-finite or non-positive phi.
+    phi_field: x (batch, 7) -> packed (batch, 35) or dense 3-forms; chart: a `Chart` (or its L);
+    candidates: {k: CandidateBasis}. Returns {k: (HodgeProjection, harmonic_gram (n, n) float64 in candidate
+    order, candidate norms ||w_a||^2 (n,) on the solve rule)}; the projection carries harmonic_gram_error.
+    Warns (HarmonicAccuracyWarning) when an estimated error exceeds settings.tolerance; raises ValueError
+    for non-finite or non-positive phi.
     """
     chart = as_chart(chart)
     settings = ProjectionSettings() if settings is None else settings
     candidates = {2: candidates_2forms(), 3: candidates_3forms(chart)} if candidates is None else candidates
-    n_lambda = settings.nodes()
     if device is None and isinstance(phi_field, torch.nn.Module):
         device = next((q.device for q in phi_field.parameters()), None)   # points where the model lives
-    x, wq, n_y = sampling.gauss_sobol(n_points, chart, n_lambda, seed, device)
-    n_q = x.shape[0]
-    _check_solvable(settings, n_q, n_y, candidates)
-    sp = settings.spectral
-    n_s = sp.n_profiles
-    packed = as_packed_field(phi_field)
-    acc = {}
-    for k, basis in candidates.items():
-        nJ, n_v = F.n_components(k - 1), F.n_components(k) + basis.n_modes
-        acc[k] = [torch.zeros(shape, dtype=torch.float64, device=x.device)
-                  for shape in ((n_s, n_s, nJ, nJ), (n_s, nJ, n_v), (n_v, n_v))]
-    support = sp.support
-    with torch.no_grad():
-        for s in chunks(n_q, settings.chunk, progress, "Hodge projection"):
-            xc, wc = x[s], wq[s]
-            phi = packed(xc.to(_field_dtype(phi_field, xc))).to(torch.float64)
-            check_finite(phi, xc)
-            m = g2.metric_data_packed(phi, check=True)                   # non-positive phi: ValueError
-            vol = (wc * m.det.sqrt())[:, None, None]
-            _, D = sp(xc, chart.L)
-            for k, basis in candidates.items():
-                Gk = F.exterior_power(m.ginv, k) * vol
-                w_const = torch.eye(F.n_components(k), dtype=torch.float64, device=xc.device).expand(xc.shape[0], -1, -1)
-                V = torch.cat([w_const, basis(xc).to(torch.float64)], dim=1)
-                _accumulate(k, D, support, Gk, V, *acc[k])
+    packed, dtype = as_packed_field(phi_field), field_dtype(phi_field)
+    args = (packed, dtype, chart)
+    content = fibre_content(packed, dtype, chart, seed, device)
+    n_lambda, n_y, base, model = _project_once(*args, settings, candidates, content, seed, device, progress)
+    fine = settings.refined(n_lambda, n_y)
+    _, n_y_fine, ref, _ = _project_once(*args, fine, candidates, content, seed + 2, device, progress)
     out = {}
-    for k, basis in candidates.items():
-        out[k] = _finish(k, basis, [t.cpu() for t in acc[k]], settings, chart.L, n_q, n_lambda, n_y)
+    for k, (proj, H, norms) in base.items():
+        dH = _relative(H, ref[k][1]) + proj.fibre_left_out / 2
+        dS = _relative(proj.class_gram, ref[k][0].class_gram) + proj.fibre_left_out / 2
+        source = ""
+        if 2 * dH > settings.tolerance:
+            source = _error_source(*args, (n_lambda, n_y, fine.n_lambda, n_y_fine), candidates, seed, device,
+                                   model, k, H, dH, proj.selected)
+            warnings.warn(f"degree-{k} harmonic Gram: estimated relative error {2 * dH:.1e} exceeds the tolerance "
+                          f"{settings.tolerance:.0e}; raise ProjectionSettings.{source}", HarmonicAccuracyWarning,
+                          stacklevel=2)
+        out[k] = (replace(proj, harmonic_gram_error=2 * dH, class_gram_error=2 * dS, error_source=source), H, norms)
     return out
 
 
-def check_finite(phi: torch.Tensor, x: torch.Tensor) -> None:
-    bad = ~torch.isfinite(phi.detach()).all(-1)
-    if bool(bad.any()):
-        raise ValueError(f"phi_field returned non-finite values (NaN or inf) at {int(bad.sum())} of "
-                         f"{phi.shape[0]} points (first at x = {x[bad][0].tolist()}): no count is possible")
-
-
-def _field_dtype(phi_field, x):
-    """The dtype a field's parameters use (a float32 network is evaluated in float32), else float64."""
-    if isinstance(phi_field, torch.nn.Module):
-        p = next(phi_field.parameters(), None)
-        if p is not None:
-            return p.dtype
-    return torch.float64
-
-
-def _finish(k, basis, sums, settings, L, n_q, n_lambda, n_y):
-    M, B, G = sums
-    M = M.permute(0, 2, 1, 3)                                              # (s, J, s', J')
-    sp = settings.spectral
-    nJ, C = F.n_components(k - 1), F.n_components(k)
-    n_u = sp.n_profiles * nJ
-    r = slice(0, C)
-    cand = slice(C, None)
-    Bf = B.reshape(n_u, -1)
-    coef, rank, live = _pinv_solve(M.reshape(n_u, n_u), Bf[:, r], settings.rcond)
-    G = 0.5 * (G + G.T)
-    Ghh = G[r, r] - Bf[:, r].T @ coef
-    Ghh = 0.5 * (Ghh + Ghh.T)
-    Ghc = G[r, cand] - coef.T @ Bf[:, cand]
-    eps = float(torch.finfo(torch.float64).eps)
-    norms2 = torch.diagonal(G[r, r]).clone()
-    dn = norms2.rsqrt()
-    cls_ev = torch.linalg.eigvalsh(dn[:, None] * Ghh * dn[None, :]).flip(0)
-    cls_floor = 10 * C * eps * float(cls_ev[0])
-    b_cls, cls_gap, _ = rank_at_gap(cls_ev, cls_floor)
-    frac = torch.diagonal(Ghh) / norms2
-    sel = tuple(sorted(torch.argsort(frac, descending=True)[:b_cls].tolist()))
-    si = torch.tensor(sel, dtype=torch.long, device="cpu")
-    S = Ghh[si][:, si]
-    ev, U = torch.linalg.eigh(S)
-    T = U @ torch.diag(ev.rsqrt()) @ U.T                                   # S^{-1/2} (Loewdin)
-    Hc = Ghc[si]
-    H = Hc.T @ torch.linalg.solve(S, Hc)
-    H = 0.5 * (H + H.T)
-    names = tuple(form_name(I) for I in F.combos(k))
-    proj = HodgeProjection(
-        degree=k, L=L, spectral=sp, names=names, coefficients=coef.reshape(sp.n_profiles, nJ, C),
-        class_gram=Ghh, class_norms2=norms2, class_eigenvalues=cls_ev, class_floor=cls_floor,
-        b_classes=b_cls, class_gap=cls_gap, selected=sel, orthonormaliser=T, n_unknowns=live, rank=rank,
-        n_points=n_q, n_lambda=n_lambda, n_y=n_y)
-    return proj, H, G[cand, cand]
-
-
+# ---------------------------------------------------------------- ranks at a gap
 def largest_log_drop(values: np.ndarray, floor: float) -> int:
     """values decreasing, all > floor: index (count) before the largest drop in log, the floor appended."""
     logs = np.log(np.append(values, floor))
@@ -439,41 +441,3 @@ def rank_at_gap(nu: torch.Tensor, floor: float):
     b = largest_log_drop(above, floor)
     nxt = float(v[b]) if b < len(v) and v[b] > floor else floor
     return b, float(v[b - 1]) / nxt, math.sqrt(float(v[b - 1]) * nxt)
-
-
-# ---------------------------------------------------------------- accuracy on an exact fixture
-def fixture_errors(proj: HodgeProjection, a: float) -> dict:
-    """Errors of one projection against `fixtures.conformal_fibre_field(a)`: the largest relative error of
-    ||h_I||^2 over the fibre classes with dy1 ('with_dy1') and without ('without_dy1'), and the largest
-    ||h_I||^2 / 2L of the exact dlambda-forms ('exact')."""
-    n2 = torch.diagonal(proj.class_gram)
-    out = {"with_dy1": 0.0, "without_dy1": 0.0, "exact": 0.0}
-    for i, I in enumerate(F.combos(proj.degree)):
-        ref = conformal_fibre_norm2(I, a, proj.L)
-        key = "exact" if 0 in I else "with_dy1" if 1 in I else "without_dy1"
-        err = abs(float(n2[i])) / (2 * proj.L) if key == "exact" else abs(float(n2[i]) / ref - 1)
-        out[key] = max(out[key], err)
-    return out
-
-
-def convergence_table(settings=((1, 1, 512), (1, 2, 1024), (1, 3, 2048)), a: float = 0.2,
-                      chart=2.0, seed: int = 0):
-    """pandas.DataFrame: accuracy of the projection on the conformal fixture phi = e^{3 a sin(2 pi y1)} phi0
-    (exact ||h||^2 = 2L / I0((7-2k) a) with dy1, 2L I0((7-2k) a) without) for each (Legendre degree,
-    Fourier degree, points); relative errors of ||h||^2 for 2- and 3-form classes, the exact forms'
-    leftover ||h||^2 / 2L, the number of unknowns and the wall time."""
-
-
-    rows = []
-    for p, M, n in settings:
-        st = ProjectionSettings(SpectralBasis(p, M))
-        t0 = time.perf_counter()
-        out = project(conformal_fibre_field(a), chart, n, seed, st, {2: constant_basis(2), 3: constant_basis(3)})
-        dt = time.perf_counter() - t0
-        e2, e3 = fixture_errors(out[2][0], a), fixture_errors(out[3][0], a)
-        rows.append({"Legendre degree": p, "Fourier degree": M, "points": out[3][0].n_points,
-                     "unknowns (3-forms)": out[3][0].n_unknowns,
-                     "2-forms: rel. error with dy1": e2["with_dy1"], "2-forms: without dy1": e2["without_dy1"],
-                     "3-forms: rel. error with dy1": e3["with_dy1"], "3-forms: without dy1": e3["without_dy1"],
-                     "exact forms: |h|^2 / 2L": max(e2["exact"], e3["exact"]), "seconds": dt})
-    return pd.DataFrame(rows)

@@ -2,9 +2,10 @@
 
 `spectral_gap`: the first non-zero eigenvalue lambda1 by Rayleigh-Ritz (Neumann ends in lambda,
 periodic fibres) on a tensor quadrature (Gauss-Legendre x rank-1 lattice rule, `sampling.gauss_lattice`).
-On the chart lambda1 is the neck mode, about (pi / 2L)^2 for a metric close to the flat one, so it is
-set by the chart's length L; `length_dependence` shows lambda1 against L beside (pi / 2L)^2 and the
-scale-invariant lambda1 Vol^(2/7).
+On the chart lambda1 is the neck mode: for a metric close to a constant one it is about
+(pi / 2L)^2 / g_lambda_lambda (the first Neumann eigenvalue of -g^{lambda lambda} d^2/dlambda^2 on [-L, L]),
+so it is set by the chart's length L and by g_lambda_lambda (s^2 = (65/32)^(1/7) for phi_bg);
+`length_dependence` shows lambda1 against L beside (pi / 2L)^2 and the scale-invariant lambda1 Vol^(2/7).
 """
 from __future__ import annotations
 
@@ -86,8 +87,9 @@ class SpectralGap:
             "relative_change_last_refinement": float(abs(last[-1] - last[-2]) / abs(last[-1])) if len(last) > 1 else None,
             "convergence": conv.to_dict(orient="records"),
             "settings": asdict(self.settings),
-            "note": ("Rayleigh-Ritz on the chart [-L, L] x T^6 with Neumann ends in lambda: an upper bound "
-                     "for the chart's lambda1, decreasing as the basis grows; not the spectrum of compact K7."),
+            "note": ("Rayleigh-Ritz on the chart [-L, L] x T^6 with Neumann ends in lambda: with exact integrals an "
+                     "upper bound for the chart's lambda1, decreasing as the basis grows; on this quadrature the "
+                     "bound holds up to the rule's error (exact for a constant metric); not the spectrum of compact K7."),
         }
 
 
@@ -175,7 +177,8 @@ def spectral_gap(metric_field, chart, n_fourier: int = 1, n_lambda: int = 6, n_p
     Quadrature, not Monte Carlo: n_quad_lambda Gauss-Legendre nodes in lambda times a rank-1
     lattice rule of n_points points on T^6, exact for the basis products when g is constant,
     so for a flat metric the Ritz values are exact up to round-off. mu_0 = 0 (constants); lambda1
-    = mu_1 is an upper bound that decreases along nested bases (the `ladder`, default
+    = mu_1 is, with exact integrals, an upper bound that decreases along nested bases (with this quadrature
+    and a varying metric, up to the rule's error; the `ladder`, default
     n_lambda/4, n_lambda/2, n_lambda times n_fourier = 1..n_fourier, sharing the quadrature).
     Flat check: g = I gives lambda1 = min((pi / 2L)^2, (2 pi)^2).
 

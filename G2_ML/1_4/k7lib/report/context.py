@@ -22,8 +22,8 @@ from .latex import MISSING, as_number, formula_lines, quantity_tex, value_tex
 IN_BETTI_TABLE = ("b_eff", "b_harm", "gap ratio across b_harm")
 WEIGHT_HEADERS = {"kappa": r"$w_\kappa$", "closure": r"$w_{d\varphi}$", "coclosure": r"$w_{d\star\varphi}$",
                   "det": r"$w_{\det}$", "positivity": r"$w_{+}$", "anti_flat": r"$w_{\partial_\lambda g}$"}
-KIND_TITLES = {PAIRING_KIND: r"$\int\omega_i\wedge\omega_j\wedge\Phi_k$ (topological triple pairing)",
-               HITCHIN_KIND: r"$\partial^3V/\partial t_i\partial t_j\partial t_k$ (Hitchin cubic, moduli Yukawa)"}
+KIND_TITLES = {PAIRING_KIND: r"$\int\omega_i\wedge\omega_j\wedge\Phi_k$ (triple wedge integral on the chart)",
+               HITCHIN_KIND: r"$\partial^3V/\partial t_i\partial t_j\partial t_k$ (Hitchin cubic of $V$, not of $\log V$)"}
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,7 @@ class BettiRow:
     eff: Value
     harm: Value
     gap: Value
+    gram_error: Value           # estimated relative error of the harmonic Gram matrix
     spectrum: tuple | None      # (count, min, max) Values, or None when not exported
     topology: Value
 
@@ -137,6 +138,7 @@ class BettiRow:
 @dataclass(frozen=True)
 class Harmonic:
     n_points: Value
+    tolerance: Value            # of the harmonic Gram errors
     rows: tuple
     spectra_exported: bool
 
@@ -172,7 +174,7 @@ class Provenance:
     n_sample_points: Value
     history_rows: Value
     versions: str               # "torch 2.13.0, ..." (plain text) or ""
-    topology_note: str          # the run's topology note (plain text) or ""
+    topology: tuple | None      # (b2, b3 of the chart, b2, b3 of GIFT) Values when the run has a topology note
 
 
 @dataclass(frozen=True)
@@ -284,9 +286,11 @@ def _spectrum(src: Source, k: int):
 
 def harmonic(src: Source, figures: set) -> Harmonic:
     rows = tuple(BettiRow(k=k, target=src(f"b{k}_target"), eff=src(f"b{k}_eff"), harm=src(f"b{k}_harm"),
-                          gap=src(f"b{k}_harm_gap"), spectrum=_spectrum(src, k), topology=src(f"b{k}_topology"))
+                          gap=src(f"b{k}_harm_gap"), gram_error=src(f"b{k}_harmonic_gram_error"),
+                          spectrum=_spectrum(src, k), topology=src(f"b{k}_topology"))
                  for k in (2, 3))
-    return Harmonic(n_points=src("n_harmonic_points"), rows=rows, spectra_exported="spectra" in figures)
+    return Harmonic(n_points=src("n_harmonic_points"), tolerance=src("harmonic_tolerance"), rows=rows,
+                    spectra_exported="spectra" in figures)
 
 
 def coupling_records(results) -> list:
@@ -376,12 +380,13 @@ def extra_tables(src: Source, frames: list) -> tuple:
 def provenance(src: Source, results) -> Provenance:
     versions = src.meta.get("versions") if isinstance(src.meta.get("versions"), dict) else {}
     note = src.meta.get("topology_note")
+    topology = tuple(src(k) for k in ("b2_topology", "b3_topology", "b2_target", "b3_target"))
     return Provenance(
         profile=src("profile"), seed=src("seed"),
         n_sample_points=derived("n_sample_points", len(results.coords) if results.coords is not None else None),
         history_rows=derived("history_rows", len(results.history) if results.history is not None else None),
         versions=", ".join(f"{k} {x}" for k, x in versions.items()),
-        topology_note=note.strip().rstrip(".") if isinstance(note, str) and note.strip() else "")
+        topology=topology if isinstance(note, str) and note.strip() else None)
 
 
 def build_context(results) -> Article:

@@ -73,8 +73,8 @@ class Results:
     model_state: state dict (name -> tensor); config: plain dict (Config.to_dict());
     coords (N, 7) and metric (N, 7, 7) arrays or tensors (written as float64);
     history: the training history DataFrame; metadata: dict with at least REQUIRED_METADATA
-    (see `build_metadata`); couplings: the coupling table of couplings.coupling_tables (the
-    topological pairing and Hitchin's cubic beside the GIFT ansatz), or None; tables: further named
+    (see `build_metadata`); couplings: the coupling table of gift.coupling_tables (the triple wedge
+    integral and Hitchin's cubic beside the GIFT ansatz), or None; tables: further named
     DataFrames for the LaTeX summary; figures: name -> matplotlib Figure (fig_<name>.png).
     """
     model_state: dict
@@ -384,9 +384,22 @@ def _read_set(out_dir: Path, paths: dict) -> dict:
             "tex": tex, "figures": sorted(p for n, p in paths.items() if n.startswith("fig_") and n.endswith(".png"))}
 
 
-HARMONIC_ROWS = ("n_candidates", "n_points", "gram_min", "gram_max", "condition", "condition_eff", "noise_floor",
-                 "gram_se_max", "harmonic_max", "harmonic_last", "harmonic_floor", "b_classes", "class_gap_ratio",
-                 "projection_points", "projection_unknowns")
+# The per-degree numbers of the harmonic extraction shown in its table, with the labels people read.
+HARMONIC_ROWS = {
+    "n_candidates": "candidate forms", "n_points": "Monte Carlo points of the candidates' Gram matrix",
+    "gram_min": "smallest normalised Gram eigenvalue", "gram_max": "largest normalised Gram eigenvalue",
+    "condition": "condition number of the Gram matrix", "condition_eff": "condition number on the b_eff directions",
+    "noise_floor": "Monte Carlo noise floor of the eigenvalues", "gram_se_max": "largest standard error of a Gram entry",
+    "harmonic_max": "largest harmonic eigenvalue", "harmonic_last": "smallest harmonic eigenvalue above the gap",
+    "harmonic_floor": "round-off floor of the exact directions", "b_classes": "classes of the chart kept by the projection",
+    "class_gap_ratio": "gap ratio of the classes' Gram spectrum",
+    "harmonic_gram_error": "estimated relative error of the harmonic Gram matrix",
+    "class_gram_error": "estimated relative error of the classes' Gram matrix",
+    "harmonic_gram_error_source": "setting to raise when above the tolerance",
+    "projection_points": "quadrature points of the projection", "projection_unknowns": "unknowns of the least squares",
+    "projection_lambda_nodes": "Gauss nodes in lambda", "projection_fibre_points": "fibre lattice points per node",
+    "projection_legendre_degree": "Legendre degree of the basis",
+}
 
 
 def harmonic_table(harmonic) -> pd.DataFrame:
@@ -395,5 +408,7 @@ def harmonic_table(harmonic) -> pd.DataFrame:
     rows = [("b_eff (Gram rank of the candidates)", harmonic.b2_eff, harmonic.b3_eff),
             ("b_harm (rank of their harmonic parts, Hodge projection)", harmonic.b2_harm, harmonic.b3_harm),
             ("gap ratio across b_harm", harmonic.two.harmonic_gap, harmonic.three.harmonic_gap)]
-    rows += [(key, two.get(key), three.get(key)) for key in HARMONIC_ROWS]
+    # an empty error source means the estimate is within the tolerance
+    cell = lambda v: "none (within tolerance)" if isinstance(v, str) and not v else v      # noqa: E731
+    rows += [(label, cell(two.get(key)), cell(three.get(key))) for key, label in HARMONIC_ROWS.items()]
     return pd.DataFrame(rows, columns=["quantity", "2-forms", "3-forms"], dtype=object)

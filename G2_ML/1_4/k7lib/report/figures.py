@@ -220,43 +220,33 @@ def link_residuals_figure(residuals: dict, path: str | Path) -> Path:
     return path
 
 
+SPECTRA_WIDTH_IN = 4.8      # printed at 0.72 of an A4 text width (17 cm) the fonts keep their size
+
+
 def spectra_figure(result) -> Figure:
-    """Figure (2 x 2): for 2- and 3-forms, the normalised Gram spectrum of the candidates (b_eff, noise
-    floor) and the normalised spectrum of their harmonic parts (b_harm, round-off floor, the gap), with
-    the spectrum of the projected closed constant forms dx^I beside it; log scales."""
-    fig = Figure(figsize=(11, 7.5), layout="constrained")
-    axes = fig.subplots(2, 2)
-    for row, s in enumerate((result.two, result.three)):
-        ax = axes[row, 0]
+    """Figure (1 x 2), 4.8 x 2.7 in, fonts 7-8 pt: for 2- and 3-forms the normalised spectrum of the
+    candidates' harmonic parts (b_harm at the largest gap above the round-off floor), the projected closed
+    forms dx^I, and the raw candidates' Gram spectrum (b_eff, linear independence) in grey; log scale.
+    The title of each panel carries the counts and the estimated relative error of the harmonic Gram."""
+    fig = Figure(figsize=(SPECTRA_WIDTH_IN, 2.7), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, s in zip(axes, (result.two, result.three)):
         nu = s.gram_eigenvalues.numpy()
-        idx = np.arange(1, len(nu) + 1)
-        ax.errorbar(idx, np.maximum(nu, s.roundoff_floor * 1e-3), yerr=s.gram_se.numpy(), fmt="o", ms=3, lw=0.8,
-                    label="normalised Gram eigenvalue")
-        ax.axhline(s.noise_floor, color="tab:red", ls="--", lw=1, label=f"noise floor {s.noise_floor:.1e}")
-        ax.axhline(s.gram_threshold, color="tab:green", ls=":", lw=1.2, label=f"b{s.degree}_eff = {s.b_eff}")
-        ax.set_yscale("log")
-        ax.set_xlabel("index (decreasing)")
-        ax.set_ylabel("eigenvalue of D^-1/2 G D^-1/2")
-        ax.set_title(f"{s.degree}-forms: Gram spectrum ({s.n_candidates} candidates)")
-        ax.legend(fontsize=8)
-        ax = axes[row, 1]
+        low = s.harmonic_floor * 1e-3 if s.harmonic_eigenvalues is not None else s.roundoff_floor * 1e-3
+        ax.plot(np.arange(1, len(nu) + 1), np.maximum(nu, low), ".", ms=2.5, color="0.6", label="Gram (b_eff)")
         if s.harmonic_eigenvalues is not None:
-            hv, p = s.harmonic_eigenvalues.numpy(), s.projection
-            low = s.harmonic_floor * 1e-3
-            ax.plot(np.arange(1, len(hv) + 1), np.maximum(hv, low), "o", ms=3,
-                    label=f"harmonic parts of the {len(hv)} candidates")
-            cv = p.class_eigenvalues.numpy()
-            ax.plot(np.arange(1, len(cv) + 1), np.maximum(cv, low), "s", ms=4, mfc="none",
-                    label=f"projected dx^I ({len(cv)} closed forms)")
-            ax.axhline(s.harmonic_floor, color="tab:red", ls="--", lw=1, label=f"round-off floor {s.harmonic_floor:.1e}")
-            ax.axhline(s.harmonic_threshold, color="tab:green", ls=":", lw=1.2,
-                       label=f"b{s.degree}_harm = {s.b_harm} (gap x{s.harmonic_gap:.1e})")
-            ax.set_yscale("log")
-        ax.set_xlabel("index (decreasing)")
-        ax.set_ylabel("eigenvalue of the normalised harmonic Gram")
-        ax.set_title(f"{s.degree}-forms: Hodge projection (absolute boundary conditions)")
-        ax.legend(fontsize=8)
-    sp = result.settings.spectral
-    fig.suptitle(f"Harmonic extraction: {result.n_points} points, L = {result.L:g}, basis P_{sp.legendre_degree} x "
-                 f"Fourier {sp.fourier_degree}{' + pairs' if sp.mixed_pairs else ''}")
+            hv, cv = s.harmonic_eigenvalues.numpy(), s.projection.class_eigenvalues.numpy()
+            ax.plot(np.arange(1, len(hv) + 1), np.maximum(hv, low), "o", ms=2.5, color="tab:blue",
+                    label="harmonic parts")
+            ax.plot(np.arange(1, len(cv) + 1), np.maximum(cv, low), "s", ms=3.5, mfc="none", color="tab:orange",
+                    label="projected dx^I")
+            ax.axhline(s.harmonic_floor, color="tab:red", ls="--", lw=0.8, label="round-off floor")
+            ax.axhline(s.harmonic_threshold, color="tab:green", ls=":", lw=1.0, label="gap")
+        ax.set_yscale("log")
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("index (decreasing)", fontsize=8)
+        err = f"\nharmonic Gram error {s.harmonic_gram_error:.0e} (est.)" if s.harmonic_gram_error == s.harmonic_gram_error else ""
+        ax.set_title(f"{s.degree}-forms: b_eff {s.b_eff}, b_harm {s.b_harm}{err}", fontsize=7.5)
+    axes[0].set_ylabel("normalised eigenvalue", fontsize=8)
+    axes[0].legend(fontsize=7, loc="lower left", handlelength=1.2, borderpad=0.3, labelspacing=0.2)
     return fig

@@ -4,7 +4,9 @@ Chart points are x (n, 7): x[:, 0] = lambda in [-L, L], x[:, 1:] = y in [0, 1)^6
   uniform       i.i.d. points with importance weights (training batches; optional neck weighting);
   sobol         scrambled Sobol points (randomised QMC: evaluation, polish, exploration, validation);
   chart_points  either of the two by name, the points alone;
-  gauss_sobol   Gauss-Legendre in lambda x shifted Sobol net in y (the Hodge projection's rule);
+  gauss_nodes   Gauss-Legendre nodes and weights in lambda;
+  fibre_lattice a shifted rank-1 lattice on T^6 with good two-dimensional projections (the Hodge
+                projection's fibre rule, `projection_lattice`);
   gauss_lattice Gauss-Legendre in lambda x rank-1 lattice rule in y (the spectral quadrature);
 (The quintic link's points are drawn by `calabi_yau.link_chart.link_points`.) Every generator draws on the CPU in float64 from its seed, so a seed gives the same points on
 every device, then casts and moves them.
@@ -99,27 +101,6 @@ def _gauss_product(L: float, n_lambda: int, y: torch.Tensor):
     return x, (w_lam / n_y).repeat_interleave(n_y)
 
 
-def gauss_sobol(n_points: int, chart, n_lambda: int, seed: int = 0, device=None):
-    """Tensor rule on [-L, L] x T^6: (x (N, 7), weights (N,), n_y) with N = n_lambda n_y, sum(weights) = 2L.
-
-    lambda: n_lambda Gauss-Legendre nodes (exact for polynomials of degree < 2 n_lambda);
-    y: the first n_y = 2^floor(log2(n_points / n_lambda)) unscrambled Sobol points (torch SobolEngine)
-    plus one random shift modulo 1 (seeded). Each one-dimensional projection of these points is the
-    equispaced grid {(j + shift_a) / n_y}, so fibre modes along one axis of degree below n_y integrate
-    exactly (periodic trapezoid rule), while the 6-d set keeps the low discrepancy of a Sobol net.
-    """
-    if not isinstance(n_lambda, int) or n_lambda < 2:
-        raise ValueError(f"n_lambda must be an integer >= 2, got {n_lambda!r}")
-    if not isinstance(n_points, int) or n_points < 2 * n_lambda:
-        raise ValueError(f"too few points: n_points = {n_points!r} for {n_lambda} Gauss nodes in lambda "
-                         f"(need at least {2 * n_lambda})")
-    n_y = 1 << int(math.floor(math.log2(n_points / n_lambda)))
-    shift = torch.rand(6, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64, device="cpu")
-    y = (torch.quasirandom.SobolEngine(6, scramble=False).draw(n_y, dtype=torch.float64) + shift) % 1.0
-    x, w = _gauss_product(as_chart(chart).L, n_lambda, y)
-    return x.to(device), w.to(device), n_y
-
-
 @lru_cache(maxsize=None)
 def fourier_vectors(n_fourier: int) -> tuple:
     """Wave vectors k in Z^6 with 0 < |k|_1 <= n_fourier, one of each pair +-k (first non-zero entry > 0)."""
@@ -182,3 +163,77 @@ def gauss_lattice(chart, n_lambda: int, n_points: int, min_degree: int, dtype=to
     y = torch.remainder(j * torch.tensor(z, dtype=torch.float64, device="cpu") / n_points, 1.0).to(dtype)
     x, w = _gauss_product(as_chart(chart).L, n_lambda, y)
     return x, w, degree
+
+
+def gauss_nodes(chart, n_lambda: int, dtype=torch.float64):
+    """(lambda (n,), weights (n,)): n Gauss-Legendre nodes on [-L, L], exact for polynomials of degree < 2n."""
+    if not isinstance(n_lambda, int) or isinstance(n_lambda, bool) or n_lambda < 2:
+        raise ValueError(f"n_lambda must be an integer >= 2, got {n_lambda!r}")
+    L = as_chart(chart).L
+    nodes, w = np.polynomial.legendre.leggauss(n_lambda)
+    return (torch.tensor(L * nodes, dtype=dtype, device="cpu"), torch.tensor(L * w, dtype=dtype, device="cpu"))
+
+
+def _pair_degree(z: np.ndarray, N: int, radius: int = 40) -> int:
+    """Smallest |k_a| + |k_b| > 0 with k_a z_a + k_b z_b = 0 mod N over all axis pairs (a, b)."""
+    ka, kb = np.meshgrid(np.arange(-radius, radius + 1), np.arange(0, radius + 1), indexing="ij")
+    keep = (kb > 0) | (ka > 0)
+    ka, kb = ka[keep], kb[keep]
+    norm = np.abs(ka) + np.abs(kb)
+    best = 2 * radius
+    for a in range(DIM - 1):
+        for b in range(a + 1, DIM - 1):
+            hit = (ka * z[a] + kb * z[b]) % N == 0
+            if hit.any():
+                best = min(best, int(norm[hit].min()))
+    return best
+
+
+@lru_cache(maxsize=None)
+def _small_vectors(radius: int) -> np.ndarray:
+    """All k in Z^6 with 0 < |k|_1 <= radius, (n, 6) int64 (both signs)."""
+    r = np.arange(-radius, radius + 1)
+    K = np.stack(np.meshgrid(*([r] * (DIM - 1)), indexing="ij"), -1).reshape(-1, DIM - 1)
+    n = np.abs(K).sum(1)
+    return K[(n > 0) & (n <= radius)]
+
+
+@lru_cache(maxsize=None)
+def projection_lattice(n_points: int) -> tuple:
+    """(z, degree, pair_degree) of a Korobov lattice y_j = frac(j z / N), z = (1, a, ..., a^5) mod N, on T^6.
+
+    A rank-1 lattice rule integrates exp(2 pi i k.y) exactly unless k.z = 0 mod N (Sloan & Joe, Lattice
+    Methods for Multiple Integration, 1994). The Hodge projection's integrands are products of fibre modes
+    and of a metric that varies mostly along one or two fibre axes, so `a` is chosen to maximise first the
+    six-dimensional degree (the smallest |k|_1 of an aliased k, capped at 5: exact for products of two
+    modes of |k|_1 <= 2) and then pair_degree, the same on every two-axis projection. With all z_a prime to
+    N every one-axis projection is the equispaced N-point grid (exact below degree N).
+    """
+    N = int(n_points)
+    if N < 31:
+        raise ValueError(f"fibre lattice: n_points must be at least 31, got {n_points!r}")
+    K = _small_vectors(4)
+    norms = np.abs(K).sum(1)
+    best = None
+    for a in range(2, N):
+        z = np.array([pow(a, j, N) for j in range(DIM - 1)], dtype=np.int64)
+        if any(math.gcd(int(v), N) != 1 for v in z):
+            continue
+        hit = (K @ z) % N == 0
+        degree = int(norms[hit].min()) if hit.any() else 5
+        score = (min(degree, 5), _pair_degree(z, N))
+        if best is None or score > best[0]:
+            best = (score, tuple(int(v) for v in z), degree)
+    if best is None:
+        raise ValueError(f"fibre lattice: no Korobov generator for n_points = {N}; use a prime")
+    return best[1], best[2], best[0][1]
+
+
+def fibre_lattice(n_points: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    """(n_points, 6) fibre points frac(j z / N + shift) of `projection_lattice(n_points)`, with one random
+    shift drawn from seed (a shifted lattice keeps the rule's exactness and moves its aliasing)."""
+    z, _, _ = projection_lattice(n_points)
+    shift = torch.rand(DIM - 1, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64,
+                       device="cpu")
+    j = torch.arange(n_points, dtype=torch.float64, device="cpu")[:, None]
+    return torch.remainder(j * torch.tensor(z, dtype=torch.float64, device="cpu") / n_points + shift, 1.0).to(dtype)
