@@ -234,9 +234,13 @@ def test_conformal_fixture_norms_and_representatives(conformal_result, f64):
 def fixture_projections():
     """hodge.project at the default settings on phi_bg and the shear fixture (the conformal one comes from
     `conformal_result`), both degrees, the 98 candidates."""
+    old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    cands = {2: candidates.candidates_2forms(), 3: candidates.candidates_3forms(L)}
-    return {fx: hodge.project(accuracy.fixture_field(fx, L), L, 0, None, cands) for fx in ("phi_bg", "shear")}
+    try:
+        cands = {2: candidates.candidates_2forms(), 3: candidates.candidates_3forms(L)}
+        return {fx: hodge.project(accuracy.fixture_field(fx, L), L, 0, None, cands) for fx in ("phi_bg", "shear")}
+    finally:
+        torch.set_default_dtype(old)          # a module fixture must not leave float64 to the tests after it
 
 
 def _fixture_results(fixture_projections, conformal_result):
