@@ -22,7 +22,7 @@ TINY = TF.KnownConfig(width=12, n_points=96, epochs=2, iterations=4, checkpoint_
 
 def test_start_has_relative_size_eps_matches_phi_E_on_the_boundary_and_is_the_same_for_every_width():
     xc, P = TF.check_problem(BS.phi, BS.box, TINY)
-    start = TF.learned_field(BS.phi, BS.box, P, P)
+    start = TF.learned_field(BS.phi, BS.box, P)
     m = g2.metric_data_packed(BS.phi(xc))
     d = start(xc) - BS.phi(xc)
     rel = (F.inner_packed(d, d, 3, m.g, m.ginv, m.det) / 7).sqrt()
@@ -31,20 +31,24 @@ def test_start_has_relative_size_eps_matches_phi_E_on_the_boundary_and_is_the_sa
     assert float((wide(xc) - P(xc)).abs().max().detach()) <= 1e-13                # every width starts from the same phi
     face = xc.clone()
     face[:, 3] = BS.box.hi[3]                                             # points on the boundary face x^3 = hi
-    assert float((TF.learned_field(BS.phi, BS.box, wide, P)(face) - BS.phi(face)).abs().max().detach()) == 0.0
-    ctrl = TF.learned_field(BS.phi, BS.box, P, P, boundary=False)
-    assert float((ctrl(xc) - start(xc)).abs().max()) <= 1e-14            # the control starts from the same phi
+    assert float((TF.learned_field(BS.phi, BS.box, wide)(face) - BS.phi(face)).abs().max().detach()) == 0.0
+    control = TF.build(BS.phi, BS.box, TF.KnownConfig(**{**TINY.to_dict(), "boundary": False}))[3]
+    ctrl = TF.learned_field(BS.phi, BS.box, control, boundary=False)
+    assert float((ctrl(xc) - start(xc)).abs().max().detach()) <= 1e-14   # the control starts from the same phi
+    with torch.no_grad():
+        control.free.head.bias.fill_(1e-3)                                 # ... but its free part is not held
+    assert float((ctrl(face) - BS.phi(face)).abs().max().detach()) > 1e-4   # on the boundary
 
 
 def test_the_loss_on_cached_jets_is_the_torsion_of_the_field():
     """torsion_loss (phi_E's jet computed once, the network's per call) = Vol mean(T^2 sqrt det g) of the field
     itself through torsion_packed, with and without boundary data."""
-    box, _, P, model, J = TF.build(BS.phi, BS.box, TINY)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype))
     for boundary in (True, False):
-        t = torsion_packed(TF.learned_field(BS.phi, box, model, P, boundary), J.x)
+        box, _, P, model, J = TF.build(BS.phi, BS.box, TF.KnownConfig(**{**TINY.to_dict(), "boundary": boundary}))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype))
+        t = torsion_packed(TF.learned_field(BS.phi, box, model, boundary), J.x)
         direct = box.volume * float(((t.norm2_dphi + t.norm2_dpsi) * t.metric.det.sqrt()).mean())
         assert abs(float(TF.torsion_loss(model, J, box.volume, boundary)) / direct - 1) <= 1e-12
 

@@ -26,8 +26,9 @@ in the sup norm, of the formulation's own kind. A wider model embeds P in its fi
 phi_E (N = 0) is representable; whether minimising torsion finds the right geometry, and how closely,
 is what the run measures.
 
-Control (boundary=False): phi = phi_E + chi Lambda^3(L) P + Lambda^3(L) (N - P), the same start and loss, but
-the learned change N - P is free on the boundary.
+Control (boundary=False): phi = phi_E + chi Lambda^3(L) N + Lambda^3(L) M with a second network M of the same
+size whose output layer starts at zero (`FreeBoundaryNet`): the same start, the same loss, every
+structure of the constrained problem still reachable (M = 0), but nothing holds phi on the boundary.
 """
 from __future__ import annotations
 
@@ -152,14 +153,27 @@ def correction_field(phi_field, box: Box, network, weight: str = "cutoff"):
     return field
 
 
-def learned_field(phi_field, box: Box, model: nn.Module, start: nn.Module, boundary: bool = True):
-    """The field phi of the module docstring for a trained model (start: the perturbation network P)."""
+class FreeBoundaryNet(nn.Module):
+    """The control's pair (N, M) of BoxNets; forward gives (batch, 70) = [N(x), M(x)]: N enters phi with chi,
+    M without."""
+
+    def __init__(self, inner: BoxNet, free: BoxNet):
+        super().__init__()
+        self.inner, self.free = inner, free
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.inner(x), self.free(x)], -1)
+
+
+def learned_field(phi_field, box: Box, model: nn.Module, boundary: bool = True):
+    """The field phi of the module docstring: phi_E + chi Lambda^3(L) model (boundary data), or for the control
+    (model a FreeBoundaryNet) phi_E + chi Lambda^3(L) model.inner + Lambda^3(L) model.free."""
     if boundary:
         corr = correction_field(phi_field, box, model)
         return lambda x: phi_field(x) + corr(x)
-    fixed = correction_field(phi_field, box, start)
-    free = correction_field(phi_field, box, lambda x: model(x) - start(x), weight="one")
-    return lambda x: phi_field(x) + fixed(x) + free(x)
+    held = correction_field(phi_field, box, model.inner)
+    free = correction_field(phi_field, box, model.free, weight="one")
+    return lambda x: phi_field(x) + held(x) + free(x)
 
 
 def start_network(phi_field, box: Box, config: KnownConfig, check_points: torch.Tensor) -> tuple[BoxNet, float]:
@@ -187,7 +201,7 @@ def check_problem(phi_field, box: Box, config: KnownConfig) -> tuple[torch.Tenso
     xc = box_sobol(N_CHECK, box, seed=config.seed + CHECK_STREAM)
     check_positive(phi_field, xc, "the exact field phi_E")
     P, _ = start_network(phi_field, box, config, xc)
-    start = learned_field(phi_field, box, P, P)
+    start = learned_field(phi_field, box, P)
     check_positive(start, xc, f"the start phi_E + perturbation (eps = {config.eps:g}; lower eps)")
     return xc, P
 
@@ -196,8 +210,7 @@ def check_problem(phi_field, box: Box, config: KnownConfig) -> tuple[torch.Tenso
 class Jets:
     """The fixed parts of phi's 1-jet at the training points x (n, 7): phi_E, Lambda^3(L) (n, 35, 35),
     chi (n,) with their x-derivatives (last axis 7; Lambda^3(L)'s stored as dpower[n, 7 I + m, J] =
-    d_m Lambda^3(L)_IJ, laid out once for one batched product per evaluation), and the start network's
-    output P (n, 35) with its jet."""
+    d_m Lambda^3(L)_IJ, laid out once for one batched product per evaluation)."""
     x: torch.Tensor
     phi: torch.Tensor
     dphi: torch.Tensor
@@ -205,18 +218,15 @@ class Jets:
     dpower: torch.Tensor
     chi: torch.Tensor
     dchi: torch.Tensor
-    start: torch.Tensor
-    dstart: torch.Tensor
 
 
-def jets(phi_field, box: Box, start: nn.Module, x: torch.Tensor) -> Jets:
-    """Jets of phi_E, Lambda^3(L), chi and the start network P at x, by forward-mode derivatives, once."""
+def jets(phi_field, box: Box, x: torch.Tensor) -> Jets:
+    """Jets of phi_E, Lambda^3(L) and chi at x, by forward-mode derivatives, once."""
     power = frame_power(phi_field)
     with torch.no_grad():
-        (p, lam, c, s), (dp, dlam, dc, ds) = value_and_jacobian(
-            lambda y: (phi_field(y), power(y), box.cutoff(y), start(y)), x)
+        (p, lam, c), (dp, dlam, dc) = value_and_jacobian(lambda y: (phi_field(y), power(y), box.cutoff(y)), x)
     dlam = dlam.permute(0, 1, 3, 2).reshape(x.shape[0], -1, lam.shape[-1]).contiguous()
-    return Jets(x=x, phi=p, dphi=dp, power=lam, dpower=dlam, chi=c, dchi=dc, start=s, dstart=ds)
+    return Jets(x=x, phi=p, dphi=dp, power=lam, dpower=dlam, chi=c, dchi=dc)
 
 
 def _coordinate(J: Jets, n: torch.Tensor, dn: torch.Tensor):
@@ -226,14 +236,14 @@ def _coordinate(J: Jets, n: torch.Tensor, dn: torch.Tensor):
 
 
 def phi_jet(J: Jets, n: torch.Tensor, dn: torch.Tensor, boundary: bool = True):
-    """(phi (b, 35), d phi (b, 35, 7)) at the training points for network output n and its jet dn."""
+    """(phi (b, 35), d phi (b, 35, 7)) at the training points for the model's output n and its jet dn:
+    n (b, 35) with boundary data, n (b, 70) = [N, M] for the control."""
+    v, dv = _coordinate(J, n[:, :35], dn[:, :35])
+    phi, dphi = J.phi + J.chi[:, None] * v, J.dphi + J.dchi[:, None, :] * v[:, :, None] + J.chi[:, None, None] * dv
     if boundary:
-        v, dv = _coordinate(J, n, dn)
-        return J.phi + J.chi[:, None] * v, J.dphi + J.dchi[:, None, :] * v[:, :, None] + J.chi[:, None, None] * dv
-    v0, dv0 = _coordinate(J, J.start, J.dstart)
-    v1, dv1 = _coordinate(J, n - J.start, dn - J.dstart)
-    phi = J.phi + J.chi[:, None] * v0 + v1
-    return phi, J.dphi + J.dchi[:, None, :] * v0[:, :, None] + J.chi[:, None, None] * dv0 + dv1
+        return phi, dphi
+    w, dw = _coordinate(J, n[:, 35:], dn[:, 35:])
+    return phi + w, dphi + dw
 
 
 def torsion_loss(model: nn.Module, J: Jets, volume: float, boundary: bool = True) -> torch.Tensor:
@@ -244,12 +254,22 @@ def torsion_loss(model: nn.Module, J: Jets, volume: float, boundary: bool = True
 
 
 def build(phi_field, box, config: KnownConfig):
-    """(box, check points, P, model at the start, Jets at the training points) for a validated problem."""
+    """(box, check points, P, model at the start, Jets at the training points) for a validated problem;
+    the model is embed(P, width), or for the control a FreeBoundaryNet of it and a zero-output BoxNet."""
     box = as_box(box)
     xc, P = check_problem(phi_field, box, config)
-    model = embed(P, config.width, torch.Generator().manual_seed(config.seed + 1))
+    gen = torch.Generator().manual_seed(config.seed + 1)
+    model = embed(P, config.width, gen)
+    if not config.boundary:
+        free = BoxNet(box, config.width, config.depth)
+        for i in range(config.depth):
+            init_uniform(free.net[2 * i], gen)
+        with torch.no_grad():
+            free.head.weight.zero_()
+            free.head.bias.zero_()
+        model = FreeBoundaryNet(model, free)
     x = box_sobol(config.n_points, box, seed=config.seed)
-    return box, xc, P, model, jets(phi_field, box, P, x)
+    return box, xc, P, model, jets(phi_field, box, x)
 
 
 def start_copy(model: nn.Module) -> nn.Module:
