@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch.func import jvp, vmap
 
 from k7lib import forms as F
 from k7lib import g2
@@ -13,11 +14,12 @@ from k7lib.geometry.invariants import InvariantSettings, compare, weighted_quant
 from k7lib.geometry.spectrum import dirichlet_spectrum
 from k7lib.learn import checkpoint as C
 from k7lib.learn import torsion_free as TF
-from k7lib.learn.known import train_known
+from k7lib.derivatives import value_and_jacobian
+from k7lib.learn.known import gauss_newton, train_known
 from k7lib.torsion import torsion_packed
 
 BS = FIXTURES["bryant-salamon"]
-TINY = TF.KnownConfig(width=12, n_points=96, epochs=2, iterations=4, checkpoint_every=1)
+TINY = TF.KnownConfig(width=12, n_points=96, epochs=2, iterations=4, checkpoint_every=1, polish=0)
 
 
 def test_start_has_relative_size_eps_matches_phi_E_on_the_boundary_and_is_the_same_for_every_width():
@@ -49,7 +51,7 @@ def test_the_loss_on_cached_jets_is_the_torsion_of_the_field():
             for p in model.parameters():
                 p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype))
         t = torsion_packed(TF.learned_field(BS.phi, box, model, boundary), J.x)
-        direct = box.volume * float(((t.norm2_dphi + t.norm2_dpsi) * t.metric.det.sqrt()).mean())
+        direct = box.volume * float(((t.norm2_dphi + t.norm2_dpsi) * t.metric.det.sqrt()).mean().detach())
         assert abs(float(TF.torsion_loss(model, J, box.volume, boundary)) / direct - 1) <= 1e-12
 
 
@@ -64,6 +66,27 @@ def test_training_lowers_the_torsion_writes_checkpoints_and_resumes(tmp_path):
     with pytest.raises(ValueError, match="other settings"):
         train_known(BS.phi, BS.box, TINY.__class__(**{**TINY.to_dict(), "width": 16}), run_dir=tmp_path / "run_1",
                     resume=True, label="bs")
+
+
+def test_gauss_newton_jacobian_is_the_forward_mode_one_and_the_polish_lowers_the_loss():
+    for boundary in (True, False):
+        box, _, P, model, J = TF.build(BS.phi, BS.box, TF.KnownConfig(**{**TINY.to_dict(), "boundary": boundary}))
+        J6 = TF.jets_at(J, slice(0, 6))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype))
+            n, dn = value_and_jacobian(model, J6.x)
+            r, R = TF.residual_jacobian(J6, n, dn, 0.1, boundary)
+            out = n.shape[1]
+            basis = torch.eye(out * 8, dtype=n.dtype).reshape(out * 8, 1, out, 8).expand(-1, 6, -1, -1)
+            full = vmap(lambda t: jvp(lambda a, da: TF.torsion_residual(J6, a, da, 0.1, boundary), (n, dn),
+                                      (t[..., 0], t[..., 1:]))[1])(basis)
+        assert float((R - full.reshape(out, 8, 6, 56).permute(2, 3, 0, 1)).abs().max()) <= 1e-13
+        assert abs(float((r ** 2).sum()) / float(TF.torsion_loss(model, J6, 0.1 * 6, boundary)) - 1) <= 1e-12
+    with torch.no_grad():
+        before = float(TF.torsion_loss(model, J, box.volume, False))
+    losses = gauss_newton(model, J, box.volume, False, steps=1)
+    assert losses and losses[0][0] < before
 
 
 def test_dirichlet_spectrum_of_a_flat_box_and_the_scaling_of_the_invariants():

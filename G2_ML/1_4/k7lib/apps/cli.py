@@ -331,6 +331,8 @@ def known_parser() -> argparse.ArgumentParser:
     ap.add_argument("--points", type=int, default=c.n_points, help="training points (scrambled Sobol)")
     ap.add_argument("--epochs", type=int, default=c.epochs, help="L-BFGS calls (checkpoint and progress unit)")
     ap.add_argument("--iterations", type=int, default=c.iterations, help="L-BFGS iterations per epoch")
+    ap.add_argument("--polish", type=int, default=c.polish, help="Gauss-Newton steps on the output layers afterwards")
+    ap.add_argument("--start", default=c.start, help="network (in the network's class) | modes (outside it)")
     ap.add_argument("--seed", type=int, default=c.seed)
     ap.add_argument("--lo", type=float, nargs="+", default=None, help="the box's 7 lower ends (default: the fixture's)")
     ap.add_argument("--hi", type=float, nargs="+", default=None, help="the box's 7 upper ends")
@@ -352,7 +354,8 @@ def _known_inputs(args):
     fx = fixture(args.fixture)
     box = fx.box if args.lo is None and args.hi is None else Box(args.lo or fx.box.lo, args.hi or fx.box.hi)
     config = KnownConfig(eps=args.eps, width=args.width, depth=args.depth, n_points=args.points, epochs=args.epochs,
-                         iterations=args.iterations, seed=args.seed, boundary=not args.no_boundary)
+                         iterations=args.iterations, polish=args.polish, start=args.start, seed=args.seed,
+                         boundary=not args.no_boundary)
     settings = InvariantSettings(n_points=args.invariant_points, degree=args.degree, n_nodes=args.nodes)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be a positive integer, got {args.threads}")

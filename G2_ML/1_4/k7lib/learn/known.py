@@ -4,10 +4,12 @@ without boundary data, the targets and the convergence in width and point count.
 
 Optimiser: L-BFGS with a strong-Wolfe line search on the whole (fixed) training set, float64
 (`fit.closure_step`). The loss is a smooth deterministic least-squares functional, where L-BFGS reduces
-it by orders of magnitude more than Adam in the same time. An epoch is one L-BFGS call of
+it by orders of magnitude more than Adam in the same time; it then stalls (the loss ratio stays near
+6e-7 whatever the width or the number of points), and a few Levenberg-Marquardt steps on the output
+layers (`gauss_newton`, the hidden layers fixed) take it further. An epoch is one L-BFGS call of
 config.iterations iterations; checkpoints (learn.checkpoint, atomic, weights_only) every
-config.checkpoint_every epochs and at the end hold the model, the L-BFGS state and the history, so a run
-resumes where it stopped.
+config.checkpoint_every epochs and after the polish hold the model, the L-BFGS state and the history, so a
+run resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -19,13 +21,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..batches import progress_bar
+from ..batches import chunks, progress_bar
+from ..derivatives import value_and_jacobian
 from ..exact.box import Box, as_box
 from ..geometry.invariants import InvariantSettings, InvariantTable, compare
 from . import checkpoint as C
 from . import runs
 from .fit import closure_step
-from .torsion_free import KnownConfig, build, learned_field, start_copy, torsion_loss
+from .torsion_free import (Jets, KnownConfig, build, heads, jets_at, learned_field, residual_jacobian, start_copy,
+                           torsion_loss)
 
 KNOWN_ROOT = runs.DEFAULT_ROOT / "known"
 TORSION_FALL = 1e3            # target: the L^2 torsion falls by this factor from the start
@@ -36,9 +40,10 @@ CLEAR_GAP = 10.0              # target: the rank's last singular value over the 
 
 @dataclass(frozen=True)
 class KnownRun:
-    """A trained run: config, box, the trained model and the start's network P (both BoxNet), the history
-    (epoch, loss = int T^2 vol on the training points, loss_ratio = loss / start loss, seconds), the start's
-    loss, the run folder (None without checkpoints) and the training's wall time."""
+    """A trained run: config, box, the trained model and the start's network P (BoxNets), the history (one row
+    per L-BFGS epoch, then per Gauss-Newton step: epoch, loss = int T^2 vol on the training points,
+    loss_ratio = loss / start loss, seconds, stage "lbfgs" | "gauss-newton"), the start's loss, the run
+    folder (None without checkpoints) and the training's wall time."""
     config: KnownConfig
     box: Box
     model: torch.nn.Module
@@ -73,14 +78,84 @@ def _fixed(run_config: dict) -> dict:
 
 
 def _resume(run_dir: Path, run_config: dict, model, opt) -> tuple[int, dict]:
-    """Load the latest valid checkpoint of run_dir into model and opt: (epochs done, history)."""
+    """Load the latest valid checkpoint of run_dir into model and opt: (L-BFGS epochs done, history)."""
     state = C.load_checkpoint(run_dir, "latest")
     if _fixed(state["config"]) != _fixed(run_config):
         raise ValueError(f"resume: {run_dir} holds a run with other settings ({state['config']}); "
                          "start a new run instead")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
-    return state["global_epoch"], state["history"]
+    history = state["history"]
+    return history["stage"].count("lbfgs"), history
+
+
+def _normal_equations(model, J: Jets, volume: float, boundary: bool, chunk: int):
+    """(A = J^T J, b = J^T r, loss = |r|^2) of the torsion residual (torsion_free.torsion_residual) over the
+    parameters of the output layers (torsion_free.heads; per layer the (out, width + 1) matrix [weight, bias]
+    row by row). The output is linear in those parameters with coefficients the 1-jets of the hidden
+    features, so J = dr/d(jet of the output) (torsion_free.residual_jacobian) . jet(features)."""
+    hs, weight = heads(model), volume / J.x.shape[0]
+    n_par = sum(h.weight.numel() + h.bias.numel() for h, _, _ in hs)
+    A = torch.zeros(n_par, n_par, dtype=torch.float64)
+    b, loss = torch.zeros(n_par, dtype=torch.float64), 0.0
+    for sl in chunks(J.x.shape[0], chunk):
+        Jc = jets_at(J, sl)
+        with torch.no_grad():
+            n, dn = value_and_jacobian(model, Jc.x)
+            r, R = residual_jacobian(Jc, n, dn, weight, boundary)
+            cols = []
+            for head, features, s in hs:
+                h, dh = value_and_jacobian(features, Jc.x)
+                H = torch.cat([torch.cat([h, torch.ones_like(h[:, :1])], 1)[..., None],
+                               torch.cat([dh, torch.zeros_like(dh[:, :1])], 1)], -1)      # (m, width + 1, 8)
+                cols.append(torch.einsum("mraq,mjq->mraj", R[:, :, s], H).reshape(r.numel(), -1))
+            Jm = torch.cat(cols, -1)
+        A += Jm.T @ Jm
+        b += Jm.T @ r.reshape(-1)
+        loss += float((r ** 2).sum())
+    return A, b, loss
+
+
+def gauss_newton(model, J: Jets, volume: float, boundary: bool = True, steps: int = 4, chunk: int = 64) -> list:
+    """Levenberg-Marquardt steps on the output layers' parameters, the hidden layers fixed: with A, b of
+    `_normal_equations`, delta = -(A + mu diag A)^-1 b; a step that does not lower the loss is undone and
+    mu raised tenfold (at most 8 times), an accepted one lowers it tenfold. Returns (loss, seconds since the
+    call) after each accepted step (the polish ends early when none is accepted). The hidden layers stay as L-BFGS left them:
+    in the output layers the residual is linear for d phi and nearly so for d psi, which the line search of
+    L-BFGS on all weights resolves slowly."""
+    params = [p for h, _, _ in heads(model) for p in (h.weight, h.bias)]
+    mu, losses, t0 = 1e-6, [], time.perf_counter()
+    for _ in range(steps):
+        A, b, loss = _normal_equations(model, J, volume, boundary, chunk)
+        saved = [p.detach().clone() for p in params]
+        for _ in range(8):
+            delta = -torch.linalg.solve(A + mu * torch.diag(A.diagonal().clamp_min(1e-300)), b)
+            _add_to_heads(model, delta)
+            with torch.no_grad():
+                new = float(torsion_loss(model, J, volume, boundary))
+            if math.isfinite(new) and new < loss:
+                mu = max(mu / 10, 1e-12)
+                losses.append((new, time.perf_counter() - t0))
+                break
+            with torch.no_grad():
+                for p, q in zip(params, saved):
+                    p.copy_(q)
+            mu *= 10
+        else:
+            break
+    return losses
+
+
+def _add_to_heads(model, delta: torch.Tensor) -> None:
+    """Add delta (the stacked [weight, bias] rows of every output layer) to the layers' parameters."""
+    k = 0
+    with torch.no_grad():
+        for head, _, _ in heads(model):
+            out, width = head.weight.shape
+            step = delta[k:k + out * (width + 1)].reshape(out, width + 1)
+            head.weight += step[:, :width]
+            head.bias += step[:, width]
+            k += out * (width + 1)
 
 
 def train_known(phi_field, box, config: KnownConfig = KnownConfig(), run_dir=None, resume: bool = False,
@@ -100,26 +175,34 @@ def train_known(phi_field, box, config: KnownConfig = KnownConfig(), run_dir=Non
     loss_fn = lambda: torsion_loss(model, J, box.volume, config.boundary)
     with torch.no_grad():
         start_loss = float(loss_fn())
-    done, history = 0, {"epoch": [], "loss": [], "loss_ratio": [], "seconds": []}
+    done, history = 0, {"epoch": [], "loss": [], "loss_ratio": [], "seconds": [], "stage": []}
     if run_dir is not None:
         run_dir = runs.writable_folder(run_dir, "run_dir")
         if resume:
             done, history = _resume(run_dir, run_config, model, opt)
     sampler = torch.Generator().manual_seed(config.seed)
     t0 = time.perf_counter() - (history["seconds"][-1] if history["seconds"] else 0.0)
-    bar = progress_bar(range(done, config.epochs), progress, f"known {label}".strip(), leave=True)
+    bar = progress_bar(range(min(done, config.epochs), config.epochs), progress, f"known {label}".strip(), leave=True)
     for epoch in bar:
         closure_step(opt, loss_fn)
         with torch.no_grad():
             loss = float(loss_fn())
         if not math.isfinite(loss):
             raise ValueError(f"torsion-free training diverged at epoch {epoch} (non-finite loss); lower eps")
-        for k, v in zip(history, (epoch, loss, loss / start_loss, time.perf_counter() - t0)):
+        for k, v in zip(history, (epoch, loss, loss / start_loss, time.perf_counter() - t0, "lbfgs")):
             history[k].append(v)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss_ratio=f"{loss / start_loss:.2e}")
         if run_dir is not None and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
             C.save_checkpoint(run_dir, _state(run_config, model, opt, epoch + 1, history, sampler))
+    polished = history["stage"].count("gauss-newton") if "stage" in history else 0
+    if config.polish > polished:
+        t1 = time.perf_counter() - t0
+        for loss, dt in gauss_newton(model, J, box.volume, config.boundary, config.polish - polished):
+            for k, v in zip(history, (len(history["epoch"]), loss, loss / start_loss, t1 + dt, "gauss-newton")):
+                history[k].append(v)
+        if run_dir is not None:
+            C.save_checkpoint(run_dir, _state(run_config, model, opt, len(history["epoch"]), history, sampler))
     model.eval()
     return KnownRun(config=config, box=box, model=model, start=P, history=pd.DataFrame(history),
                     start_loss=start_loss, run_dir=Path(run_dir) if run_dir is not None else None,

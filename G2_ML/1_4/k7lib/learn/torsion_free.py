@@ -23,8 +23,10 @@ output layer is drawn N(0, 1) and scaled so that max over the check points of ch
 (|phi_E|_{g_E} = sqrt 7): a smooth perturbation supported in D, vanishing on dD, of relative size eps
 in the sup norm, of the formulation's own kind. A wider model embeds P in its first START_WIDTH units
 (the others read everything, feed nothing at first), so every width starts from the same phi. The exact
-phi_E (N = 0) is representable; whether minimising torsion finds the right geometry, and how closely,
-is what the run measures.
+phi_E (N = 0, a zero output layer) is then in the network's class, so this start tests the optimiser and
+the loss, not the network's power to approximate. start="modes" tests that too: P is a fixed sum of four
+sines (`Modes`, scaled the same way) outside the class, N = P + net with net's output starting at zero,
+and phi_E needs net = -P (up to the diffeomorphisms), which the network can only approximate.
 
 Control (boundary=False): phi = phi_E + chi Lambda^3(L) N + Lambda^3(L) M with a second network M of the same
 size whose output layer starts at zero (`FreeBoundaryNet`): the same start, the same loss, every
@@ -38,6 +40,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.func import jvp, vmap
 
 from .. import forms as F
 from .. import g2
@@ -48,6 +51,8 @@ from ..sampling.points import box_sobol
 from ..torsion import torsion_from_jet
 
 START_WIDTH = 8                 # hidden width of the start's perturbation network
+STARTS = ("network", "modes")   # the start's perturbation: of the network's own class, or outside it
+N_MODES, MODE_FREQUENCY = 4, 2.0  # the "modes" start: sum of 4 sines with wave vectors in [-2, 2]^7 (in t)
 CHECK_STREAM = 1 << 20          # Sobol seed offset of the positivity check points (training uses seed)
 N_CHECK = 4096                  # points on which positivity of phi_E and of the start is checked
 
@@ -59,7 +64,9 @@ class KnownConfig:
     eps: relative size of the start's perturbation (sup norm, module docstring); width, depth: the
     network; n_points: training points; epochs x iterations: L-BFGS iterations in total (an epoch is one
     L-BFGS call of `iterations` iterations, the unit of checkpoints and progress); history: L-BFGS
-    memory; boundary: False for the control without boundary data; seed: points, networks, perturbation.
+    memory; polish: Gauss-Newton steps on the output layers afterwards (`learn.known.gauss_newton`; 0: none);
+    start: "network" (P of the network's class, module docstring) or "modes" (P a fixed sum of sines outside it);
+    boundary: False for the control without boundary data; seed: points, networks, perturbation.
     """
     eps: float = 0.2
     width: int = 32
@@ -68,6 +75,8 @@ class KnownConfig:
     epochs: int = 32
     iterations: int = 25
     history: int = 100
+    polish: int = 0
+    start: str = "network"
     boundary: bool = True
     seed: int = 0
     checkpoint_every: int = 4
@@ -76,8 +85,11 @@ class KnownConfig:
         positive_number(self.eps, "eps")
         for name in ("width", "depth", "n_points", "epochs", "iterations", "history", "checkpoint_every"):
             positive_int(getattr(self, name), name)
+        positive_int(self.polish, "polish", 0)
         if self.width < START_WIDTH:
             raise ValueError(f"width must be at least {START_WIDTH} (the start's perturbation network), got {self.width}")
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
         if not isinstance(self.boundary, bool):
             raise ValueError(f"boundary must be True or False, got {self.boundary!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -176,20 +188,57 @@ def learned_field(phi_field, box: Box, model: nn.Module, boundary: bool = True):
     return lambda x: phi_field(x) + held(x) + free(x)
 
 
-def start_network(phi_field, box: Box, config: KnownConfig, check_points: torch.Tensor) -> tuple[BoxNet, float]:
-    """(P, scale): the perturbation network of the module docstring and the factor applied to its output
-    layer, so that max over check_points of chi |P| / sqrt 7 = eps."""
+class Modes(nn.Module):
+    """A fixed smooth field of frame components outside the network's class: P(x) = sum_k C_k sin(w_k . t + p_k),
+    k < N_MODES, t = box.to_affine(x), C_k (35,) ~ N(0, 1), w_k uniform in [-MODE_FREQUENCY, MODE_FREQUENCY]^7,
+    p_k uniform in [0, 2 pi), all drawn from `generator`; (batch, 7) -> (batch, 35). No trainable parameters."""
+
+    def __init__(self, box: Box, generator: torch.Generator):
+        super().__init__()
+        self.lo, self.hi = box.lo, box.hi
+        g = dict(generator=generator, dtype=torch.float64)
+        self.register_buffer("w", (2 * torch.rand(N_MODES, F.DIM, **g) - 1) * MODE_FREQUENCY)
+        self.register_buffer("p", 2 * math.pi * torch.rand(N_MODES, **g))
+        self.register_buffer("C", torch.randn(N_MODES, F.n_components(3), **g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = 2 * (x - x.new_tensor(self.lo)) / (x.new_tensor(self.hi) - x.new_tensor(self.lo)) - 1
+        return torch.sin(t @ self.w.T + self.p) @ self.C
+
+
+class Shifted(nn.Module):
+    """N(x) = P(x) + net(x) for a fixed P (the "modes" start) and a BoxNet net whose output starts at zero."""
+
+    def __init__(self, fixed: nn.Module, net: BoxNet):
+        super().__init__()
+        self.fixed, self.net_ = fixed, net
+        for q in self.fixed.parameters():
+            q.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fixed(x) + self.net_(x)
+
+
+def start_network(phi_field, box: Box, config: KnownConfig, check_points: torch.Tensor) -> tuple[nn.Module, float]:
+    """(P, scale): the start's perturbation of the module docstring (a BoxNet of width START_WIDTH for
+    start="network", `Modes` for start="modes") and the factor applied to its output so that max over
+    check_points of chi |P| / sqrt 7 = eps."""
     gen = torch.Generator().manual_seed(config.seed)
-    P = BoxNet(box, START_WIDTH, config.depth)
-    for i in range(config.depth):
-        init_uniform(P.net[2 * i], gen)
+    if config.start == "modes":
+        P, out = Modes(box, gen), None
+    else:
+        P = BoxNet(box, START_WIDTH, config.depth)
+        for i in range(config.depth):
+            init_uniform(P.net[2 * i], gen)
+        out = P.head
+        with torch.no_grad():
+            out.weight.normal_(generator=gen)
+            out.bias.normal_(generator=gen)
     with torch.no_grad():
-        P.head.weight.normal_(generator=gen)
-        P.head.bias.normal_(generator=gen)
         size = float((box.cutoff(check_points) * P(check_points).norm(dim=-1)).max()) / math.sqrt(7)
         scale = config.eps / size
-        P.head.weight *= scale
-        P.head.bias *= scale
+        for t in ((out.weight, out.bias) if out is not None else (P.C,)):
+            t *= scale
     return P, scale
 
 
@@ -218,6 +267,11 @@ class Jets:
     dpower: torch.Tensor
     chi: torch.Tensor
     dchi: torch.Tensor
+
+
+def jets_at(J: Jets, sl: slice) -> Jets:
+    """The jets of the points J.x[sl]."""
+    return Jets(**{k: getattr(J, k)[sl] for k in ("x", "phi", "dphi", "power", "dpower", "chi", "dchi")})
 
 
 def jets(phi_field, box: Box, x: torch.Tensor) -> Jets:
@@ -253,21 +307,92 @@ def torsion_loss(model: nn.Module, J: Jets, volume: float, boundary: bool = True
     return volume * ((t.norm2_dphi + t.norm2_dpsi) * t.metric.det.sqrt()).mean()
 
 
+def torsion_residual(J: Jets, n: torch.Tensor, dn: torch.Tensor, weight: float, boundary: bool = True) -> torch.Tensor:
+    """r (b, 56): sqrt(weight sqrt(det g)) times the components of d phi (35) and d psi (21) in an orthonormal
+    frame of g(phi) (g = L L^T, L^-1 on every index), for the model's output n (b, 35 or 70) and its jet dn at
+    the points of J; with weight = Vol_0(D) / n_points, sum r^2 over all points is torsion_loss (the
+    Gauss-Newton residual)."""
+    t = torsion_from_jet(*phi_jet(J, n, dn, boundary))
+    eye = torch.eye(F.DIM, dtype=n.dtype, device=n.device).expand_as(t.metric.g)
+    Linv = torch.linalg.solve_triangular(torch.linalg.cholesky(t.metric.g), eye, upper=False)
+    frame = torch.cat([(F.exterior_power(Linv, 4) @ t.dphi[..., None])[..., 0],
+                       (F.exterior_power(Linv, 5) @ t.dpsi[..., None])[..., 0]], -1)
+    return frame * (weight * t.metric.det.sqrt()).sqrt()[:, None]
+
+
+def d_matrix(k: int, dtype=torch.float64) -> torch.Tensor:
+    """The exterior derivative on 1-jets as a matrix (C(7,k+1), 7 C(7,k)): (d w) = D @ jac.flatten() for
+    jac (C(7,k), 7) = d_m w_I (forms.d_from_jacobian applied to the basis)."""
+    n = F.n_components(k) * F.DIM
+    basis = torch.eye(n, dtype=dtype).reshape(n, F.n_components(k), F.DIM)
+    return F.d_from_jacobian(basis, k).T
+
+
+def residual_jacobian(J: Jets, n: torch.Tensor, dn: torch.Tensor, weight: float, boundary: bool = True):
+    """(r (b, 56), R (b, 56, out, 8)) with R[..., a, 0] = dr/dn_a and R[..., a, 1 + q] = dr/d(d_q n_a) for
+    r = torsion_residual(J, n, dn, weight, boundary) and n (b, out).
+
+    Along the 8 out directions of n's value, forward-mode jvps (they move g(phi) and psi). Along its
+    derivatives, r is linear at fixed phi: r = s (Lambda^4(L^-1) D_3 j phi ; Lambda^5(L^-1) D_4 (Theta'(phi) x 1) j phi),
+    s = sqrt(weight sqrt(det g)), D_k the matrices of `d_matrix`, Theta' = dpsi/dphi (g2.psi_tangent_packed),
+    and d(j phi)/d(d n) = chi Lambda^3(L_E) (held part) or Lambda^3(L_E) (the control's free part)."""
+    out, b = n.shape[1], n.shape[0]
+    basis = torch.eye(out, dtype=n.dtype).reshape(out, 1, out).expand(out, b, out)
+    r, Rv = vmap(lambda t: jvp(lambda a: torsion_residual(J, a, dn, weight, boundary), (n,), (t,)),
+                 out_dims=(None, 0))(basis)
+    phi, _ = phi_jet(J, n, dn, boundary)
+    m = g2.metric_data_packed(phi, check=False)
+    P3 = F.exterior_power(m.ginv, 3)
+    psi = g2.psi_packed(phi, m, power3=P3)
+    theta = g2.psi_tangent_packed(phi, psi, m, torch.eye(35, dtype=n.dtype).expand(b, 35, 35), power3=P3)
+    eye = torch.eye(F.DIM, dtype=n.dtype).expand_as(m.g)
+    Linv = torch.linalg.solve_triangular(torch.linalg.cholesky(m.g), eye, upper=False)
+    s = (weight * m.det.sqrt()).sqrt()[:, None, None, None]
+    top = F.exterior_power(Linv, 4) @ d_matrix(3, n.dtype)                        # (b, 35, 245)
+    low = (F.exterior_power(Linv, 5) @ d_matrix(4, n.dtype)).reshape(b, 21, 35, F.DIM)
+    low = torch.einsum("brJq,bIJ->brIq", low, theta)                              # theta[b, I, :] = Theta'(e_I)
+    lin = s * torch.cat([top.reshape(b, 35, 35, F.DIM), low], 1)                  # (b, 56, 35, 7): dr/d(j phi)
+    held = torch.einsum("brIq,bIJ->brJq", lin, J.power)
+    deriv = [J.chi[:, None, None, None] * held] + ([] if boundary else [held])
+    R = torch.cat([Rv.permute(1, 2, 0)[..., None], torch.cat(deriv, 2)], -1)
+    return r, R
+
+
+def heads(model: nn.Module) -> list:
+    """[(output layer, hidden features x -> (b, width), the slice of the model's output it fills)]: the
+    parameters that Gauss-Newton polishes, in which the output is linear."""
+    def features(net):
+        return lambda x: net.net(2 * (x - x.new_tensor(net.lo)) / (x.new_tensor(net.hi) - x.new_tensor(net.lo)) - 1)
+
+    def boxnet(m):
+        return m.net_ if isinstance(m, Shifted) else m
+    if isinstance(model, FreeBoundaryNet):
+        inner, free = boxnet(model.inner), model.free
+        return [(inner.head, features(inner), slice(0, 35)), (free.head, features(free), slice(35, 70))]
+    net = boxnet(model)
+    return [(net.head, features(net), slice(0, 35))]
+
+
+def zero_output(box: Box, config: KnownConfig, generator: torch.Generator) -> BoxNet:
+    """A BoxNet of the config's size with hidden layers drawn from generator and a zero output layer."""
+    net = BoxNet(box, config.width, config.depth)
+    for i in range(config.depth):
+        init_uniform(net.net[2 * i], generator)
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+    return net
+
+
 def build(phi_field, box, config: KnownConfig):
     """(box, check points, P, model at the start, Jets at the training points) for a validated problem;
     the model is embed(P, width), or for the control a FreeBoundaryNet of it and a zero-output BoxNet."""
     box = as_box(box)
     xc, P = check_problem(phi_field, box, config)
     gen = torch.Generator().manual_seed(config.seed + 1)
-    model = embed(P, config.width, gen)
+    model = embed(P, config.width, gen) if config.start == "network" else Shifted(P, zero_output(box, config, gen))
     if not config.boundary:
-        free = BoxNet(box, config.width, config.depth)
-        for i in range(config.depth):
-            init_uniform(free.net[2 * i], gen)
-        with torch.no_grad():
-            free.head.weight.zero_()
-            free.head.bias.zero_()
-        model = FreeBoundaryNet(model, free)
+        model = FreeBoundaryNet(model, zero_output(box, config, gen))
     x = box_sobol(config.n_points, box, seed=config.seed)
     return box, xc, P, model, jets(phi_field, box, x)
 
