@@ -14,7 +14,7 @@ shape (*batch, 7, ..., 7) with k trailing 7s. Functions that receive a metric g 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import lru_cache, wraps
 from itertools import combinations, permutations
 
 import torch
@@ -56,19 +56,37 @@ def combo_index(k: int) -> dict:
 
 
 # ---------------------------------------------------------------- tables (cached per device)
+def table_cache(build):
+    """lru_cache for the index/sign tables, each built with functorch's transforms switched off.
+
+    A tensor created while jvp/vmap are active is a wrapper tied to that transform (torch 2.13), so a
+    table first built inside, say, the nested jvps of curvature would be cached as a wrapper and fail
+    in every later call ("escaped?"). Building under torch._C._DisableFuncTorch makes it a plain tensor
+    whichever call comes first.
+    """
+    cached = lru_cache(maxsize=None)(build)
+
+    @wraps(build)
+    def table(*args):
+        with torch._C._DisableFuncTorch():
+            return cached(*args)
+    table.cache_clear = cached.cache_clear
+    return table
+
+
 def device_key(device) -> str:
     """The cache key of a device for the index tables: "cpu", "cuda:0", ..."""
     return str(torch.device(device)) if device is not None else "cpu"
 
 
-@lru_cache(maxsize=None)
+@table_cache
 def _pack_table(k: int, device: str):
     """Flat positions in a 7^k dense tensor of the increasing components."""
     flat = [sum(i * DIM ** (k - 1 - n) for n, i in enumerate(I)) for I in combos(k)]
     return torch.tensor(flat, dtype=torch.long, device=device)
 
 
-@lru_cache(maxsize=None)
+@table_cache
 def _unpack_matrix(k: int, device: str, dtype: torch.dtype):
     """(C(7,k), 7^k) matrix U with dense.flat = packed @ U (all signed permutations)."""
     U = torch.zeros(n_components(k), DIM**k, dtype=dtype, device="cpu")
@@ -79,7 +97,7 @@ def _unpack_matrix(k: int, device: str, dtype: torch.dtype):
     return U.to(device)
 
 
-@lru_cache(maxsize=None)
+@table_cache
 def _wedge_table(p: int, q: int, device: str, dtype: torch.dtype):
     """Gather indices (I, J) of the nonzero products and the signed scatter matrix to L."""
     Ii, Jj, rows = [], [], []
@@ -98,7 +116,7 @@ def _wedge_table(p: int, q: int, device: str, dtype: torch.dtype):
             torch.tensor(Jj, dtype=torch.long, device=device), S[: len(rows)].to(device))
 
 
-@lru_cache(maxsize=None)
+@table_cache
 def _interior_table(k: int, device: str, dtype: torch.dtype):
     """For (iota_{e_i} w)_J = sign * w_{L}, L = sorted(i, J): index (7, C(7,k-1)) and sign."""
     idx = torch.zeros(DIM, n_components(k - 1), dtype=torch.long, device="cpu")
@@ -114,7 +132,7 @@ def _interior_table(k: int, device: str, dtype: torch.dtype):
     return idx.to(device), sgn.to(device)
 
 
-@lru_cache(maxsize=None)
+@table_cache
 def _star0_table(k: int, device: str, dtype: torch.dtype):
     """Euclidean star: (*0 w)_{J} = eps(I, J) w_I with J the complement of I (packed order of J)."""
     ck = combo_index(k)
@@ -127,7 +145,7 @@ def _star0_table(k: int, device: str, dtype: torch.dtype):
     return idx.to(device), sgn.to(device)
 
 
-@lru_cache(maxsize=None)
+@table_cache
 def _d_table(k: int, device: str, dtype: torch.dtype):
     """(d w)_L = sum_{m in L} sign(m, L\\m) d_m w_{L\\m}: flat index into (C(7,k), 7) and sign."""
     ck = combo_index(k)
@@ -232,7 +250,7 @@ def star0_packed(w: torch.Tensor, k: int) -> torch.Tensor:
     return w[..., idx] * sgn
 
 
-@lru_cache(maxsize=None)
+@table_cache
 def _power_table(k: int, device: str):
     """For Lambda^k(M) e_L = (M e_{l0}) ^ Lambda^{k-1}(M) e_{L minus l0}: column and row gathers."""
     ck, cprev = combos(k), combo_index(k - 1)
@@ -413,7 +431,7 @@ def volume_form(g: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- Hodge star of a metric and its derivative
-@lru_cache(maxsize=None)
+@table_cache
 def derivation_table(k: int, device: str, dtype: torch.dtype) -> torch.Tensor:
     """T (49, C, C): D^k(X) = sum_ab X_ab T[7a+b], the derivative of Lambda^k at the identity,
     D^k(X) = d/de Lambda^k(I + e X) at e = 0 (X acting on one index at a time).
@@ -425,7 +443,7 @@ def derivation_table(k: int, device: str, dtype: torch.dtype) -> torch.Tensor:
     return T.to(dtype=dtype, device=device)
 
 
-@lru_cache(maxsize=None)
+@table_cache
 def dx_wedge_table(p: int, device: str, dtype: torch.dtype) -> torch.Tensor:
     """W (C(7,p+1), 7 C(7,p)) with W[:, i C(7,p) + J] the matrix of alpha -> dx^i ^ alpha on p-forms."""
     n = n_components(p)

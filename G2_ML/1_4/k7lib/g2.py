@@ -11,7 +11,6 @@ as orientation = -1 (g stays positive definite).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
@@ -46,7 +45,7 @@ def psi0(dtype=torch.float64, device=None) -> torch.Tensor:
     return F.unpack(psi0_packed(dtype, device), 4)
 
 
-@lru_cache(maxsize=None)
+@F.table_cache
 def _triple_table(device: str, dtype: torch.dtype):
     """E with (phi @ E)[I, J] = sum_K eps(I, J, K) phi_K over packed 2-forms I, J and 3-forms K."""
     c2, c3 = F.combos(2), F.combo_index(3)

@@ -54,13 +54,7 @@ def torsion_packed(phi_field, x: torch.Tensor, method: str = "autograd", h: floa
             g2.metric_data_packed(field(x), check=True)
 
     if method == "autograd":
-        # Forward mode through the field only; psi's tangents follow from the exact
-        # linearisation of phi -> *phi at each point (g2.psi_tangent_packed).
-        phi, jphi = value_and_jacobian(field, x, method, h)
-        m = g2.metric_data_packed(phi, check=False)
-        P3 = F.exterior_power(m.ginv, 3)
-        psi = g2.psi_packed(phi, m, power3=P3)
-        jpsi = g2.psi_tangent_packed(phi, psi, m, jphi.transpose(-1, -2), power3=P3).transpose(-1, -2)
+        return torsion_from_jet(*value_and_jacobian(field, x, method, h))
     else:
         def phi_psi(y):
             p = field(y)
@@ -68,6 +62,26 @@ def torsion_packed(phi_field, x: torch.Tensor, method: str = "autograd", h: floa
 
         (phi, psi), (jphi, jpsi) = value_and_jacobian(phi_psi, x, method, h)
         m = g2.metric_data_packed(phi, check=False)
+    dphi, dpsi = F.d_from_jacobian(jphi, 3), F.d_from_jacobian(jpsi, 4)
+    return TorsionPacked(
+        phi=phi, psi=psi, dphi=dphi, dpsi=dpsi, metric=m,
+        norm2_dphi=F.inner_packed(dphi, dphi, 4, m.g, m.ginv, m.det),
+        norm2_dpsi=F.inner_packed(dpsi, dpsi, 5, m.g, m.ginv, m.det), jphi=jphi,
+    )
+
+
+def torsion_from_jet(phi: torch.Tensor, jphi: torch.Tensor) -> TorsionPacked:
+    """Torsion from the 1-jet of phi at points: phi (batch, 35), jphi (batch, 35, 7) = d_m phi_I.
+
+    psi's derivatives follow from the exact linearisation of phi -> *phi at each point
+    (g2.psi_tangent_packed), so forward-mode derivatives through the field are needed for phi only.
+    For callers that assemble the jet themselves (e.g. a fixed field's jet computed once plus a learned
+    part, `learn.torsion_free`); `torsion_packed` is this on value_and_jacobian(field, x).
+    """
+    m = g2.metric_data_packed(phi, check=False)
+    P3 = F.exterior_power(m.ginv, 3)
+    psi = g2.psi_packed(phi, m, power3=P3)
+    jpsi = g2.psi_tangent_packed(phi, psi, m, jphi.transpose(-1, -2), power3=P3).transpose(-1, -2)
     dphi, dpsi = F.d_from_jacobian(jphi, 3), F.d_from_jacobian(jpsi, 4)
     return TorsionPacked(
         phi=phi, psi=psi, dphi=dphi, dpsi=dpsi, metric=m,

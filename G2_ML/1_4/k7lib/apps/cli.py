@@ -1,4 +1,4 @@
-"""The command line beside the notebook: python -m k7lib {train,explore,validate,links} ...
+"""The command line beside the notebook: python -m k7lib {train,explore,validate,links,known} ...
 
 Every argparse parser of k7lib is built here, and each command calls the public API of its concept
 module; the mathematics has no command-line code. Every count and scale is checked, bounds
@@ -22,6 +22,8 @@ from ..calabi_yau.link_chart import link_points
 from ..calabi_yau.ricci_flat import DEFAULT_RUNS as RICCI_RUNS
 from ..calabi_yau.ricci_flat import RicciConfig
 from ..derivatives import METHODS
+from ..exact import Box, fixture
+from ..geometry.invariants import InvariantSettings
 from ..inputs import MAX_POINTS, positive_int
 from ..learn import runs
 from ..learn.chart_training import train_chart
@@ -38,7 +40,9 @@ from ..learn.config import (
 )
 from ..learn.divergence import TrainingDiverged
 from ..learn.evaluate import evaluate
+from ..learn.known import KNOWN_ROOT, known_report
 from ..learn.schedule import LR_SCALE_MAX, check_lr_scale
+from ..learn.torsion_free import KnownConfig, check_problem
 from ..report import figures
 from .explore import ExploreSettings, explore_run
 from .validate import validate_run
@@ -48,6 +52,7 @@ COMMANDS = {
     "explore": "spectral gap, curvature, geodesics and region statistics of a run",
     "validate": "G2 identity report on a trained run",
     "links": "G2 structures on the link of the quintic: sample | train | validate | ricci",
+    "known": "the torsion-free learner on a known G2 metric: bryant-salamon | gibbons-hawking | flat",
 }
 
 
@@ -353,7 +358,80 @@ def links_main(argv=None) -> int:
             "ricci": _links_ricci}[args.command](args)
 
 
-MAINS = {"train": train_main, "explore": explore_main, "validate": validate_main, "links": links_main}
+def known_parser() -> argparse.ArgumentParser:
+    """python -m k7lib known --fixture bryant-salamon --eps 0.2 [--width W] [--points N] [--control] ..."""
+    c, s = KnownConfig(), InvariantSettings()
+    ap = argparse.ArgumentParser(prog="python -m k7lib known", description=COMMANDS["known"])
+    ap.add_argument("--fixture", default="bryant-salamon", help="bryant-salamon | gibbons-hawking | flat")
+    ap.add_argument("--eps", type=float, default=c.eps, help="relative size of the start's perturbation")
+    ap.add_argument("--width", type=int, default=c.width)
+    ap.add_argument("--depth", type=int, default=c.depth)
+    ap.add_argument("--points", type=int, default=c.n_points, help="training points (scrambled Sobol)")
+    ap.add_argument("--epochs", type=int, default=c.epochs, help="L-BFGS calls (checkpoint and progress unit)")
+    ap.add_argument("--iterations", type=int, default=c.iterations, help="L-BFGS iterations per epoch")
+    ap.add_argument("--polish", type=int, default=c.polish, help="Gauss-Newton steps on the output layers afterwards")
+    ap.add_argument("--start", default=c.start, help="network (in the network's class) | modes (outside it)")
+    ap.add_argument("--seed", type=int, default=c.seed)
+    ap.add_argument("--lo", type=float, nargs="+", default=None, help="the box's 7 lower ends (default: the fixture's)")
+    ap.add_argument("--hi", type=float, nargs="+", default=None, help="the box's 7 upper ends")
+    ap.add_argument("--no-boundary", action="store_true", help="train the control alone (no boundary data)")
+    ap.add_argument("--control", action="store_true", help="also train the control and compare it")
+    ap.add_argument("--invariant-points", type=int, default=s.n_points, help="Monte Carlo points per scramble")
+    ap.add_argument("--degree", type=int, default=s.degree, help="degree of the Dirichlet basis")
+    ap.add_argument("--nodes", type=int, default=None, help="Gauss nodes per axis of the spectrum (default degree + 3)")
+    ap.add_argument("--run", default=None, help="run name or number (default: a new numbered run)")
+    ap.add_argument("--root", default=str(KNOWN_ROOT), help="folder of the known-metric runs")
+    ap.add_argument("--resume", action="store_true", help="continue --run from its latest checkpoint")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+def _known_inputs(args):
+    """(fixture, box, config, settings) from the arguments: every check before anything is written."""
+    fx = fixture(args.fixture)
+    box = fx.box if args.lo is None and args.hi is None else Box(args.lo or fx.box.lo, args.hi or fx.box.hi)
+    config = KnownConfig(eps=args.eps, width=args.width, depth=args.depth, n_points=args.points, epochs=args.epochs,
+                         iterations=args.iterations, polish=args.polish, start=args.start, seed=args.seed,
+                         boundary=not args.no_boundary)
+    settings = InvariantSettings(n_points=args.invariant_points, degree=args.degree, n_nodes=args.nodes)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+    if args.resume and args.run is None:
+        raise ValueError("--resume needs --run (the run to continue)")
+    check_problem(fx.phi, box, config)            # positivity of phi_E and of the start, named points
+    return fx, box, config, settings
+
+
+def known_main(argv=None) -> int:
+    """Train on a fixture from eps, compare exact / start / learned (/ control) and write known.json in the run."""
+    args = known_parser().parse_args(argv)
+    fx, box, config, settings = _known_inputs(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    root = Path(args.root)
+    if args.run is None:
+        have = runs.list_runs(root)
+        run_dir = root / f"run_{have[-1][0] + 1 if have else 1}"
+    else:
+        run_dir = runs.run_path(args.run, root)          # resolves inside the root, symbolic links included
+    if run_dir.exists() and not args.resume:
+        raise ValueError(f"run folder {run_dir} exists; pass --resume to continue it or choose another --run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with runs.run_lock(run_dir):                          # one writer per run, as for chart training
+        rep = known_report(fx.phi, box, config, settings, control=args.control, run_dir=run_dir, label=fx.name,
+                           progress=not args.no_progress, resume=args.resume)
+    with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
+        print(rep.invariants.table.to_string())
+        print(rep.targets.to_string())
+    runs.write_json(run_dir / "known.json", rep.to_dict())
+    print(f"training {rep.seconds['training']:.1f} s, invariants {rep.seconds['invariants']:.1f} s; wrote "
+          f"{run_dir / 'known.json'}")
+    return 0
+
+
+MAINS = {"train": train_main, "explore": explore_main, "validate": validate_main, "links": links_main,
+         "known": known_main}
 
 
 def main(argv=None) -> int:

@@ -29,11 +29,14 @@ import numpy as np
 import torch
 
 from . import runs
-from .checkpoint_checks import (
+from .checkpoint_checks import (  # noqa: F401  (FORMAT and the value checks: other learners read them here)
     CHECKPOINT_NAME,
-    FORMAT,  # noqa: F401  (the tag every checkpoint carries; writers read it here)
+    FORMAT,
     REQUIRED,
     checkpoint_problem,
+    history_problem,
+    rng_problem,
+    tensors_problem,
 )
 from .config import Config
 from .model import K7PhiModel
@@ -55,9 +58,11 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(run_dir: str | Path, state: dict) -> Path:
-    """Write `state` atomically as ckpt_{state['global_epoch']:07d}.pt; returns the path."""
-    missing = [k for k in REQUIRED if k not in state]
+def save_checkpoint(run_dir: str | Path, state: dict, required=REQUIRED) -> Path:
+    """Write `state` atomically as ckpt_{state['global_epoch']:07d}.pt; returns the path.
+
+    required: the keys the state must hold (a chart run's by default; other learners pass theirs)."""
+    missing = [k for k in required if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
     final = checkpoint_path(run_dir, state["global_epoch"])
@@ -84,8 +89,9 @@ def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     return runs.remove_stale(run_dir, TEMPORARIES)
 
 
-def read_checkpoint(path: str | Path, expect: str | None = None) -> dict:
-    """Load one checkpoint file with weights_only=True and validate it (checkpoint_problem).
+def read_checkpoint(path: str | Path, expect: str | None = None, problem=checkpoint_problem) -> dict:
+    """Load one checkpoint file with weights_only=True and validate it: problem(state, name, expect) ->
+    reason or None (a chart run's `checkpoint_problem` by default; other learners pass theirs).
 
     ValueError naming the file if it is unreadable, incomplete or invalid.
     """
@@ -94,20 +100,20 @@ def read_checkpoint(path: str | Path, expect: str | None = None) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:                      # truncated zip, bad pickle, I/O error, ...
         raise ValueError(f"checkpoint {path.name} is unreadable ({type(err).__name__}: {err})") from None
-    problem = checkpoint_problem(state, path.name, expect)
-    if problem:
-        raise ValueError(f"checkpoint {path.name} is invalid: {problem}")
+    why = problem(state, path.name, expect)
+    if why:
+        raise ValueError(f"checkpoint {path.name} is invalid: {why}")
     state["path"] = str(path)
     return state
 
 
 def load_checkpoint(run_dir: str | Path, which: str | int = "latest", exact: bool = True,
-                    expect: str | None = None, unusable=None) -> dict:
+                    expect: str | None = None, unusable=None, problem=checkpoint_problem) -> dict:
     """The newest valid checkpoint at or before `which` ("latest" or a global epoch N).
 
     exact=True: a number must name an existing checkpoint (a user's resume request);
     exact=False: any epoch, e.g. the current one for a rollback. A truncated, corrupt or invalid
-    file (read_checkpoint; expect as there) is reported by name with warnings.warn and skipped for
+    file (read_checkpoint; expect and problem as there) is reported by name with warnings.warn and skipped for
     the previous one; so is a valid one for which unusable(state) returns a reason. Raises
     ValueError when there is none (one line naming the run). Temporaries of killed writers in the
     run folder are removed first.
@@ -128,7 +134,7 @@ def load_checkpoint(run_dir: str | Path, which: str | int = "latest", exact: boo
         candidates = [(e, p) for e, p in found if e <= n]
     for _, path in reversed(candidates):
         try:
-            state = read_checkpoint(path, expect)
+            state = read_checkpoint(path, expect, problem)
         except ValueError as err:
             warnings.warn(f"{err}; skipping {path.name} for the previous checkpoint", RuntimeWarning, stacklevel=2)
             continue

@@ -58,7 +58,7 @@ def _expected_model(cfg: Config) -> tuple[dict, list]:
     return spec, [tuple(p.shape) for p in model.parameters()]
 
 
-def _rng_problem(rng) -> str | None:
+def rng_problem(rng) -> str | None:
     """Why the rng states would not load, found by loading them into scratch generators."""
     if not isinstance(rng, dict):
         return f"rng is a {type(rng).__name__}, not a dict"
@@ -125,7 +125,7 @@ def _counters_problem(state: dict, cfg: Config) -> str | None:
     return None
 
 
-def _tensors_problem(model) -> str | None:
+def tensors_problem(model) -> str | None:
     """The model is a state dict of finite tensors."""
     if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
         return "model is not a state dict (name -> tensor)"
@@ -150,16 +150,17 @@ def _scheduler_problem(sched) -> str | None:
     return None
 
 
-def _history_problem(hist) -> str | None:
-    """Columns of equal length: phase_name strings, every other column numbers."""
+def history_problem(hist, text_columns=("phase_name",)) -> str | None:
+    """Columns of equal length: the text columns strings, every other column numbers."""
     if not (isinstance(hist, dict) and all(isinstance(k, str) and isinstance(v, list) for k, v in hist.items())
             and len({len(v) for v in hist.values()}) <= 1):
         return "history is not a dict of equally long lists"
     for k, col in hist.items():
-        ok = (lambda v: isinstance(v, str)) if k == "phase_name" else _is_number
+        text = k in text_columns
+        ok = (lambda v: isinstance(v, str)) if text else _is_number
         bad = next((v for v in col if not ok(v)), None)
         if bad is not None or not all(map(ok, col)):
-            return f"history column {k} holds {bad!r}, not {'a string' if k == 'phase_name' else 'a number'}"
+            return f"history column {k} holds {bad!r}, not {'a string' if text else 'a number'}"
     return None
 
 
@@ -244,10 +245,10 @@ def checkpoint_problem(state: dict, name: str | None = None, expect: str | None 
         cfg = Config.from_dict(state["config"])
     except (ValueError, TypeError, KeyError) as err:
         return f"its config does not build a model ({err})"
-    problem = (_counters_problem(state, cfg) or _tensors_problem(state["model"])
+    problem = (_counters_problem(state, cfg) or tensors_problem(state["model"])
                or optimizer_problem(state["optimizer"], state["global_epoch"])
-               or _scheduler_problem(state["scheduler"]) or _history_problem(state["history"])
-               or _lists_problem(state) or _rng_problem(state["rng"]))
+               or _scheduler_problem(state["scheduler"]) or history_problem(state["history"])
+               or _lists_problem(state) or rng_problem(state["rng"]))
     if problem or expect is None:
         return problem
     spec, params = _expected_model(cfg)

@@ -1,4 +1,5 @@
-"""The fit loop of k7lib: one optimiser step, and minibatch epochs over a fixed point set.
+"""The fit loop of k7lib: one optimiser step (or one closure step, for L-BFGS), and minibatch epochs over a
+fixed point set.
 
 `step` is the update every learned object takes (zero the gradients, backward, optional
 gradient clipping, a non-finite gradient norm reported instead of applied). `fit` runs Adam
@@ -39,6 +40,18 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.T
             return gnorm
     optimizer.step()
     return gnorm
+
+
+def closure_step(optimizer: torch.optim.Optimizer, loss_fn) -> float:
+    """One step of an optimiser that evaluates the loss itself, several times per step (L-BFGS with a line
+    search): its closure zeroes the gradients, computes loss_fn() and back-propagates. Returns the loss
+    at the start of the step (what torch's LBFGS.step returns)."""
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        return loss
+    return float(torch.as_tensor(optimizer.step(closure)).detach())
 
 
 @dataclass(frozen=True)

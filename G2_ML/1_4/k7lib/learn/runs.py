@@ -268,6 +268,36 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def plain_json(value):
+    """value with tensors as lists, tuples as lists, Paths as strings and non-finite floats as None (strict JSON)."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, Path):
+        return str(value)
+    return value.item() if hasattr(value, "item") else value
+
+
+def write_json(path: str | Path, data) -> Path:
+    """Write plain_json(data) to path atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(plain_json(data), indent=1, allow_nan=False), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        raise storage_error(path, err) from err
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 # ---------------------------------------------------------------- loading a saved run
 @dataclass(frozen=True)
 class SavedRun:

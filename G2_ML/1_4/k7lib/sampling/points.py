@@ -8,6 +8,8 @@ Chart points are x (n, 7): x[:, 0] = lambda in [-L, L], x[:, 1:] = y in [0, 1)^6
   fibre_lattice a shifted rank-1 lattice on T^6 with good two-dimensional projections (the Hodge
                 projection's fibre rule, `projection_lattice`);
   gauss_lattice Gauss-Legendre in lambda x rank-1 lattice rule in y (the spectral quadrature);
+  box_sobol     scrambled Sobol points of a coordinate box (the exact fixtures and the torsion-free learner);
+  box_gauss     the tensor Gauss-Legendre rule of a coordinate box (its Dirichlet spectrum);
 (The quintic link's points are drawn by `calabi_yau.link_chart.link_points`.) Every generator draws on the CPU in float64 from its seed, so a seed gives the same points on
 every device, then casts and moves them.
 """
@@ -23,6 +25,7 @@ import torch
 
 from ..chart import as_chart
 from ..constants import DIM
+from ..exact.box import as_box
 
 SAMPLERS = ("sobol", "uniform")          # the point generators chart_points can name
 
@@ -71,13 +74,36 @@ def sobol(n: int, chart, seed: int = 0, dtype=torch.float64, device=None) -> tor
     float64 (the same points on every device), then moved.
     """
     L = as_chart(chart).L
+    u = unit_sobol(n, seed)
+    x = torch.cat([(2 * u[:, :1] - 1) * L, u[:, 1:]], dim=1)
+    return x.to(dtype=dtype, device=device)
+
+
+def unit_sobol(n: int, seed: int = 0) -> torch.Tensor:
+    """n scrambled Sobol points of the unit cube [0, 1)^7 (n, 7), float64 on the CPU; one scramble per seed."""
     n = _check_n(n)
     # the engine keeps 32 bits of its seed: hash the whole integer so (seed, stream) pairs stay distinct
     seed32 = int.from_bytes(hashlib.blake2b(str(int(seed)).encode(), digest_size=4).digest(), "little")
     with torch.device("cpu"):             # SobolEngine builds its tables on the default device
-        u = torch.quasirandom.SobolEngine(DIM, scramble=True, seed=seed32).draw(int(n), dtype=torch.float64)
-    x = torch.cat([(2 * u[:, :1] - 1) * L, u[:, 1:]], dim=1)
-    return x.to(dtype=dtype, device=device)
+        return torch.quasirandom.SobolEngine(DIM, scramble=True, seed=seed32).draw(int(n), dtype=torch.float64)
+
+
+def box_sobol(n: int, box, seed: int = 0, dtype=torch.float64, device=None) -> torch.Tensor:
+    """n scrambled Sobol points (n, 7) of a coordinate box (`exact.Box` or a pair (lo, hi)), uniform in it;
+    each seed an independent scramble (randomised QMC, as `sobol`)."""
+    return as_box(box).from_unit(unit_sobol(n, seed)).to(dtype=dtype, device=device)
+
+
+def box_gauss(box, n_nodes: int, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tensor Gauss-Legendre rule on a box: (x (n_nodes^7, 7), weights (n_nodes^7,)), the weights summing to
+    the box's volume; exact for polynomials of degree < 2 n_nodes in each coordinate. On the CPU."""
+    box = as_box(box)
+    nodes, w = np.polynomial.legendre.leggauss(int(n_nodes))
+    u = torch.tensor((nodes + 1) / 2, dtype=torch.float64)
+    grid = torch.cartesian_prod(*([u] * DIM))
+    wt = torch.tensor(w / 2, dtype=torch.float64)
+    weights = torch.cartesian_prod(*([wt] * DIM)).prod(-1) * box.volume
+    return box.from_unit(grid).to(dtype), weights.to(dtype)
 
 
 def chart_points(n: int, chart, seed: int = 0, method: str = "sobol", dtype=torch.float64,

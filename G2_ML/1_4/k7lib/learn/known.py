@@ -1,0 +1,322 @@
+"""Training the torsion-free problem of `learn.torsion_free` on a known G2 metric, with numbered
+checkpoints, and the measures of issue 21: the invariants of exact / start / learned, the control
+without boundary data, the targets and the convergence in width and point count.
+
+Optimiser: L-BFGS with a strong-Wolfe line search on the whole (fixed) training set, float64
+(`fit.closure_step`). The loss is a smooth deterministic least-squares functional, where L-BFGS reduces
+it by orders of magnitude more than Adam in the same time; it then stalls (the loss ratio stays near
+6e-7 whatever the width or the number of points), and a few Levenberg-Marquardt steps on the output
+layers (`gauss_newton`, the hidden layers fixed) take it further. An epoch is one L-BFGS call of
+config.iterations iterations; checkpoints (learn.checkpoint, atomic, weights_only) every
+config.checkpoint_every epochs and after the polish hold the model, the L-BFGS state and the history in
+their own format (KNOWN_FORMAT), validated by value on reading (`known_problem`), so a run resumes where it
+stopped and a damaged file is named and skipped for the previous one.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..batches import chunks, progress_bar
+from ..derivatives import value_and_jacobian
+from ..exact.box import Box, as_box
+from ..geometry.invariants import InvariantSettings, InvariantTable, compare
+from . import checkpoint as C
+from . import runs
+from .fit import closure_step
+from .torsion_free import (
+    Jets,
+    KnownConfig,
+    build,
+    heads,
+    jets_at,
+    learned_field,
+    residual_jacobian,
+    start_copy,
+    torsion_loss,
+)
+
+KNOWN_ROOT = runs.DEFAULT_ROOT / "known"
+TORSION_FALL = 1e3            # target: the L^2 torsion falls by this factor from the start
+REL_TOL, CLOSER = 1e-3, 30.0  # target: |rel| <= min(REL_TOL, |start rel| / CLOSER) for every invariant
+OUTSIDE_TOL = 1e-3            # target: the curvature's part outside g2
+CLEAR_GAP = 10.0              # target: the rank's last singular value over the next (or the noise floor)
+
+
+@dataclass(frozen=True)
+class KnownRun:
+    """A trained run: config, box, the trained model and the start's network P (BoxNets), the history (one row
+    per L-BFGS epoch, then per Gauss-Newton step: epoch, loss = int T^2 vol on the training points,
+    loss_ratio = loss / start loss, seconds, stage "lbfgs" | "gauss-newton"), the start's loss, the run
+    folder (None without checkpoints) and the training's wall time."""
+    config: KnownConfig
+    box: Box
+    model: torch.nn.Module
+    start: torch.nn.Module
+    history: pd.DataFrame
+    start_loss: float
+    run_dir: Path | None
+    seconds: float
+
+    def fields(self, phi_field) -> dict:
+        """{"exact", "start", "learned"} 3-form fields on the box for this run's exact field phi_field."""
+        return {"exact": phi_field, "start": learned_field(phi_field, self.box, start_copy(self.start)),
+                "learned": learned_field(phi_field, self.box, self.model, self.config.boundary)}
+
+    def to_dict(self) -> dict:
+        return {"config": self.config.to_dict(), "box": self.box.to_dict(), "start_loss": self.start_loss,
+                "history": self.history.to_dict(orient="records"), "run_dir": str(self.run_dir) if self.run_dir else None,
+                "seconds": self.seconds}
+
+
+KNOWN_FORMAT = "k7lib-known-checkpoint-1"
+KNOWN_REQUIRED = ("format", "global_epoch", "model", "optimizer", "history", "rng", "config")
+
+
+def _state(run_config: dict, model, opt, epoch: int, history: dict, sampler) -> dict:
+    """A checkpoint of the L-BFGS run (its own format: model, L-BFGS state, history, rng, settings)."""
+    return {"format": KNOWN_FORMAT, "global_epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "history": history, "rng": C.rng_state(sampler), "config": run_config}
+
+
+def _finite(v) -> bool:
+    """Every number and floating tensor in v (nested lists, tuples, dicts) finite."""
+    if isinstance(v, torch.Tensor):
+        return not v.is_floating_point() or bool(torch.isfinite(v).all())
+    if isinstance(v, (list, tuple)):
+        return all(map(_finite, v))
+    if isinstance(v, dict):
+        return all(map(_finite, v.values()))
+    return not isinstance(v, float) or math.isfinite(v)
+
+
+def known_problem(state: dict, name: str | None = None, expect=None) -> str | None:
+    """Why a loaded checkpoint of this learner cannot be resumed, or None: its format and keys, the number
+    in the file name, finite model tensors, an L-BFGS state of finite values with a positive rate, equally
+    long numeric history columns ("stage" text), loadable rng states, a settings dict (learn.checkpoint)."""
+    if not isinstance(state, dict) or state.get("format") != KNOWN_FORMAT:
+        return f"not a {KNOWN_FORMAT} file"
+    missing = [k for k in KNOWN_REQUIRED if k not in state]
+    epoch, m = state.get("global_epoch"), C.CHECKPOINT_NAME.match(name or "")
+    if missing or not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        return f"incomplete or bad counter (missing {missing}, global_epoch {epoch!r})"
+    if m and int(m.group(1)) != epoch:
+        return f"global_epoch {epoch} differs from the file's number {int(m.group(1))}"
+    opt = state["optimizer"]
+    groups = opt.get("param_groups") if isinstance(opt, dict) else None
+    if not (isinstance(groups, list) and groups and all(isinstance(g, dict) and isinstance(g.get("lr"), float)
+                                                        and 0 < g["lr"] < math.inf for g in groups)
+            and isinstance(opt.get("state"), dict) and _finite(opt["state"])):
+        return "optimizer is not an L-BFGS state of finite values with a positive rate"
+    if not isinstance(state["config"], dict) or "known" not in state["config"]:
+        return "its settings are not a torsion-free run's"
+    return (C.tensors_problem(state["model"]) or C.history_problem(state["history"], ("stage",))
+            or C.rng_problem(state["rng"]))
+
+
+def _fixed(run_config: dict) -> dict:
+    """What a resumed run must share with the stored one: all but the number of epochs and the checkpoint spacing."""
+    known = {k: v for k, v in run_config["known"].items() if k not in ("epochs", "checkpoint_every")}
+    return {**run_config, "known": known}
+
+
+def _resume(run_dir: Path, run_config: dict, model, opt) -> tuple[int, dict]:
+    """Load the latest valid checkpoint of run_dir into model and opt: (L-BFGS epochs done, history)."""
+    state = C.load_checkpoint(run_dir, "latest", problem=known_problem)
+    if _fixed(state["config"]) != _fixed(run_config):
+        raise ValueError(f"resume: {run_dir} holds a run with other settings ({state['config']}); "
+                         "start a new run instead")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    history = state["history"]
+    return history["stage"].count("lbfgs"), history
+
+
+def _normal_equations(model, J: Jets, volume: float, boundary: bool, chunk: int):
+    """(A = J^T J, b = J^T r, loss = |r|^2) of the torsion residual (torsion_free.torsion_residual) over the
+    parameters of the output layers (torsion_free.heads; per layer the (out, width + 1) matrix [weight, bias]
+    row by row). The output is linear in those parameters with coefficients the 1-jets of the hidden
+    features, so J = dr/d(jet of the output) (torsion_free.residual_jacobian) . jet(features)."""
+    hs, weight = heads(model), volume / J.x.shape[0]
+    n_par = sum(h.weight.numel() + h.bias.numel() for h, _, _ in hs)
+    A = torch.zeros(n_par, n_par, dtype=torch.float64)
+    b, loss = torch.zeros(n_par, dtype=torch.float64), 0.0
+    for sl in chunks(J.x.shape[0], chunk):
+        Jc = jets_at(J, sl)
+        with torch.no_grad():
+            n, dn = value_and_jacobian(model, Jc.x)
+            r, R = residual_jacobian(Jc, n, dn, weight, boundary)
+            cols = []
+            for head, features, s in hs:
+                h, dh = value_and_jacobian(features, Jc.x)
+                H = torch.cat([torch.cat([h, torch.ones_like(h[:, :1])], 1)[..., None],
+                               torch.cat([dh, torch.zeros_like(dh[:, :1])], 1)], -1)      # (m, width + 1, 8)
+                cols.append(torch.einsum("mraq,mjq->mraj", R[:, :, s], H).reshape(r.numel(), -1))
+            Jm = torch.cat(cols, -1)
+        A += Jm.T @ Jm
+        b += Jm.T @ r.reshape(-1)
+        loss += float((r ** 2).sum())
+    return A, b, loss
+
+
+def gauss_newton(model, J: Jets, volume: float, boundary: bool = True, steps: int = 4, chunk: int = 64) -> list:
+    """Levenberg-Marquardt steps on the output layers' parameters, the hidden layers fixed: with A, b of
+    `_normal_equations`, delta = -(A + mu diag A)^-1 b; a step that does not lower the loss is undone and
+    mu raised tenfold (at most 8 times), an accepted one lowers it tenfold. Returns (loss, seconds since the
+    call) after each accepted step (the polish ends early when none is accepted). The hidden layers stay as L-BFGS left them:
+    in the output layers the residual is linear for d phi and nearly so for d psi, which the line search of
+    L-BFGS on all weights resolves slowly."""
+    params = [p for h, _, _ in heads(model) for p in (h.weight, h.bias)]
+    mu, losses, t0 = 1e-6, [], time.perf_counter()
+    for _ in range(steps):
+        A, b, loss = _normal_equations(model, J, volume, boundary, chunk)
+        saved = [p.detach().clone() for p in params]
+        for _ in range(8):
+            delta = -torch.linalg.solve(A + mu * torch.diag(A.diagonal().clamp_min(1e-300)), b)
+            _add_to_heads(model, delta)
+            with torch.no_grad():
+                new = float(torsion_loss(model, J, volume, boundary))
+            if math.isfinite(new) and new < loss:
+                mu = max(mu / 10, 1e-12)
+                losses.append((new, time.perf_counter() - t0))
+                break
+            with torch.no_grad():
+                for p, q in zip(params, saved):
+                    p.copy_(q)
+            mu *= 10
+        else:
+            break
+    return losses
+
+
+def _add_to_heads(model, delta: torch.Tensor) -> None:
+    """Add delta (the stacked [weight, bias] rows of every output layer) to the layers' parameters."""
+    k = 0
+    with torch.no_grad():
+        for head, _, _ in heads(model):
+            out, width = head.weight.shape
+            step = delta[k:k + out * (width + 1)].reshape(out, width + 1)
+            head.weight += step[:, :width]
+            head.bias += step[:, width]
+            k += out * (width + 1)
+
+
+def train_known(phi_field, box, config: KnownConfig = KnownConfig(), run_dir=None, resume: bool = False,
+                label: str = "", progress: bool = False) -> KnownRun:
+    """Minimise the torsion of phi = phi_E + chi Lambda^3(L) N on the box from the start of `config`
+    (`learn.torsion_free`); phi_field = phi_E: x (batch, 7) -> packed (batch, 35), box a `Box` or (lo, hi).
+
+    Every check (`torsion_free.check_problem`: box, positivity of phi_E and of the start) runs before
+    anything is written. run_dir: a folder for numbered checkpoints (created; None: none are written);
+    resume=True continues the latest checkpoint there (same settings and label). label names the exact
+    field in the checkpoints (e.g. the fixture's name). A non-finite loss raises ValueError.
+    """
+    box, _, P, model, J = build(phi_field, as_box(box), config)
+    run_config = {"known": config.to_dict(), "box": box.to_dict(), "label": label}
+    opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=config.iterations, history_size=config.history,
+                            line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
+    loss_fn = lambda: torsion_loss(model, J, box.volume, config.boundary)
+    with torch.no_grad():
+        start_loss = float(loss_fn())
+    done, history = 0, {"epoch": [], "loss": [], "loss_ratio": [], "seconds": [], "stage": []}
+    if run_dir is not None:
+        run_dir = runs.writable_folder(run_dir, "run_dir")
+        if resume:
+            done, history = _resume(run_dir, run_config, model, opt)
+    sampler = torch.Generator().manual_seed(config.seed)
+    t0 = time.perf_counter() - (history["seconds"][-1] if history["seconds"] else 0.0)
+    bar = progress_bar(range(min(done, config.epochs), config.epochs), progress, f"known {label}".strip(), leave=True)
+    for epoch in bar:
+        closure_step(opt, loss_fn)
+        with torch.no_grad():
+            loss = float(loss_fn())
+        if not math.isfinite(loss):
+            raise ValueError(f"torsion-free training diverged at epoch {epoch} (non-finite loss); lower eps")
+        for k, v in zip(history, (epoch, loss, loss / start_loss, time.perf_counter() - t0, "lbfgs")):
+            history[k].append(v)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss_ratio=f"{loss / start_loss:.2e}")
+        if run_dir is not None and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
+            C.save_checkpoint(run_dir, _state(run_config, model, opt, epoch + 1, history, sampler), KNOWN_REQUIRED)
+    polished = history["stage"].count("gauss-newton") if "stage" in history else 0
+    if config.polish > polished:
+        t1 = time.perf_counter() - t0
+        for loss, dt in gauss_newton(model, J, box.volume, config.boundary, config.polish - polished):
+            for k, v in zip(history, (len(history["epoch"]), loss, loss / start_loss, t1 + dt, "gauss-newton")):
+                history[k].append(v)
+        if run_dir is not None:
+            C.save_checkpoint(run_dir, _state(run_config, model, opt, len(history["epoch"]), history, sampler),
+                              KNOWN_REQUIRED)
+    model.eval()
+    return KnownRun(config=config, box=box, model=model, start=P, history=pd.DataFrame(history),
+                    start_loss=start_loss, run_dir=Path(run_dir) if run_dir is not None else None,
+                    seconds=history["seconds"][-1] if history["seconds"] else 0.0)
+
+
+def target_rows(table: InvariantTable, learned: str = "learned", start: str = "start") -> pd.DataFrame:
+    """Issue 21's targets against the table: per invariant the tolerance min(REL_TOL, |start rel| / CLOSER),
+    the learned |rel| and whether it is within; then the torsion fall (>= TORSION_FALL), the part outside
+    g2 (<= OUTSIDE_TOL), the holonomy rank (the exact one's) and its gap (>= CLEAR_GAP: the rank's last
+    singular value over the next one, or over the noise floor outside g2 at rank 14)."""
+    t = table.table
+    rows = []
+    for name in t.index:
+        tol = min(REL_TOL, abs(t.loc[name, f"{start}_rel"]) / CLOSER)
+        err = abs(t.loc[name, f"{learned}_rel"])
+        rows.append({"target": name, "required": f"|rel| <= {tol:.2e}", "measured": err, "met": bool(err <= tol)})
+    res = table.results
+    fall = res[start].torsion_l2 / max(res[learned].torsion_l2, 1e-300)
+    hol = res[learned].holonomy
+    rows += [{"target": "L2 torsion fall", "required": f">= {TORSION_FALL:g}", "measured": fall,
+              "met": bool(fall >= TORSION_FALL)},
+             {"target": "outside g2", "required": f"<= {OUTSIDE_TOL:g}", "measured": hol.outside_g2,
+              "met": bool(hol.outside_g2 <= OUTSIDE_TOL)},
+             {"target": "holonomy rank", "required": f"= {res[table.reference].holonomy.rank} (exact)",
+              "measured": hol.rank, "met": bool(hol.rank == res[table.reference].holonomy.rank)},
+             {"target": "holonomy gap", "required": f">= {CLEAR_GAP:g}", "measured": hol.gap,
+              "met": bool(hol.rank == 0 or hol.gap >= CLEAR_GAP)}]
+    return pd.DataFrame(rows).set_index("target")
+
+
+@dataclass(frozen=True)
+class KnownReport:
+    """A constrained run, optionally its control (same loss and start, no boundary data), the invariant
+    table of exact / start / learned (/ control) on common points and the targets. to_dict keys:
+    run, control, invariants (InvariantTable.to_dict), targets (records), seconds."""
+    run: KnownRun
+    control: KnownRun | None
+    invariants: InvariantTable
+    targets: pd.DataFrame
+    seconds: dict
+
+    def to_dict(self) -> dict:
+        return {"run": self.run.to_dict(), "control": self.control.to_dict() if self.control else None,
+                "invariants": self.invariants.to_dict(), "targets": self.targets.reset_index().to_dict(orient="records"),
+                "seconds": self.seconds}
+
+
+def known_report(phi_field, box, config: KnownConfig = KnownConfig(), settings: InvariantSettings = InvariantSettings(),
+                 control: bool = True, run_dir=None, label: str = "", progress: bool = False,
+                 resume: bool = False) -> KnownReport:
+    """Train (and the control, if asked: in run_dir/control), then compare the invariants on common points.
+    resume: continue both from their latest checkpoints in run_dir (`train_known`)."""
+    t0 = time.perf_counter()
+    run = train_known(phi_field, box, config, run_dir=run_dir, resume=resume, label=label, progress=progress)
+    ctrl = None
+    if control:
+        cfg = KnownConfig(**{**config.to_dict(), "boundary": False})
+        ctrl_dir = None if run_dir is None else Path(run_dir) / "control"
+        ctrl = train_known(phi_field, box, cfg, run_dir=ctrl_dir, resume=resume and ctrl_dir.is_dir(),
+                           label=f"{label} control".strip(), progress=progress)
+    t1 = time.perf_counter()
+    fields = run.fields(phi_field)
+    if ctrl is not None:
+        fields["control"] = ctrl.fields(phi_field)["learned"]
+    table = compare(fields, run.box, settings, progress=progress)
+    return KnownReport(run=run, control=ctrl, invariants=table, targets=target_rows(table),
+                       seconds={"training": t1 - t0, "invariants": time.perf_counter() - t1})
