@@ -20,6 +20,50 @@ NOTEBOOK = HERE / "K7_GIFT_v1_4_TCS_full.ipynb"
 REPO = "gift-framework/GIFT"
 COLAB = f"https://colab.research.google.com/github/{REPO}/blob/main/G2_ML/1_4/K7_GIFT_v1_4_TCS_full.ipynb"
 
+
+def known_metric_cells() -> list:
+    """The section "Validation on known G2 metrics" (issue 21): a small Bryant-Salamon recovery."""
+    return [
+        ("md", """## 10. Validation on known G2 metrics
+Does the learner find the right geometry when the right geometry is known? On a box $D$ of the
+Bryant–Salamon metric on $S^3\\times\\mathbb R^4$ (holonomy exactly $G_2$; `k7lib.exact`), the learner starts
+from $\\varphi_E$ plus a smooth perturbation of relative size $\\varepsilon = 0.2$ that vanishes on $\\partial D$, keeps
+$\\varphi = \\varphi_E$ on $\\partial D$ ($\\varphi = \\varphi_E + \\chi\\,\\Lambda^3(L)\\,N$, $\\chi = 0$ on the boundary) and minimises
+$\\int_D |d\\varphi|^2 + |d{\\star\\varphi}|^2$. Components of $\\varphi$ are not comparable (a diffeomorphism fixing
+$\\partial D$ moves them), so the table compares invariants of the exact, start and learned metrics on
+common points: $\\mathrm{Vol}(D)$, $\\int_D|Rm|^2$, quantiles of $|Rm|^2$, the first five Dirichlet eigenvalues
+and the holonomy test (curvature outside $\\mathfrak g_2$; rank of the span of curvature operators, 14 for
+$G_2$). `_rel` columns are value/exact − 1 with paired standard errors. The *control* runs the same loss
+from the same start with no boundary data. The quick profile uses a small network and few points, so its
+learned column is closer than the start but short of the full benchmark's targets
+(`python bench/bench_known.py`, README)."""),
+        ("code", """from k7lib.exact import FIXTURES
+from k7lib.geometry.invariants import InvariantSettings
+from k7lib.learn.known import known_report
+from k7lib.learn.torsion_free import KnownConfig
+bs = FIXTURES["bryant-salamon"]
+if S.config.profile == "quick":
+    known_cfg = KnownConfig(eps=0.2, width=16, n_points=256, epochs=6, iterations=20)
+    known_inv = InvariantSettings(n_points=64, scrambles=4, holonomy_points=32, holonomy_steps=8, degree=2, n_nodes=4)
+else:
+    known_cfg, known_inv = KnownConfig(eps=0.2), InvariantSettings(degree=3)
+known = known_report(bs.phi, bs.box, known_cfg, known_inv, control=True, label=bs.name, progress=True)
+cols = ["exact", "exact_se", "start", "start_rel", "learned", "learned_rel", "learned_rel_se", "control_rel"]
+display(known.invariants.table[cols].style.format("{:.4g}"))
+display(pd.DataFrame({name: {"L2 torsion": r.torsion_l2, "outside g2": r.holonomy.outside_g2,
+                             "holonomy rank": r.holonomy.rank, "rank gap": r.holonomy.gap,
+                             "|Ric| / |Rm| (L2)": r.ricci_ratio} for name, r in known.invariants.results.items()}))
+display(known.targets)"""),
+        ("md", """*What the control shows.* In the full benchmark (README) the control's torsion falls 580-fold too,
+yet its volume ends 170 times and its Dirichlet eigenvalues 5 to 27 times further from the exact ones than
+with boundary data: a loss built on $d\\varphi$ and $d{\\star\\varphi}$ alone says how torsion-free a structure is, not which
+metric it is, so a small torsion is evidence about the geometry only together with data that pin it, such
+as boundary values. The start here is in the network's own class (a zero output layer gives $\\varphi_E$), so
+these numbers test the loss and the optimiser; `KnownConfig(start="modes")` starts outside the class and
+also tests the network's approximation (README)."""),
+    ]
+
+
 CELLS = [
     ("md", f"""[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({COLAB})
 
@@ -307,7 +351,10 @@ Y, notes = gift.coupling_tables(W.couplings(), C.couplings())
 print(*notes, sep="\\n")
 if Y is not None:
     display(gift.compact_table(Y))"""),
-    ("md", """## 10. Export
+]
+CELLS += known_metric_cells()
+CELLS += [
+    ("md", """## 11. Export
 Six files in `outputs/`: `models_v1_4.pt` (state dict + config), `coords_v1_4.npy` and `metric_v1_4.npy`
 (float64 points $x$ and $g(\\varphi(x))$ there), `history_v1_4.csv`, `metadata_v1_4.json` (every measured
 number, with the standard errors $s/\\sqrt N$ of $\\langle T\\rangle$ and $\\langle\\det g\\rangle$) and
@@ -315,15 +362,15 @@ number, with the standard errors $s/\\sqrt N$ of $\\langle T\\rangle$ and $\\lan
 notebook) and PDF (for the article). Every file is written to a temporary name first and renamed only
 when all succeeded, so a failed export keeps the previous ones."""),
     ("code", """paths = export.write_outputs(S.out_dir, pipeline.results_from_run(result, ev, H, Y, n_points=N_EVAL,
-                             topology=topology.chart_support(), figures={"chart": figures.chart_figure(chart), "spectra": figures.spectra_figure(H),
+                             topology=topology.chart_support(), known=known, figures={"chart": figures.chart_figure(chart), "spectra": figures.spectra_figure(H),
                                       "history": figures.history_figure(result.history, S.config)}))
 display(pd.Series({k: str(v) for k, v in paths.items()}, name="file").to_frame())"""),
-    ("md", """## 11. Summary
+    ("md", """## 12. Summary
 Targets against what this run reached, read back from the exported files (not from memory), so the
 table shows exactly what the article and the metadata say: $\\kappa_T$, $\\det g$, and $b_2$, $b_3$ as Gram
 rank and harmonic count beside what the chart supports. The last column is reached/target − 1."""),
     ("code", """display(figures.summary_table(export.read_outputs(S.out_dir)))"""),
-    ("md", """## 12. Explore and validate (optional)
+    ("md", """## 13. Explore and validate (optional)
 The learned metric itself: the first eigenvalue $\\lambda_1$ of its Laplace–Beltrami operator $\\Delta_g$
 (Rayleigh–Ritz, with $\\lambda_1 H^*$ against 13 as a diagnostic only: see the length table below), the Ricci
 curvature and its hotspots,
@@ -355,7 +402,7 @@ $1/g_{\\lambda\\lambda}$ at every $L$, and $\\lambda_1 H^*$ moves by a factor 16
 under a constant rescaling $g \\to c^2 g$; it still changes with $L$, the shape of the chart."""),
     ("code", """from k7lib.geometry import spectrum
 display(spectrum.length_dependence((1.0, 2.0, 4.0)))"""),
-    ("md", """## 13. A curved test: the link of the quintic (optional)
+    ("md", """## 14. A curved test: the link of the quintic (optional)
 On the 7-dimensional link of the Fermat quintic (a circle bundle over the Calabi–Yau threefold $Q$),
 $\\varphi = \\eta\\wedge\\omega + \\operatorname{Re}\\Omega$ and $\\psi = \\tfrac12\\omega\\wedge\\omega - \\eta\\wedge\\operatorname{Im}\\Omega$
 satisfy $d\\varphi = \\omega\\wedge\\omega$ and $d\\psi = 0$ analytically, so k7lib's exact derivatives must
@@ -369,7 +416,7 @@ cymetric's $\\sigma$."""),
     display(pd.DataFrame({k: v.detach().numpy() for k, v in checks.items()}).describe().T[["mean", "max"]])
     potential, ricci_history, _ = ricci_flat.fit_ricci_flat(ricci_flat.RicciConfig(n_train=2000, epochs=10))
     display(ricci_flat.sigma_table(potential, 2000, seeds=(101, 102)))"""),
-    ("md", """## 14. The report
+    ("md", """## 15. The report
 `results_v1_4.tex` is the run written up as a short article (2–4 pages): setup and schedule, $\\kappa_T$ and
 $\\det g$ with standard errors $s/\\sqrt N$, the history and spectra figures, $b_2$, $b_3$ as Gram rank,
 harmonic count and chart topology, the compact coupling table, and what the numbers do and do not show.
@@ -385,51 +432,6 @@ display(Image(filename=str(shown["png"])) if shown["png"] else figures.summary_t
 against section 7 and the summary above: they are the same numbers, read from the same metadata."""),
 ]
 
-
-def known_metric_cells() -> list:
-    """The section "Validation on known G2 metrics" (issue 21): a small Bryant-Salamon recovery."""
-    return [
-        ("md", """## 15. Validation on known G2 metrics
-Does the learner find the right geometry when the right geometry is known? On a box $D$ of the
-Bryant–Salamon metric on $S^3\\times\\mathbb R^4$ (holonomy exactly $G_2$; `k7lib.exact`), the learner starts
-from $\\varphi_E$ plus a smooth perturbation of relative size $\\varepsilon = 0.2$ that vanishes on $\\partial D$, keeps
-$\\varphi = \\varphi_E$ on $\\partial D$ ($\\varphi = \\varphi_E + \\chi\\,\\Lambda^3(L)\\,N$, $\\chi = 0$ on the boundary) and minimises
-$\\int_D |d\\varphi|^2 + |d{\\star\\varphi}|^2$. Components of $\\varphi$ are not comparable (a diffeomorphism fixing
-$\\partial D$ moves them), so the table compares invariants of the exact, start and learned metrics on
-common points: $\\mathrm{Vol}(D)$, $\\int_D|Rm|^2$, quantiles of $|Rm|^2$, the first five Dirichlet eigenvalues
-and the holonomy test (curvature outside $\\mathfrak g_2$; rank of the span of curvature operators, 14 for
-$G_2$). `_rel` columns are value/exact − 1 with paired standard errors. The *control* runs the same loss
-from the same start with no boundary data. The quick profile uses a small network and few points, so its
-learned column is closer than the start but short of the full benchmark's targets
-(`python bench/bench_known.py`, README)."""),
-        ("code", """from k7lib.exact import FIXTURES
-from k7lib.geometry.invariants import InvariantSettings
-from k7lib.learn.known import known_report
-from k7lib.learn.torsion_free import KnownConfig
-bs = FIXTURES["bryant-salamon"]
-if S.config.profile == "quick":
-    known_cfg = KnownConfig(eps=0.2, width=16, n_points=256, epochs=6, iterations=20)
-    known_inv = InvariantSettings(n_points=64, scrambles=4, holonomy_points=32, holonomy_steps=8, degree=2, n_nodes=4)
-else:
-    known_cfg, known_inv = KnownConfig(eps=0.2), InvariantSettings(degree=3)
-known = known_report(bs.phi, bs.box, known_cfg, known_inv, control=True, label=bs.name, progress=True)
-cols = ["exact", "exact_se", "start", "start_rel", "learned", "learned_rel", "learned_rel_se", "control_rel"]
-display(known.invariants.table[cols].style.format("{:.4g}"))
-display(pd.DataFrame({name: {"L2 torsion": r.torsion_l2, "outside g2": r.holonomy.outside_g2,
-                             "holonomy rank": r.holonomy.rank, "rank gap": r.holonomy.gap,
-                             "|Ric| / |Rm| (L2)": r.ricci_ratio} for name, r in known.invariants.results.items()}))
-display(known.targets)"""),
-        ("md", """*What the control shows.* In the full benchmark (README) the control's torsion falls 580-fold too,
-yet its volume ends 170 times and its Dirichlet eigenvalues 5 to 27 times further from the exact ones than
-with boundary data: a loss built on $d\\varphi$ and $d{\\star\\varphi}$ alone says how torsion-free a structure is, not which
-metric it is, so a small torsion is evidence about the geometry only together with data that pin it, such
-as boundary values. The start here is in the network's own class (a zero output layer gives $\\varphi_E$), so
-these numbers test the loss and the optimiser; `KnownConfig(start="modes")` starts outside the class and
-also tests the network's approximation (README)."""),
-    ]
-
-
-CELLS += known_metric_cells()
 
 def build() -> nbformat.NotebookNode:
     nb = new_notebook()

@@ -96,12 +96,13 @@ def _run_metadata(result, evaluation, harmonic, errors: dict, topology: dict | N
 
 def results_from_run(result, evaluation, harmonic, couplings: pd.DataFrame | None = None, *,
                      n_points: int = 4096, seed: int | None = None, figures: dict | None = None,
-                     topology: dict | None = None) -> Results:
+                     topology: dict | None = None, known=None) -> Results:
     """Collect a trained run (its TrainResult), its float64 evaluation (Evaluation), the harmonic
     extraction (HarmonicResult) and the coupling table into `report.export.Results`.
 
     coords are n_points fresh uniform chart points (`metric_sample`) and metric = g(phi(coords)) in
-    float64. topology: optional {"b2": .., "b3": .., "note": ..} of what the chart supports.
+    float64. topology: optional {"b2": .., "b3": .., "note": ..} of what the chart supports; known:
+    optional validation on a known G2 metric (learn.known.KnownReport), carried as "known_validation".
     """
     cfg = result.config
     x, g, model = metric_sample(result.model, cfg.chart, n_points, cfg.seed if seed is None else seed)
@@ -110,6 +111,8 @@ def results_from_run(result, evaluation, harmonic, couplings: pd.DataFrame | Non
                               b2_harm=harmonic.b2_harm, b3_harm=harmonic.b3_harm,
                               kappa_T_measured=evaluation.T_mean, det_g_measured=evaluation.det_mean,
                               extra=_run_metadata(result, evaluation, harmonic, errors, topology))
+    if known is not None:
+        metadata["known_validation"] = known.summary()
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     return Results(model_state=state, config=cfg.to_dict(), coords=x.double().cpu(), metric=g.double().cpu(),
                    history=result.history, metadata=metadata, couplings=couplings,

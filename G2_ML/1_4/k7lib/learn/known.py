@@ -62,6 +62,7 @@ class KnownRun:
     start_loss: float
     run_dir: Path | None
     seconds: float
+    label: str = ""                 # the exact field's name (e.g. the fixture's)
 
     def fields(self, phi_field) -> dict:
         """{"exact", "start", "learned"} 3-form fields on the box for this run's exact field phi_field."""
@@ -255,7 +256,7 @@ def train_known(phi_field, box, config: KnownConfig = KnownConfig(), run_dir=Non
     model.eval()
     return KnownRun(config=config, box=box, model=model, start=P, history=pd.DataFrame(history),
                     start_loss=start_loss, run_dir=Path(run_dir) if run_dir is not None else None,
-                    seconds=history["seconds"][-1] if history["seconds"] else 0.0)
+                    seconds=history["seconds"][-1] if history["seconds"] else 0.0, label=label)
 
 
 def target_rows(table: InvariantTable, learned: str = "learned", start: str = "start") -> pd.DataFrame:
@@ -293,6 +294,20 @@ class KnownReport:
     invariants: InvariantTable
     targets: pd.DataFrame
     seconds: dict
+
+    def summary(self) -> dict:
+        """The JSON-ready digest the export and the article carry: settings, per invariant the exact value
+        and the start's, learned's (with its paired standard error) and control's relative differences,
+        per structure the L2 torsion and the holonomy test, and how many targets were met."""
+        t, res = self.invariants.table, self.invariants.results
+        cols = [c for c in ("exact", "start_rel", "learned_rel", "learned_rel_se", "control_rel") if c in t]
+        rows = [{"invariant": name, **{c: float(t.loc[name, c]) for c in cols}} for name in t.index]
+        structures = {name: {"torsion_l2": r.torsion_l2, "outside_g2": r.holonomy.outside_g2,
+                             "rank": r.holonomy.rank, "gap": r.holonomy.gap} for name, r in res.items()}
+        return {"fixture": self.run.label, "eps": self.run.config.eps, "width": self.run.config.width,
+                "n_points": self.run.config.n_points, "rows": rows, "structures": structures,
+                "targets_met": int(self.targets["met"].sum()), "targets": int(len(self.targets)),
+                "seconds": self.seconds}
 
     def to_dict(self) -> dict:
         return {"run": self.run.to_dict(), "control": self.control.to_dict() if self.control else None,

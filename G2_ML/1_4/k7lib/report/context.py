@@ -16,7 +16,14 @@ from fractions import Fraction
 from ..constants import StructuralConstants, ZeroParamGeometry
 from ..geometry.couplings import HITCHIN_KIND, PAIRING_KIND
 from ..gift import gift_reference_ratios
-from .latex import MISSING, as_number, formula_lines, quantity_tex, value_tex
+from .latex import (
+    MISSING,
+    as_number,
+    formula_lines,
+    latex_escape,
+    quantity_tex,
+    value_tex,
+)
 
 # rows of the harmonic table of the further tables that the Betti table already shows
 IN_BETTI_TABLE = ("b_eff", "b_harm", "gap ratio across b_harm")
@@ -178,6 +185,30 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class ValidationRow:
+    label: str                  # LaTeX
+    exact: Value
+    start: Value                # relative differences from exact (invariants) or values (torsion, holonomy)
+    learned: Value
+    learned_se: Value | None
+    control: Value
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The run's validation on a known G2 metric (metadata "known_validation"): invariant rows with relative
+    differences, then per structure the L2 torsion, the curvature outside g2 and the holonomy rank."""
+    fixture: str                # LaTeX: which metric
+    eps: Value
+    width: Value
+    n_points: Value
+    invariants: tuple
+    structures: tuple
+    met: Value
+    targets: Value
+
+
+@dataclass(frozen=True)
 class Article:
     run: str
     k7lib_version: str
@@ -190,6 +221,7 @@ class Article:
     provenance: Provenance
     tables: tuple
     t6_betti: tuple             # (b2, b3) of T^6: the chart's cohomology
+    validation: Validation | None = None
 
 
 # ---------------------------------------------------------------- builders
@@ -389,6 +421,37 @@ def provenance(src: Source, results) -> Provenance:
         topology=topology if isinstance(note, str) and note.strip() else None)
 
 
+VALIDATION_ROWS = {"volume": r"$\mathrm{Vol}(D)$", "int |Rm|^2": r"$\int_D|Rm|^2$",
+                   "|Rm|^2 q0.5": r"median of $|Rm|^2$", "|Rm|^2 q0.9": r"$|Rm|^2$, 0.9 quantile",
+                   "lambda_1": r"Dirichlet $\lambda_1$", "lambda_5": r"Dirichlet $\lambda_5$"}
+FIXTURE_TEX = {"bryant-salamon": r"the Bryant--Salamon metric on $S^3\times\mathbb{R}^4$ (holonomy $G_2$)",
+               "gibbons-hawking": r"Gibbons--Hawking $\times\,\mathbb{R}^3$ (holonomy $SU(2)$)",
+               "flat": r"the flat metric of $\varphi_0$"}
+VALIDATION_STRUCTURES = (("torsion_l2", r"$L^2$ torsion"), ("outside_g2", r"curvature outside $\mathfrak g_2$"),
+                         ("rank", r"holonomy rank"))
+
+
+def validation(src: Source) -> Validation | None:
+    """The validation on a known G2 metric when the run carries one (metadata "known_validation"), else None."""
+    kv = src.meta.get("known_validation")
+    if not isinstance(kv, dict) or not isinstance(kv.get("rows"), list):
+        return None
+    base = "known_validation"
+    def se(i):                   # a standard error only where the invariant is a Monte Carlo estimate
+        v = src(f"{base}.rows.{i}.learned_rel_se")
+        return v if as_number(v.raw) is not None else None
+
+    rows = tuple(ValidationRow(VALIDATION_ROWS[r["invariant"]], *(src(f"{base}.rows.{i}.{c}") for c in (
+                 "exact", "start_rel", "learned_rel")), se(i), src(f"{base}.rows.{i}.control_rel"))
+                 for i, r in enumerate(kv["rows"]) if isinstance(r, dict) and r.get("invariant") in VALIDATION_ROWS)
+    structs = tuple(ValidationRow(label, *(src(f"{base}.structures.{n}.{key}") for n in ("exact", "start", "learned")),
+                                  None, src(f"{base}.structures.control.{key}"))
+                    for key, label in VALIDATION_STRUCTURES)
+    return Validation(fixture=FIXTURE_TEX.get(kv.get("fixture"), latex_escape(kv.get("fixture", "a known metric"))), eps=src(f"{base}.eps"), width=src(f"{base}.width"),
+                      n_points=src(f"{base}.n_points"), invariants=rows, structures=structs,
+                      met=src(f"{base}.targets_met"), targets=src(f"{base}.targets"))
+
+
 def build_context(results) -> Article:
     """The article's typed context from an `export.Results` (metadata, config, couplings, tables, figures)."""
     meta = dict(results.metadata or {})
@@ -401,4 +464,5 @@ def build_context(results) -> Article:
     return Article(run=str(meta.get("run", "--")), k7lib_version=str(versions.get("k7lib", "")),
                    targets=targets(src), summary=summary(src), setup=setup(src), torsion=torsion(src, figures),
                    harmonic=harmonic(src, figures), couplings=couplings(src), provenance=provenance(src, results),
-                   tables=extra_tables(src, frames), t6_betti=(math.comb(6, 2), math.comb(6, 3)))
+                   tables=extra_tables(src, frames), t6_betti=(math.comb(6, 2), math.comb(6, 3)),
+                   validation=validation(src))
