@@ -25,8 +25,7 @@ B_HARM_NOTE = ("b_harm is fixed by the chart's topology: the projection keeps on
                "projection computes is the Gram matrix of the candidates' harmonic parts, given with its estimated "
                "relative error (b2_harmonic_gram_error, b3_harmonic_gram_error); the gap shows that the exact "
                "directions project to round-off")
-HARMONIC_TABLE = ("Harmonic extraction: normalised Gram spectra of the candidates (b_eff) and of their "
-                  "harmonic parts after the Hodge projection with absolute boundary conditions (b_harm)")
+HARMONIC_TABLE = "Harmonic extraction per degree: the candidates' Gram spectrum (b_eff) and the Hodge projection (b_harm)"
 
 
 def metric_sample(model, chart, n_points: int, seed: int) -> tuple:

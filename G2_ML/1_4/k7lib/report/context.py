@@ -396,15 +396,32 @@ def couplings(src: Source) -> CouplingTable | None:
     return CouplingTable(header=header, rows=tuple(out))
 
 
+FOLD_ROWS = 12       # a narrow further table longer than this is set as two halves side by side
+
+
+def _fold(cols: tuple, rows: tuple) -> tuple:
+    """(columns, rows, colspec) of a narrow long table set in two halves side by side (row i beside row
+    i + ceil(n/2)); the last row's right half is blank when n is odd."""
+    half = (len(rows) + 1) // 2
+    blank = ("",) * len(cols)
+    pairs = tuple(rows[i] + (rows[i + half] if i + half < len(rows) else blank) for i in range(half))
+    one = "p{0.31\\linewidth}" + "c" * (len(cols) - 1)
+    return cols + cols, pairs, one + "@{\\hspace{1.2em}}" + one
+
+
 def extra_tables(src: Source, frames: list) -> tuple:
-    """The further tables: text cells stay text, numbers become Values (key table.t.r.c)."""
+    """The further tables: text cells stay text, numbers become Values (key table.t.r.c); a narrow long one
+    is folded into two halves side by side (`_fold`)."""
     out = []
     for t, (name, df) in enumerate(frames):
         cols = tuple(map(str, df.columns))
         rows = tuple(tuple(df.iat[r, c] if isinstance(df.iat[r, c], str) else src(f"table.{t}.{r + 1}.{c}")
                            for c in range(len(cols)))
                      for r in range(len(df)) if not str(df.iat[r, 0]).startswith(IN_BETTI_TABLE))
-        colspec = "p{0.5\\linewidth}" + "c" * (len(cols) - 1) if len(cols) <= 4 else "l" * len(cols)
+        if len(cols) <= 3 and len(rows) > FOLD_ROWS:
+            cols, rows, colspec = _fold(cols, rows)
+        else:
+            colspec = "p{0.5\\linewidth}" + "c" * (len(cols) - 1) if len(cols) <= 4 else "l" * len(cols)
         out.append(ExtraTable(name=name, columns=cols, rows=rows, colspec=colspec))
     return tuple(out)
 
