@@ -24,7 +24,8 @@ def test_notebook_has_the_cells_in_order_and_outputs_stripped():
     text = [("".join(c["source"])) for c in nb["cells"]]
     order = ["colab-badge", "## Parameters", "## Setup", "## 1. Structural constants", "## 2. The TCS chart",
              "## 3. From φ to g", "## 4. dφ and d*φ", "## 5. Losses", "## 6. Training", "### Resume",
-             "## 8. Harmonic", "## 9. Couplings", "## 10. Export", "## 11. Summary"]
+             "## 7. What the trained", "## 8. Harmonic", "## 9. Couplings", "## 10. Validation on known",
+             "## 11. Export", "## 12. Summary", "## 13. Explore", "## 14. A curved test", "## 15. The report"]
     pos = [next(i for i, t in enumerate(text) if key in t) for key in order]
     assert pos == sorted(pos)
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb["cells"] if c["cell_type"] == "code")
