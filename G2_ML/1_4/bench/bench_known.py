@@ -32,7 +32,8 @@ from k7lib.learn.known import known_report, train_known  # noqa: E402
 from k7lib.learn.torsion_free import KnownConfig  # noqa: E402
 
 CONVERGENCE_SETTINGS = InvariantSettings(n_points=128, scrambles=4, holonomy_points=64, degree=2)
-VARIANTS = [dict(v, n_points=512) for v in ({"polish": 4}, {"start": "modes"}, {"start": "modes", "polish": 4},
+VARIANTS = [dict(v, n_points=512) for v in ({"polish": 4}, {"start": "modes", "polish": 0},
+                                             {"start": "modes", "polish": 4},
                                              {"start": "modes", "polish": 4, "width": 64},
                                              {"start": "modes", "polish": 4, "width": 128})]
 
@@ -88,6 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--fixture", default="bryant-salamon")
     p.add_argument("--eps", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--polish", type=int, default=KnownConfig.polish, help="Gauss-Newton steps after L-BFGS")
+    p.add_argument("--start", default=KnownConfig.start, help="network (in the network's class) or modes")
     p.add_argument("--no-control", action="store_true")
     p.add_argument("--convergence", action="store_true",
                    help="only the table against width and point count (no report, no control)")
@@ -98,7 +101,7 @@ def main(argv=None) -> int:
                    help="only: continue one run to these numbers of epochs (checkpoints in a temporary folder)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    fx, config = fixture(args.fixture), KnownConfig(eps=args.eps)
+    fx, config = fixture(args.fixture), KnownConfig(eps=args.eps, polish=args.polish, start=args.start)
     settings = InvariantSettings(degree=3)
     if args.longer:
         with tempfile.TemporaryDirectory() as tmp:

@@ -15,7 +15,7 @@ from k7lib.geometry.invariants import InvariantSettings, compare, weighted_quant
 from k7lib.geometry.spectrum import dirichlet_spectrum
 from k7lib.learn import checkpoint as C
 from k7lib.learn import torsion_free as TF
-from k7lib.learn.known import gauss_newton, train_known
+from k7lib.learn.known import gauss_newton, known_report, train_known
 from k7lib.torsion import torsion_packed
 
 BS = FIXTURES["bryant-salamon"]
@@ -166,3 +166,20 @@ def test_known_command_runs_a_fixture_and_writes_its_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "lambda_1" in out and "L2 torsion fall" in out
     assert (root / "run_1" / "known.json").is_file() and C.list_checkpoints(root / "run_1")
+
+
+def test_the_control_comparison_reads_the_invariant_table():
+    flat = FIXTURES["flat"]
+    cfg = TF.KnownConfig(eps=0.05, width=8, n_points=32, epochs=1, iterations=2, polish=0)
+    rep = known_report(flat.phi, flat.box, cfg, InvariantSettings(n_points=8, scrambles=2, holonomy_points=8,
+                                                                  degree=2, n_nodes=3), control=True)
+    cmp, t, res = rep.control_comparison(), rep.invariants.table, rep.invariants.results
+    assert list(cmp.columns) == ["learned", "control"]
+    pinned = ["volume"] + [f"lambda_{k}" for k in range(1, 6)]
+    for name in cmp.columns:
+        assert cmp.loc["L2 torsion fall", name] == pytest.approx(res["start"].torsion_l2 / res[name].torsion_l2)
+        assert cmp.loc["max |rel| of Vol, lambda_1-5", name] == pytest.approx(t.loc[pinned, f"{name}_rel"].abs().max())
+    assert cmp.loc["L2 torsion fall", "learned"] > 1
+    no_control = known_report(flat.phi, flat.box, cfg, InvariantSettings(n_points=8, scrambles=2, holonomy_points=8,
+                                                                         degree=2, n_nodes=3), control=False)
+    assert no_control.control_comparison().empty
