@@ -1,6 +1,7 @@
 """The torsion-free learner with boundary data (learn.torsion_free, learn.known), the invariants
 (geometry.invariants, geometry.spectrum.dirichlet_spectrum) and the `known` command: tiny sizes."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ def test_start_has_relative_size_eps_matches_phi_E_on_the_boundary_and_is_the_sa
     face = xc.clone()
     face[:, 3] = BS.box.hi[3]                                             # points on the boundary face x^3 = hi
     assert float((TF.learned_field(BS.phi, BS.box, wide)(face) - BS.phi(face)).abs().max().detach()) == 0.0
-    control = TF.build(BS.phi, BS.box, TF.KnownConfig(**{**TINY.to_dict(), "boundary": False}))[3]
+    control = TF.build(BS.phi, BS.box, TF.KnownConfig(**{**TINY.to_dict(), "boundary": False}))[2]
     ctrl = TF.learned_field(BS.phi, BS.box, control, boundary=False)
     assert float((ctrl(xc) - start(xc)).abs().max().detach()) <= 1e-14   # the control starts from the same phi
     with torch.no_grad():
@@ -46,7 +47,7 @@ def test_the_loss_on_cached_jets_is_the_torsion_of_the_field():
     """torsion_loss (phi_E's jet computed once, the network's per call) = Vol mean(T^2 sqrt det g) of the field
     itself through torsion_packed, with and without boundary data."""
     for boundary in (True, False):
-        box, _, P, model, J = TF.build(BS.phi, BS.box, TF.KnownConfig(**{**TINY.to_dict(), "boundary": boundary}))
+        box, P, model, J = TF.build(BS.phi, BS.box, TF.KnownConfig(**{**TINY.to_dict(), "boundary": boundary}))
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype))
@@ -90,7 +91,7 @@ def test_a_checkpoint_with_bad_values_is_named_and_skipped_for_the_one_before(tm
 
 def test_gauss_newton_jacobian_is_the_forward_mode_one_and_the_polish_lowers_the_loss():
     for boundary in (True, False):
-        box, _, P, model, J = TF.build(BS.phi, BS.box, TF.KnownConfig(**{**TINY.to_dict(), "boundary": boundary}))
+        box, P, model, J = TF.build(BS.phi, BS.box, TF.KnownConfig(**{**TINY.to_dict(), "boundary": boundary}))
         J6 = TF.jets_at(J, slice(0, 6))
         with torch.no_grad():
             for p in model.parameters():
@@ -171,8 +172,8 @@ def test_known_command_runs_a_fixture_and_writes_its_report(tmp_path, capsys):
 def test_the_control_comparison_reads_the_invariant_table():
     flat = FIXTURES["flat"]
     cfg = TF.KnownConfig(eps=0.05, width=8, n_points=32, epochs=1, iterations=2, polish=0)
-    rep = known_report(flat.phi, flat.box, cfg, InvariantSettings(n_points=8, scrambles=2, holonomy_points=8,
-                                                                  degree=2, n_nodes=3), control=True)
+    inv = InvariantSettings(n_points=8, scrambles=2, holonomy_points=8, degree=2, n_nodes=3)
+    rep = known_report(flat.phi, flat.box, cfg, inv, control=True)
     cmp, t, res = rep.control_comparison(), rep.invariants.table, rep.invariants.results
     assert list(cmp.columns) == ["learned", "control"]
     pinned = ["volume"] + [f"lambda_{k}" for k in range(1, 6)]
@@ -180,6 +181,4 @@ def test_the_control_comparison_reads_the_invariant_table():
         assert cmp.loc["L2 torsion fall", name] == pytest.approx(res["start"].torsion_l2 / res[name].torsion_l2)
         assert cmp.loc["max |rel| of Vol, lambda_1-5", name] == pytest.approx(t.loc[pinned, f"{name}_rel"].abs().max())
     assert cmp.loc["L2 torsion fall", "learned"] > 1
-    no_control = known_report(flat.phi, flat.box, cfg, InvariantSettings(n_points=8, scrambles=2, holonomy_points=8,
-                                                                         degree=2, n_nodes=3), control=False)
-    assert no_control.control_comparison().empty
+    assert replace(rep, control=None).control_comparison().empty

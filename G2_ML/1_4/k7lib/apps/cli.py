@@ -395,8 +395,8 @@ def _known_inputs(args):
                          iterations=args.iterations, polish=args.polish, start=args.start, seed=args.seed,
                          boundary=not args.no_boundary)
     settings = InvariantSettings(n_points=args.invariant_points, degree=args.degree, n_nodes=args.nodes)
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+    if args.threads is not None:
+        positive_int(args.threads, "--threads", maximum=MAX_THREADS)
     if args.resume and args.run is None:
         raise ValueError("--resume needs --run (the run to continue)")
     check_problem(fx.phi, box, config)            # positivity of phi_E and of the start, named points
@@ -411,13 +411,12 @@ def known_main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     root = Path(args.root)
     if args.run is None:
-        have = runs.list_runs(root)
-        run_dir = root / f"run_{have[-1][0] + 1 if have else 1}"
+        run_dir = runs.new_run(root)                      # the next free number, taken atomically
     else:
         run_dir = runs.run_path(args.run, root)          # resolves inside the root, symbolic links included
-    if run_dir.exists() and not args.resume:
-        raise ValueError(f"run folder {run_dir} exists; pass --resume to continue it or choose another --run")
-    run_dir.mkdir(parents=True, exist_ok=True)
+        if run_dir.exists() and not args.resume:
+            raise ValueError(f"run folder {run_dir} exists; pass --resume to continue it or choose another --run")
+        run_dir.mkdir(parents=True, exist_ok=True)
     with runs.run_lock(run_dir):                          # one writer per run, as for chart training
         rep = known_report(fx.phi, box, config, settings, control=args.control, run_dir=run_dir, label=fx.name,
                            progress=not args.no_progress, resume=args.resume)

@@ -34,6 +34,7 @@ from .checkpoint_checks import (  # noqa: F401  (FORMAT and the value checks: ot
     FORMAT,
     REQUIRED,
     checkpoint_problem,
+    head_problem,
     history_problem,
     rng_problem,
     tensors_problem,

@@ -88,14 +88,15 @@ def rng_problem(rng) -> str | None:
     return None
 
 
-def _head_problem(state, name: str | None) -> str | None:
-    """Format, keys, the counters' types, the file's number and the config's type."""
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        return f"not a {FORMAT} file"
-    missing = [k for k in REQUIRED if k not in state]
+def head_problem(state, name: str | None, fmt: str = FORMAT, required=REQUIRED, counters=COUNTERS) -> str | None:
+    """Format, keys, the counters' types, the file's number and the config's type: the part every
+    checkpoint format shares (fmt, required keys and counters are the chart run's by default)."""
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        return f"not a {fmt} file"
+    missing = [k for k in required if k not in state]
     if missing:
         return f"incomplete (missing {missing})"
-    for key in COUNTERS:
+    for key in counters:
         if not _is_int(state[key]) or state[key] < 0:
             return f"{key} is {state[key]!r}, not a non-negative integer"
     m = CHECKPOINT_NAME.match(name or "")
@@ -158,9 +159,9 @@ def history_problem(hist, text_columns=("phase_name",)) -> str | None:
     for k, col in hist.items():
         text = k in text_columns
         ok = (lambda v: isinstance(v, str)) if text else _is_number
-        bad = next((v for v in col if not ok(v)), None)
-        if bad is not None or not all(map(ok, col)):
-            return f"history column {k} holds {bad!r}, not {'a string' if text else 'a number'}"
+        bad = [v for v in col if not ok(v)][:1]
+        if bad:
+            return f"history column {k} holds {bad[0]!r}, not {'a string' if text else 'a number'}"
     return None
 
 
@@ -238,7 +239,7 @@ def checkpoint_problem(state: dict, name: str | None = None, expect: str | None 
     """
     if expect not in (None, "model", "resume"):
         raise ValueError(f"expect: None, 'model' or 'resume', got {expect!r}")
-    problem = _head_problem(state, name)
+    problem = head_problem(state, name)
     if problem:
         return problem
     try:

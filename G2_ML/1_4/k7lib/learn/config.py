@@ -157,9 +157,7 @@ class Config:
         factor in (0, EPOCHS_SCALE_MAX]."""
         positive_number(factor, "epochs_scale", maximum=EPOCHS_SCALE_MAX)
         phases = tuple(replace(p, epochs=max(1, int(round(p.epochs * factor)))) for p in self.phases)
-        cfg = replace(self, phases=phases)
-        cfg.validate()
-        return cfg
+        return replace(self, phases=phases)             # __post_init__ validates
 
     @property
     def chart(self) -> Chart:
@@ -218,9 +216,7 @@ class Config:
                                             weights=LossWeights(**p["weights"])) for p in d.get("phases", ()))
         except (KeyError, TypeError) as err:
             raise ValueError(f"phases: malformed phase entry ({err})") from None
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
+        return cls(**d)                                 # __post_init__ validates
 
 
 def _need(ok: bool, name: str, msg: str) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -76,13 +76,14 @@ class KnownRun:
 
 
 KNOWN_FORMAT = "k7lib-known-checkpoint-1"
-KNOWN_REQUIRED = ("format", "global_epoch", "model", "optimizer", "history", "rng", "config")
+KNOWN_REQUIRED = ("format", "global_epoch", "model", "optimizer", "history", "config")
 
 
-def _state(run_config: dict, model, opt, epoch: int, history: dict, sampler) -> dict:
-    """A checkpoint of the L-BFGS run (its own format: model, L-BFGS state, history, rng, settings)."""
+def _state(run_config: dict, model, opt, epoch: int, history: dict) -> dict:
+    """A checkpoint of the L-BFGS run (its own format: model, L-BFGS state, history, settings; no random
+    state: L-BFGS on fixed points draws nothing, and every start is built from explicit seeds)."""
     return {"format": KNOWN_FORMAT, "global_epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "history": history, "rng": C.rng_state(sampler), "config": run_config}
+            "history": history, "config": run_config}
 
 
 def _finite(v) -> bool:
@@ -99,25 +100,19 @@ def _finite(v) -> bool:
 def known_problem(state: dict, name: str | None = None, expect=None) -> str | None:
     """Why a loaded checkpoint of this learner cannot be resumed, or None: its format and keys, the number
     in the file name, finite model tensors, an L-BFGS state of finite values with a positive rate, equally
-    long numeric history columns ("stage" text), loadable rng states, a settings dict (learn.checkpoint)."""
-    if not isinstance(state, dict) or state.get("format") != KNOWN_FORMAT:
-        return f"not a {KNOWN_FORMAT} file"
-    missing = [k for k in KNOWN_REQUIRED if k not in state]
-    epoch, m = state.get("global_epoch"), C.CHECKPOINT_NAME.match(name or "")
-    if missing or not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        return f"incomplete or bad counter (missing {missing}, global_epoch {epoch!r})"
-    if m and int(m.group(1)) != epoch:
-        return f"global_epoch {epoch} differs from the file's number {int(m.group(1))}"
+    long numeric history columns ("stage" text), a settings dict (learn.checkpoint)."""
+    problem = C.head_problem(state, name, KNOWN_FORMAT, KNOWN_REQUIRED, ("global_epoch",))
+    if problem:
+        return problem
     opt = state["optimizer"]
     groups = opt.get("param_groups") if isinstance(opt, dict) else None
     if not (isinstance(groups, list) and groups and all(isinstance(g, dict) and isinstance(g.get("lr"), float)
                                                         and 0 < g["lr"] < math.inf for g in groups)
             and isinstance(opt.get("state"), dict) and _finite(opt["state"])):
         return "optimizer is not an L-BFGS state of finite values with a positive rate"
-    if not isinstance(state["config"], dict) or "known" not in state["config"]:
+    if "known" not in state["config"]:
         return "its settings are not a torsion-free run's"
-    return (C.tensors_problem(state["model"]) or C.history_problem(state["history"], ("stage",))
-            or C.rng_problem(state["rng"]))
+    return C.tensors_problem(state["model"]) or C.history_problem(state["history"], ("stage",))
 
 
 def _fixed(run_config: dict) -> dict:
@@ -217,7 +212,9 @@ def train_known(phi_field, box, config: KnownConfig = KnownConfig(), run_dir=Non
     resume=True continues the latest checkpoint there (same settings and label). label names the exact
     field in the checkpoints (e.g. the fixture's name). A non-finite loss raises ValueError.
     """
-    box, _, P, model, J = build(phi_field, as_box(box), config)
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs the run_dir whose checkpoints it continues")
+    box, P, model, J = build(phi_field, as_box(box), config)
     run_config = {"known": config.to_dict(), "box": box.to_dict(), "label": label}
     opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=config.iterations, history_size=config.history,
                             line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
@@ -229,7 +226,6 @@ def train_known(phi_field, box, config: KnownConfig = KnownConfig(), run_dir=Non
         run_dir = runs.writable_folder(run_dir, "run_dir")
         if resume:
             done, history = _resume(run_dir, run_config, model, opt)
-    sampler = torch.Generator().manual_seed(config.seed)
     t0 = time.perf_counter() - (history["seconds"][-1] if history["seconds"] else 0.0)
     bar = progress_bar(range(min(done, config.epochs), config.epochs), progress, f"known {label}".strip(), leave=True)
     for epoch in bar:
@@ -243,15 +239,15 @@ def train_known(phi_field, box, config: KnownConfig = KnownConfig(), run_dir=Non
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss_ratio=f"{loss / start_loss:.2e}")
         if run_dir is not None and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
-            C.save_checkpoint(run_dir, _state(run_config, model, opt, epoch + 1, history, sampler), KNOWN_REQUIRED)
-    polished = history["stage"].count("gauss-newton") if "stage" in history else 0
+            C.save_checkpoint(run_dir, _state(run_config, model, opt, epoch + 1, history), KNOWN_REQUIRED)
+    polished = history["stage"].count("gauss-newton")
     if config.polish > polished:
         t1 = time.perf_counter() - t0
         for loss, dt in gauss_newton(model, J, box.volume, config.boundary, config.polish - polished):
             for k, v in zip(history, (len(history["epoch"]), loss, loss / start_loss, t1 + dt, "gauss-newton")):
                 history[k].append(v)
         if run_dir is not None:
-            C.save_checkpoint(run_dir, _state(run_config, model, opt, len(history["epoch"]), history, sampler),
+            C.save_checkpoint(run_dir, _state(run_config, model, opt, len(history["epoch"]), history),
                               KNOWN_REQUIRED)
     model.eval()
     return KnownRun(config=config, box=box, model=model, start=P, history=pd.DataFrame(history),
@@ -337,9 +333,9 @@ def known_report(phi_field, box, config: KnownConfig = KnownConfig(), settings: 
     run = train_known(phi_field, box, config, run_dir=run_dir, resume=resume, label=label, progress=progress)
     ctrl = None
     if control:
-        cfg = KnownConfig(**{**config.to_dict(), "boundary": False})
         ctrl_dir = None if run_dir is None else Path(run_dir) / "control"
-        ctrl = train_known(phi_field, box, cfg, run_dir=ctrl_dir, resume=resume and ctrl_dir.is_dir(),
+        ctrl = train_known(phi_field, box, replace(config, boundary=False), run_dir=ctrl_dir,
+                           resume=resume and ctrl_dir is not None and ctrl_dir.is_dir(),
                            label=f"{label} control".strip(), progress=progress)
     t1 = time.perf_counter()
     fields = run.fields(phi_field)

@@ -35,6 +35,7 @@ structure of the constrained problem still reachable (M = 0), but nothing holds 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -92,8 +93,7 @@ class KnownConfig:
             raise ValueError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
         if not isinstance(self.boundary, bool):
             raise ValueError(f"boundary must be True or False, got {self.boundary!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        positive_int(self.seed, "seed", 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,7 +104,7 @@ class BoxNet(nn.Module):
 
     def __init__(self, box: Box, width: int, depth: int):
         super().__init__()
-        self.lo, self.hi = box.lo, box.hi
+        self.box = box
         layers, n_in = [], F.DIM
         with torch.random.fork_rng(devices=[]):      # weights are set from explicit generators by the callers
             for _ in range(depth):
@@ -114,9 +114,12 @@ class BoxNet(nn.Module):
             self.head = nn.Linear(width, F.n_components(3))
         self.double()
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's output (batch, width), in which the output is linear."""
+        return self.net(self.box.to_affine(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lo, hi = x.new_tensor(self.lo), x.new_tensor(self.hi)
-        return self.head(self.net(2 * (x - lo) / (hi - lo) - 1))
+        return self.head(self.features(x))
 
 
 def init_uniform(layer: nn.Linear, generator: torch.Generator) -> None:
@@ -132,7 +135,7 @@ def embed(small: BoxNet, width: int, generator: torch.Generator) -> BoxNet:
     units with PyTorch's default initialisation (drawn from `generator`) reading every unit of the layer
     below, small's units reading only small's, and the new units' output weights zero."""
     depth = len(small.net) // 2
-    big = BoxNet(Box(small.lo, small.hi), width, depth)
+    big = BoxNet(small.box, width, depth)
     w0 = small.head.in_features
     with torch.no_grad():
         for i in range(depth):
@@ -195,15 +198,14 @@ class Modes(nn.Module):
 
     def __init__(self, box: Box, generator: torch.Generator):
         super().__init__()
-        self.lo, self.hi = box.lo, box.hi
+        self.box = box
         g = dict(generator=generator, dtype=torch.float64)
         self.register_buffer("w", (2 * torch.rand(N_MODES, F.DIM, **g) - 1) * MODE_FREQUENCY)
         self.register_buffer("p", 2 * math.pi * torch.rand(N_MODES, **g))
         self.register_buffer("C", torch.randn(N_MODES, F.n_components(3), **g))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = 2 * (x - x.new_tensor(self.lo)) / (x.new_tensor(self.hi) - x.new_tensor(self.lo)) - 1
-        return torch.sin(t @ self.w.T + self.p) @ self.C
+        return torch.sin(self.box.to_affine(x) @ self.w.T + self.p) @ self.C
 
 
 class Shifted(nn.Module):
@@ -219,10 +221,10 @@ class Shifted(nn.Module):
         return self.fixed(x) + self.net_(x)
 
 
-def start_network(phi_field, box: Box, config: KnownConfig, check_points: torch.Tensor) -> tuple[nn.Module, float]:
-    """(P, scale): the start's perturbation of the module docstring (a BoxNet of width START_WIDTH for
-    start="network", `Modes` for start="modes") and the factor applied to its output so that max over
-    check_points of chi |P| / sqrt 7 = eps."""
+def start_network(phi_field, box: Box, config: KnownConfig, check_points: torch.Tensor) -> nn.Module:
+    """P, the start's perturbation of the module docstring (a BoxNet of width START_WIDTH for
+    start="network", `Modes` for start="modes"), its output scaled so that max over check_points of
+    chi |P| / sqrt 7 = eps."""
     gen = torch.Generator().manual_seed(config.seed)
     if config.start == "modes":
         P, out = Modes(box, gen), None
@@ -239,7 +241,7 @@ def start_network(phi_field, box: Box, config: KnownConfig, check_points: torch.
         scale = config.eps / size
         for t in ((out.weight, out.bias) if out is not None else (P.C,)):
             t *= scale
-    return P, scale
+    return P
 
 
 def check_problem(phi_field, box: Box, config: KnownConfig) -> tuple[torch.Tensor, BoxNet]:
@@ -249,7 +251,7 @@ def check_problem(phi_field, box: Box, config: KnownConfig) -> tuple[torch.Tenso
     box = as_box(box)
     xc = box_sobol(N_CHECK, box, seed=config.seed + CHECK_STREAM)
     check_positive(phi_field, xc, "the exact field phi_E")
-    P, _ = start_network(phi_field, box, config, xc)
+    P = start_network(phi_field, box, config, xc)
     start = learned_field(phi_field, box, P)
     check_positive(start, xc, f"the start phi_E + perturbation (eps = {config.eps:g}; lower eps)")
     return xc, P
@@ -320,6 +322,7 @@ def torsion_residual(J: Jets, n: torch.Tensor, dn: torch.Tensor, weight: float, 
     return frame * (weight * t.metric.det.sqrt()).sqrt()[:, None]
 
 
+@functools.cache
 def d_matrix(k: int, dtype=torch.float64) -> torch.Tensor:
     """The exterior derivative on 1-jets as a matrix (C(7,k+1), 7 C(7,k)): (d w) = D @ jac.flatten() for
     jac (C(7,k), 7) = d_m w_I (forms.d_from_jacobian applied to the basis)."""
@@ -361,16 +364,13 @@ def residual_jacobian(J: Jets, n: torch.Tensor, dn: torch.Tensor, weight: float,
 def heads(model: nn.Module) -> list:
     """[(output layer, hidden features x -> (b, width), the slice of the model's output it fills)]: the
     parameters that Gauss-Newton polishes, in which the output is linear."""
-    def features(net):
-        return lambda x: net.net(2 * (x - x.new_tensor(net.lo)) / (x.new_tensor(net.hi) - x.new_tensor(net.lo)) - 1)
-
     def boxnet(m):
         return m.net_ if isinstance(m, Shifted) else m
     if isinstance(model, FreeBoundaryNet):
         inner, free = boxnet(model.inner), model.free
-        return [(inner.head, features(inner), slice(0, 35)), (free.head, features(free), slice(35, 70))]
+        return [(inner.head, inner.features, slice(0, 35)), (free.head, free.features, slice(35, 70))]
     net = boxnet(model)
-    return [(net.head, features(net), slice(0, 35))]
+    return [(net.head, net.features, slice(0, 35))]
 
 
 def zero_output(box: Box, config: KnownConfig, generator: torch.Generator) -> BoxNet:
@@ -385,16 +385,16 @@ def zero_output(box: Box, config: KnownConfig, generator: torch.Generator) -> Bo
 
 
 def build(phi_field, box, config: KnownConfig):
-    """(box, check points, P, model at the start, Jets at the training points) for a validated problem;
+    """(box, P, model at the start, Jets at the training points) for a validated problem;
     the model is embed(P, width), or for the control a FreeBoundaryNet of it and a zero-output BoxNet."""
     box = as_box(box)
-    xc, P = check_problem(phi_field, box, config)
+    _, P = check_problem(phi_field, box, config)
     gen = torch.Generator().manual_seed(config.seed + 1)
     model = embed(P, config.width, gen) if config.start == "network" else Shifted(P, zero_output(box, config, gen))
     if not config.boundary:
         model = FreeBoundaryNet(model, zero_output(box, config, gen))
     x = box_sobol(config.n_points, box, seed=config.seed)
-    return box, xc, P, model, jets(phi_field, box, x)
+    return box, P, model, jets(phi_field, box, x)
 
 
 def start_copy(model: nn.Module) -> nn.Module:
