@@ -118,24 +118,12 @@ def conformal_fibre_field(a: float = 0.2):
 
     Harmonic fields on [-L, L] x T^6 (absolute boundary conditions), exact: a class dy1 ^ dy^K of degree
     k has the representative c(y1) dy1 ^ dy^K with c = e^{-(7-2k) f} / I0((7-2k) a), and a fibre class
-    without dy1 is its constant form (closed, co-closed, no dlambda). See `conformal_fibre_norm2`.
+    without dy1 is its constant form (closed, co-closed, no dlambda); its Gram matrix is `geometry.accuracy.exact_gram`.
     """
     def field(x):
         f = a * torch.sin(2 * torch.pi * x[:, 1])
         return torch.exp(3 * f)[:, None] * g2.phi0_packed(x.dtype, x.device)
     return field
-
-
-def conformal_fibre_norm2(I: tuple, a: float, L: float) -> float:
-    """||h||^2_g of the harmonic field in the class of dx^I for `conformal_fibre_field(a)`:
-    0 when I contains 0 (dlambda ^ dy^J is exact), 2L / I0((7-2k) a) when I contains 1, else
-    2L I0((7-2k) a) (|dy^I|^2_g vol_g = e^{(7-2k) f}; the mean of e^{b sin} over a period is I0(b))."""
-    k = len(I)
-    b = (7 - 2 * k) * a
-    if 0 in I:
-        return 0.0
-    i0 = float(torch.special.i0(torch.tensor(b, dtype=torch.float64)))    # modified Bessel I0
-    return 2 * L / i0 if 1 in I else 2 * L * i0
 
 
 def shear_profile(x: torch.Tensor, eps: float = 0.05):

@@ -63,11 +63,6 @@ class Box:
         t = self.to_affine(x)
         return (1 - t * t).prod(-1)
 
-    def contains(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch,) bool: the point lies in the closed box."""
-        lo, hi = self.bounds(x)
-        return ((x >= lo) & (x <= hi)).all(-1)
-
     def to_dict(self) -> dict:
         return {"lo": list(self.lo), "hi": list(self.hi), "volume": self.volume}
 
@@ -104,7 +99,7 @@ def first_nonpositive(phi_field, x: torch.Tensor, margin: float = 0.0) -> int | 
         phi = phi_field(x)
         B = g2.bilinear_B_packed(phi)
         ok = torch.isfinite(B).flatten(-2).all(-1)
-        ev = torch.linalg.eigvalsh(torch.where(ok[:, None, None], B, torch.eye(DIM, dtype=B.dtype)))
+        ev = torch.linalg.eigvalsh(torch.where(ok[:, None, None], B, torch.eye(DIM, dtype=B.dtype, device=B.device)))
         ok = ok & (ev[:, 0] > margin * ev[:, -1]) & (ev[:, 0] > 0)
     bad = torch.nonzero(~ok).flatten()
     return int(bad[0]) if len(bad) else None

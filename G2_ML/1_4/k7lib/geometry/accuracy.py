@@ -110,12 +110,13 @@ def accuracy_table(chart=2.0, fixtures=FIXTURES, settings: dict | None = None, s
     cands = {2: candidates_2forms(), 3: candidates_3forms(chart)}
     rows = []
     for fx in fixtures:
+        exact = {k: exact_gram(fx, chart, k, cands[k]) for k in cands}
         for label, st in settings.items():
             t0 = time.perf_counter()
             out = project(fixture_field(fx, chart), chart, seed, st, cands)
             dt = time.perf_counter() - t0
             for k, (proj, H, _) in out.items():
-                Hx, Sx = exact_gram(fx, chart, k, cands[k])
+                Hx, Sx = exact[k]
                 err = relative_error(H, Hx)
                 rows.append({"fixture": fx, "settings": label, "degree": k, "true error": err,
                              "estimate": proj.harmonic_gram_error, "estimate / true": proj.harmonic_gram_error / err,

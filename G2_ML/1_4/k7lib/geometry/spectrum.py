@@ -28,6 +28,7 @@ from ..constants import DIM, StructuralConstants
 from ..exact.box import as_box
 from ..inputs import positive_int
 from ..sampling.points import box_gauss, fourier_vectors, gauss_lattice
+from .galerkin import legendre
 
 # Seed 001 quotes lambda1 * H* = 13 as a soft target. It is not derived from the structural
 # integers in this package; it is shown beside the measured value as a diagnostic only.
@@ -252,16 +253,6 @@ def length_dependence(lengths=(1.0, 2.0, 4.0), phi_of_length=None, **settings) -
 
 
 # ---------------------------------------------------------------- Dirichlet spectrum on a box
-def legendre_jet(t: torch.Tensor, degree: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Legendre polynomials P_0..P_degree and their derivatives at t (n,): two (n, degree + 1) tensors
-    (Bonnet's recursion (m + 1) P_{m+1} = (2m + 1) t P_m - m P_{m-1}; P'_{m+1} = P'_{m-1} + (2m + 1) P_m)."""
-    P, D = [torch.ones_like(t), t], [torch.zeros_like(t), torch.ones_like(t)]
-    for m in range(1, degree):
-        P.append(((2 * m + 1) * t * P[m] - m * P[m - 1]) / (m + 1))
-        D.append(D[m - 1] + (2 * m + 1) * P[m])
-    return torch.stack(P[:degree + 1], -1), torch.stack(D[:degree + 1], -1)
-
-
 def dirichlet_degrees(degree: int) -> torch.Tensor:
     """Multi-degrees m in N^7 with |m| = m_0 + .. + m_6 <= degree, (n_basis, 7), by total degree."""
     out = [[0] * DIM]
@@ -279,7 +270,7 @@ def dirichlet_basis(box, x: torch.Tensor, degree: int) -> tuple[torch.Tensor, to
     box = as_box(box)
     t = box.to_affine(x)
     n = x.shape[0]
-    P, D = legendre_jet(t.reshape(-1), degree)
+    P, D = legendre(t.reshape(-1), degree)
     P, D = P.reshape(n, DIM, -1), D.reshape(n, DIM, -1)
     m, axis = dirichlet_degrees(degree).to(x.device), torch.arange(DIM, device=x.device)
     cut, dcut = (1 - t * t)[:, None, :], (-2 * t)[:, None, :]
