@@ -342,14 +342,9 @@ its GIFT v2.2 integer formula as a diagnostic, never as a fit."""),
     ("code", """from k7lib import gift
 from k7lib.geometry import couplings
 print(couplings.TRIPLE_PRODUCT_VANISHES)
-omega2, Phi3 = H.two.representatives(), H.three.representatives()      # L2_g-orthonormal harmonic forms
-xy = sampling.chart_points(1024 if S.config.profile == "quick" else 8192, chart, seed=S.config.seed + 1,
-                           method="uniform", device=S.device)
-metric = lambda x: g2.metric_data_packed(model(x)).g
-W = couplings.triple_pairing(omega2, Phi3, xy, volume=chart.volume, metric=metric)
-C = couplings.hitchin_cubic(model, Phi3, xy[:256], volume=chart.volume)       # every harmonic direction
+W, C, Y, notes = pipeline.coupling_study(model, H, chart, 1024 if S.config.profile == "quick" else 8192,
+                                         S.config.seed, device=S.device)   # every harmonic direction
 display(C.largest(8).to_frame())
-Y, notes = gift.coupling_tables(W.couplings(), C.couplings())
 print(*notes, sep="\\n")
 if Y is not None:
     display(gift.compact_table(Y))"""),

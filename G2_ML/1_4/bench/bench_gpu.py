@@ -33,10 +33,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from k7lib import g2, gift, topology
+from k7lib import topology
 from k7lib.apps import pipeline
 from k7lib.derivatives import value_and_jacobian  # noqa: E402
-from k7lib.geometry import couplings, harmonic
+from k7lib.geometry import harmonic
 from k7lib.learn.chart_training import train_chart  # noqa: E402
 from k7lib.learn.config import Config  # noqa: E402
 from k7lib.learn.evaluate import evaluate  # noqa: E402
@@ -153,12 +153,7 @@ def main(argv=None) -> int:
               + (f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device.type == "cuda" else ""))
 
         t0 = time.perf_counter()
-        xy = sampling.chart_points(args.coupling_points, cfg.chart, seed=cfg.seed + 1, method="uniform", device=device)
-        metric = lambda x: g2.metric_data_packed(model(x)).g
-        W = couplings.triple_pairing(H.two.representatives(), H.three.representatives(), xy,
-                                    volume=cfg.chart.volume, metric=metric)
-        C = couplings.hitchin_cubic(model, H.three.representatives(), xy[:256], volume=cfg.chart.volume)
-        table, notes = gift.coupling_tables(W.couplings(), C.couplings())
+        _, _, table, notes = pipeline.coupling_study(model, H, cfg.chart, args.coupling_points, cfg.seed, device)
         print(*notes, sep="\n")
         _sync(device)
         print(f"couplings on {args.coupling_points} points: {time.perf_counter() - t0:.1f} s "

@@ -87,7 +87,7 @@ def longer(fx, config: KnownConfig, stops, run_dir) -> pd.DataFrame:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fixture", default="bryant-salamon")
-    p.add_argument("--eps", type=float, default=0.2)
+    p.add_argument("--eps", type=float, default=KnownConfig.eps)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--polish", type=int, default=KnownConfig.polish, help="Gauss-Newton steps after L-BFGS")
     p.add_argument("--start", default=KnownConfig.start, help="network (in the network's class) or modes")

@@ -13,13 +13,16 @@ import math
 import pandas as pd
 import torch
 
-from .. import g2
+from .. import g2, gift
 from ..batches import chunks
+from ..geometry import couplings as CP
 from ..report.export import Results, build_metadata, harmonic_table
 from ..sampling import points as sampling
 from ..torsion import torsion_packed
 
 EXPORT_STREAM = 7919        # seed offset of the exported points (a prime, apart from the other streams)
+COUPLING_STREAM = 1         # seed offset of the coupling points
+HITCHIN_POINTS = 256        # Hitchin's cubic takes third derivatives of V: it runs on the first points only
 B_HARM_NOTE = ("b_harm is fixed by the chart's topology: the projection keeps one harmonic field per class of "
                "[-L,L] x T^6, so the count cannot come out otherwise and does not test the projection; what the "
                "projection computes is the Gram matrix of the candidates' harmonic parts, given with its estimated "
@@ -28,8 +31,23 @@ B_HARM_NOTE = ("b_harm is fixed by the chart's topology: the projection keeps on
 HARMONIC_TABLE = "Harmonic extraction per degree: the candidates' Gram spectrum (b_eff) and the Hodge projection (b_harm)"
 
 
+def coupling_study(model, harmonic, chart, n_points: int, seed: int, device=None) -> tuple:
+    """(W, C, Y, notes) on n_points fresh uniform chart points of the coupling stream: W the triple wedge
+    integral of the L2-orthonormal harmonic 2- and 3-forms of `harmonic` (geometry.couplings.triple_pairing),
+    C Hitchin's cubic d3V on every harmonic 3-form direction (hitchin_cubic, on the first HITCHIN_POINTS),
+    and the GIFT ansatz's table Y (None when it does not apply) with its notes (gift.coupling_tables)."""
+    xy = sampling.chart_points(n_points, chart, seed=seed + COUPLING_STREAM, method="uniform", device=device)
+    metric = lambda x: g2.metric_data_packed(model(x)).g                                   # noqa: E731
+    phi3 = harmonic.three.representatives()
+    W = CP.triple_pairing(harmonic.two.representatives(), phi3, xy, volume=chart.volume, metric=metric)
+    C = CP.hitchin_cubic(model, phi3, xy[:HITCHIN_POINTS], volume=chart.volume)
+    Y, notes = gift.coupling_tables(W.couplings(), C.couplings())
+    return W, C, Y, notes
+
+
 def metric_sample(model, chart, n_points: int, seed: int) -> tuple:
-    """(x (n, 7), g (n, 7, 7)) in float64: fresh uniform chart points of the export stream and g(phi(x)).
+    """(x (n, 7), g (n, 7, 7), the float64 model) in float64: fresh uniform chart points of the export
+    stream and g(phi(x)).
 
     model: the trained phi (a float64 copy is evaluated, the caller's model is untouched).
     """
