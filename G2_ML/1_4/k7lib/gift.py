@@ -20,6 +20,11 @@ from torch import nn
 from .constants import StructuralConstants, ZeroParamGeometry
 
 
+# A coupling within this many standard errors of zero is consistent with zero: flagged, never mapped
+# (geometry.couplings.Couplings.consistent_with_zero).
+RESOLVED_SIGMA = 3.0
+
+
 @dataclass(frozen=True)
 class Sector:
     """A mass ratio m_heavy / m_light between two generations of one fermion family.
@@ -169,33 +174,40 @@ def gift_reference_ratios(sc: StructuralConstants | None = None) -> dict:
 
 
 # ---------------------------------------------------------------- the ansatz beside the couplings (a diagnostic)
-def choose_triplets(couplings, n: int = 3, significance: float = 2.0) -> tuple:
-    """The n triplets with the largest normalised coupling among those with |Y| > significance * stderr."""
-    ok = (couplings.values.abs() > significance * couplings.stderr) & torch.isfinite(couplings.normalised) \
-        & (couplings.normalised > 0)
-    order = torch.argsort(couplings.normalised.masked_fill(~ok, -1.0), descending=True)
-    picked = [couplings.triplets[int(i)] for i in order[:n] if bool(ok[int(i)])]
-    if not picked:
-        raise ValueError(f"no {couplings.kind} coupling differs from zero by more than "
-                         f"{significance} standard errors; nothing to map")
-    return tuple(picked)
+def choose_triplets(couplings, n: int = 3, n_sigma: float = RESOLVED_SIGMA) -> tuple:
+    """The n triplets to show: the resolved couplings (|Y| > n_sigma standard errors) with the largest
+    normalised value first, then, when fewer than n are resolved, the largest of those consistent with
+    zero (shown flagged, not mapped). ValueError when no coupling is non-zero and finite."""
+    eps = couplings.normalised
+    ok = torch.isfinite(eps) & (eps > 0)
+    if not bool(ok.any()):
+        raise ValueError(f"no {couplings.kind} coupling is non-zero and finite; nothing to show")
+    zero = couplings.consistent_with_zero(n_sigma)
+    # resolved ones rank above every flagged one: flagged values are shifted below the smallest
+    rank = torch.where(zero, eps - float(eps[ok].max()) - 1.0, eps).masked_fill(~ok, -math.inf)
+    order = torch.argsort(rank, descending=True)
+    return tuple(couplings.triplets[int(i)] for i in order[:n] if bool(ok[int(i)]))
 
 
 def ansatz_table(couplings, triplets=None, layer: TauLayer | None = None,
-                 n: int = 3, significance: float = 2.0) -> pd.DataFrame:
+                 n: int = 3, n_sigma: float = RESOLVED_SIGMA) -> pd.DataFrame:
     """Couplings beside the mass ratios the GIFT ansatz assigns them and the GIFT integer formulas.
 
     A diagnostic, never a fit, and not a derivation: the map is the ansatz `TauLayer` assumes.
     One row per (triplet, quantity): the coupling's kind, Y with its standard error, eps = normalised
-    |Y|, the ansatz eps^(-tau n) for each sector, Koide's Q of the mapped lepton masses, and the
-    GIFT v2.2 formula (text), exact value and float, with mapped / GIFT.
-    triplets: which couplings to show (default `choose_triplets(couplings, n, significance)`).
+    |Y|, `consistent_with_zero` (|Y| <= n_sigma standard errors), the ansatz eps^(-tau n) for each sector
+    and Koide's Q of the mapped lepton masses (NaN for a coupling consistent with zero: eps^(-tau n) of a
+    number consistent with zero says nothing), the GIFT v2.2 formula (text), exact value and float, with
+    mapped / GIFT; and, for the kind, n_computed couplings of which n_resolved are resolved.
+    triplets: which couplings to show (default `choose_triplets(couplings, n, n_sigma)`).
     """
     layer = TauLayer() if layer is None else layer
     refs = gift_reference_ratios(layer.sc)
     if triplets is None:
-        triplets = choose_triplets(couplings, n, significance)
+        triplets = choose_triplets(couplings, n, n_sigma)
     where = {tuple(t): i for i, t in enumerate(couplings.triplets)}
+    zero = couplings.consistent_with_zero(n_sigma)
+    counts = {"n_computed": len(couplings.triplets), "n_resolved": int((~zero).sum())}
     rows = []
     for t in triplets:
         t = tuple(int(v) for v in t)
@@ -203,21 +215,26 @@ def ansatz_table(couplings, triplets=None, layer: TauLayer | None = None,
             raise ValueError(f"triplet {t} is not among the computed {couplings.kind} couplings")
         i = where[t]
         Y, se, eps = (float(v[i]) for v in (couplings.values, couplings.stderr, couplings.normalised))
-        mapped = {}
-        for s in SECTORS:
-            mapped[s.name] = layer.ansatz_mass_ratio(eps, s.name) if eps > 0 else float("nan")
-        m = layer.lepton_masses(eps) if eps > 0 else (float("nan"),) * 3
-        mapped["Q_Koide"] = koide_q(*m) if eps > 0 else float("nan")
+        flagged = bool(zero[i])
+        mapped = _mapped(layer, eps if not flagged else float("nan"))
         for name, ref in refs.items():
             rows.append({
                 "kind": couplings.kind, "triplet": str(t), "Y": Y, "Y_stderr": se, "epsilon": eps,
-                "quantity": name,
+                "consistent_with_zero": flagged, "quantity": name,
                 "exponent": str(layer.exponent(name)) if name in layer.sectors else "",
                 "mapped": mapped[name], "gift_formula": ref.formula, "gift_exact": str(ref.exact),
-                "gift_value": ref.value, "mapped/gift": mapped[name] / ref.value,
+                "gift_value": ref.value, "mapped/gift": mapped[name] / ref.value, **counts,
             })
     return pd.DataFrame(rows)
 
+
+def _mapped(layer: TauLayer, eps: float) -> dict:
+    """{quantity: the ansatz's value} for one normalised coupling; NaN throughout unless eps > 0."""
+    if not eps > 0:
+        return {**{s.name: float("nan") for s in SECTORS}, "Q_Koide": float("nan")}
+    out = {s.name: layer.ansatz_mass_ratio(eps, s.name) for s in SECTORS}
+    out["Q_Koide"] = koide_q(*layer.lepton_masses(eps))
+    return out
 
 
 def coupling_tables(*couplings, layer: TauLayer | None = None) -> tuple:
@@ -228,21 +245,23 @@ def coupling_tables(*couplings, layer: TauLayer | None = None) -> tuple:
     for cp in couplings:
         try:
             tables.append(ansatz_table(cp, layer=layer))
-        except ValueError as err:            # a kind with no coupling above 2 standard errors is said, not mapped
+        except ValueError as err:            # a kind with no non-zero coupling is said, not shown
             notes.append(f"{cp.kind}: {err}")
     return (pd.concat(tables, ignore_index=True) if tables else None), notes
 
 
 def compact_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The long `ansatz_table` folded to one row per (kind, triplet): Y, its standard error and eps, then
-    for each quantity the mapped value followed by its GIFT integer formula ("formula = exact")."""
+    """The long `ansatz_table` folded to one row per (kind, triplet): Y, its standard error, eps and the
+    flag consistent_with_zero, then for each quantity the mapped value (NaN when flagged) followed by its
+    GIFT integer formula ("formula = exact")."""
     need = {"kind", "triplet", "Y", "Y_stderr", "epsilon", "quantity", "mapped", "gift_formula", "gift_exact"}
     if not isinstance(table, pd.DataFrame) or not need <= set(table.columns):
         raise ValueError(f"compact_table needs the long ansatz_table with columns {sorted(need)}")
     rows = []
     for _, grp in table.groupby(["kind", "triplet"], sort=False):
         first = grp.iloc[0]
-        row = {k: first[k] for k in ("kind", "triplet", "Y", "Y_stderr", "epsilon")}
+        row = {k: first[k] for k in ("kind", "triplet", "Y", "Y_stderr", "epsilon", "consistent_with_zero")
+               if k in first}
         for r in grp.itertuples(index=False):
             row[r.quantity] = r.mapped
             row[f"{r.quantity} GIFT"] = f"{r.gift_formula} = {r.gift_exact}"

@@ -255,8 +255,28 @@ def test_ansatz_table_columns_and_values(f64):
         gift.ansatz_table(cp, triplets=[(1, 0, 0)])
     assert set(df["kind"]) == {couplings.PAIRING_KIND}
     zero = couplings.Couplings(couplings.PAIRING_KIND, ((0, 0, 0),), torch.zeros(1), torch.zeros(1), torch.zeros(1))
-    with pytest.raises(ValueError, match="standard errors"):
+    with pytest.raises(ValueError, match="non-zero"):
         gift.ansatz_table(zero)
+
+
+def test_a_coupling_consistent_with_zero_is_flagged_and_not_mapped():
+    """|Y| <= 3 standard errors: flagged in the table (and its compact form), never mapped to ratios; the
+    resolved ones are shown first, and the table carries how many of the kind's couplings are resolved."""
+    kind = couplings.PAIRING_KIND
+    cp = couplings.Couplings(kind, ((0, 1, 0), (0, 2, 1), (1, 1, 1), (2, 2, 2), (3, 3, 3)),
+                             torch.tensor([2.0, -0.7, 3e-3, 5.8e-7, 1.0], dtype=torch.float64),
+                             torch.tensor([0.01, 0.3, 1e-3, 2.3e-7, float("nan")], dtype=torch.float64),
+                             torch.tensor([0.5, 0.4, 0.95, 0.99, 0.98], dtype=torch.float64))
+    assert cp.consistent_with_zero().tolist() == [False, True, True, True, True]   # 3.0 sigma exactly is not resolved
+    assert cp.to_frame()["consistent_with_zero"].tolist() == [False, True, True, True, True]
+    assert gift.choose_triplets(cp, n=3) == ((0, 1, 0), (2, 2, 2), (3, 3, 3))       # resolved first, then by eps
+    df = gift.ansatz_table(cp, n=3)
+    flagged = df[df.consistent_with_zero]
+    assert set(flagged.triplet) == {"(2, 2, 2)", "(3, 3, 3)"} and flagged["mapped"].isna().all()
+    assert flagged["mapped/gift"].isna().all() and df[~df.consistent_with_zero]["mapped"].notna().all()
+    assert (df.n_computed == 5).all() and (df.n_resolved == 1).all()
+    compact = gift.compact_table(df)
+    assert compact["consistent_with_zero"].tolist() == [False, True, True] and compact["m_s/m_d"].isna().tolist() == [False, True, True]
 
 
 def test_compact_table_one_row_per_triplet(f64):

@@ -61,6 +61,28 @@ def rv_values(tex):
     return out
 
 
+def ru_values(tex):
+    """[((key, stderr key, spread key), printed text)] of every \\ru{key}{se}{spread}{text} in the document."""
+    out, tex = [], tex[tex.index("\\begin{document}"):]
+    for m in re.finditer(r"\\ru\{([^{}]*)\}\{([^{}]*)\}\{([^{}]*)\}\{", tex):
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(tex[i], 0)
+            i += 1
+        out.append(((m.group(1), m.group(2), m.group(3)), tex[m.end():i - 1]))
+    return out
+
+
+def parse_uncertain(text):
+    """(value, error) that a printed value(error)[\\times10^{e}] stands for (independent of latex.uncertain_tex)."""
+    m = re.fullmatch(r"(-?[\d.,\\]+)\(([\d.]+)\)(?:\\times10\^\{(-?\d+)\})?", text.strip())
+    assert m, text
+    mant, err, e = m.group(1).replace("\\,", ""), m.group(2), int(m.group(3) or 0)
+    decimals = len(mant.partition(".")[2])
+    err = float(err) if "." in err else int(err) * 10.0 ** -decimals
+    return float(mant) * 10.0 ** e, err * 10.0 ** e, 10.0 ** (e - decimals)
+
+
 def parse_number(text):
     """The float a printed value stands for (independent of latex.value_tex)."""
     t = text.strip()
@@ -123,8 +145,18 @@ def test_value_tex_is_the_one_formatting_rule():
 def test_every_number_in_the_tex_is_the_runs():
     res = full_results()
     tex, values = article.render(res)
-    printed = rv_values(tex)
-    assert printed and {k for k, _ in printed} == set(values)
+    printed, uncertain = rv_values(tex), ru_values(tex)
+    keys = {k for k, _ in printed} | {k for ks, _ in uncertain for k in ks if k}
+    assert printed and uncertain and keys == set(values)
+    for (key, se, spread), text in uncertain:     # a value with its standard error: the one rule, the run's numbers
+        assert not spread and text == latex.uncertain_tex(values[key], values[se]), key
+        v, err, unit = parse_uncertain(text)
+        expected = source_value(res, key)
+        expected_se = source_value(res, se) if not se.startswith("derived.") else \
+            source_value(res, {"derived.kappa_T_rel_stderr": "T_stderr", "derived.det_g_rel_stderr": "det_g_stderr"}[se]) \
+            / res.metadata[{"derived.kappa_T_rel_stderr": "kappa_T_target", "derived.det_g_rel_stderr": "det_g_target"}[se]]
+        assert abs(v - expected) <= 0.5001 * unit and err == pytest.approx(expected_se, rel=0.05), key
+        assert unit <= expected_se / 9.99                  # two significant digits of the error
     for key, text in printed:
         digits = latex.key_digits(key)
         assert text == latex.value_tex(values[key], digits), key
@@ -135,7 +167,6 @@ def test_every_number_in_the_tex_is_the_runs():
         assert text != NOT_COMPUTED, f"{key} is in the run but printed as not computed"
         assert parse_number(text) == pytest.approx(float(eval(str(expected)) if isinstance(expected, str)
                                                          else expected), rel=0.6 * 10.0 ** (1 - digits)), key
-    keys = {k for k, _ in printed}
     must = {"kappa_T_measured", "T_stderr", "det_g_measured", "det_g_stderr", "kappa_T_target", "det_g_target", "tau",
             "b2_eff", "b3_eff", "b2_harm", "b3_harm", "b2_topology", "b3_topology", "b2_target", "b3_target",
             "b2_harm_gap", "b3_harm_gap", "n_eval_points", "profile", "seed", "config.batch", "config.phases.0.lr",
@@ -146,7 +177,7 @@ def test_every_number_in_the_tex_is_the_runs():
             "known_validation.structures.control.rank", "known_validation.targets_met"}
     assert must <= keys, must - keys
     records = res.couplings.to_dict(orient="records")
-    assert {f"coupling.{i}.mapped" for i in range(len(records))} <= keys            # every mapped ratio printed
+    assert {f"coupling.{i}.mapped" for i in range(len(records)) if not records[i]["consistent_with_zero"]} <= keys
     triplets = {(r["kind"], r["triplet"]) for r in records}
     assert sum(k.endswith(".Y") and k.startswith("coupling.") for k in keys) == len(triplets)   # one row per triplet
     # exact targets and proper mathematics, not text
@@ -189,11 +220,11 @@ def test_missing_and_nonfinite_fields_say_not_computed():
     res = full_results(T_stderr=DROP, det_g_stderr=DROP, kappa_T_measured=float("nan"), b3_harm=float("inf"),
                        b2_topology=DROP, harmonic_spectrum_3=DROP, b3_harm_gap=None, eig_min=torch.tensor(math.nan))
     tex, values = article.render(res)
-    printed = dict(rv_values(tex))
-    for key in ("T_stderr", "det_g_stderr", "kappa_T_measured", "b3_harm", "b2_topology", "b3_harm_gap",
-                "eig_min", "derived.kappa_T_rel"):
+    printed = dict(rv_values(tex)) | {keys[0]: text for keys, text in ru_values(tex)}
+    for key in ("kappa_T_measured", "b3_harm", "b2_topology", "b3_harm_gap", "eig_min", "derived.kappa_T_rel"):
         assert printed[key] == NOT_COMPUTED, key
-    assert printed["det_g_measured"] == "2.0301" and printed["b2_harm"] == "21"
+    # a value whose standard error is missing says so; the value keeps its rule
+    assert printed["det_g_measured"] == "2.0301\\pm" + NOT_COMPUTED and printed["b2_harm"] == "21"
     assert not re.search(r"\b(nan|inf|None)\b", tex)
     assert not latex.tex_problems(tex)
     # a near-empty run: no configuration, no coupling table, only two metadata keys

@@ -39,6 +39,7 @@ from torch.func import jvp
 
 from .. import forms as F
 from .. import g2
+from ..gift import RESOLVED_SIGMA
 from ..batches import check_chunk, chunks
 from ..inputs import check_field_call, check_phi, check_points
 from ..sampling.montecarlo import Moments
@@ -79,17 +80,26 @@ def _check_sampling(x, weights, volume):
 
 @dataclass(frozen=True)
 class Couplings:
-    """Couplings on chosen triplets: values and standard errors (m,), normalised magnitudes eps (m,)."""
+    """Couplings on chosen triplets: values and standard errors (m,), normalised magnitudes eps (m,).
+
+    A coupling is resolved when |Y| > RESOLVED_SIGMA standard errors (a finite one); otherwise it is
+    consistent with zero (`consistent_with_zero`), and nothing is read from its size."""
     kind: str
     triplets: tuple
     values: torch.Tensor
     stderr: torch.Tensor
     normalised: torch.Tensor
 
+    def consistent_with_zero(self, n_sigma: float = None) -> torch.Tensor:
+        """(m,) bool: |Y| <= n_sigma * stderr (default RESOLVED_SIGMA), or a standard error that is not finite."""
+        n_sigma = RESOLVED_SIGMA if n_sigma is None else n_sigma
+        return ~((self.values.abs() > n_sigma * self.stderr) & torch.isfinite(self.stderr))
+
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame({
             "kind": self.kind, "triplet": [str(tuple(t)) for t in self.triplets],
-            "Y": self.values.tolist(), "Y_stderr": self.stderr.tolist(), "epsilon": self.normalised.tolist()})
+            "Y": self.values.tolist(), "Y_stderr": self.stderr.tolist(), "epsilon": self.normalised.tolist(),
+            "consistent_with_zero": self.consistent_with_zero().tolist()})
 
 
 def _check_triplets(triplets, sizes, name="triplets"):

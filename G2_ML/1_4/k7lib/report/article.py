@@ -18,24 +18,40 @@ from __future__ import annotations
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .context import Value, build_context
-from .latex import NOT_COMPUTED, frac_inline, key_digits, latex_escape, value_tex
+from .latex import MISSING, NOT_COMPUTED, frac_inline, key_digits, label_tex, latex_escape, uncertain_tex, value_tex
 
 TEMPLATE = "results_v1_4.tex.j2"
 DELIMITERS = dict(block_start_string=r"\BLOCK{", block_end_string="}", variable_start_string=r"\VAR{",
                   variable_end_string="}", comment_start_string=r"\#{", comment_end_string="}")
 
 
+def _error_raw(v: Value | None):
+    """The raw standard error (or spread) to print: None without one, NaN ("not computed") when it is missing."""
+    if v is None:
+        return None
+    return float("nan") if v.raw is MISSING or v.raw is None else v.raw
+
+
 def environment(used: dict) -> Environment:
-    """The Jinja2 environment of the article; `rv` records every value it prints in `used` (key -> raw)."""
+    """The Jinja2 environment of the article; `rv` records every value it prints in `used` (key -> raw).
+
+    A Value with a standard error or a seed spread prints as \\ru{key}{stderr key}{spread key}{text},
+    text by `latex.uncertain_tex`; any other as \\rv{key}{text}, text by `latex.value_tex`. Filters:
+    tex (`latex.label_tex`: labels and text), esc (`latex.latex_escape`: inside \\texttt), math, frac."""
     def rv(v: Value) -> str:
         if not isinstance(v, Value):
             raise TypeError(f"rv prints a report.context.Value, got {type(v).__name__}")
         used[v.key] = v.raw
-        return f"\\rv{{{v.key}}}{{{value_tex(v.raw, key_digits(v.key))}}}"
+        if v.stderr is None and v.spread is None:
+            return f"\\rv{{{v.key}}}{{{value_tex(v.raw, key_digits(v.key))}}}"
+        keys = [e.key if e is not None else "" for e in (v.stderr, v.spread)]
+        used.update({e.key: e.raw for e in (v.stderr, v.spread) if e is not None})
+        text = uncertain_tex(v.raw, _error_raw(v.stderr), _error_raw(v.spread))
+        return f"\\ru{{{v.key}}}{{{keys[0]}}}{{{keys[1]}}}{{{text}}}"
 
     env = Environment(loader=PackageLoader("k7lib.report", "templates"), trim_blocks=True, lstrip_blocks=True,
                       autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True, **DELIMITERS)
-    env.filters.update(rv=rv, math=value_tex, frac=frac_inline, tex=latex_escape)
+    env.filters.update(rv=rv, math=value_tex, frac=frac_inline, tex=label_tex, esc=latex_escape)
     env.globals["not_computed"] = NOT_COMPUTED
     return env
 

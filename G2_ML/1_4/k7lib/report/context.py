@@ -15,12 +15,13 @@ from fractions import Fraction
 
 from ..constants import StructuralConstants, ZeroParamGeometry
 from ..geometry.couplings import HITCHIN_KIND, PAIRING_KIND
-from ..gift import gift_reference_ratios
+from ..gift import RESOLVED_SIGMA, gift_reference_ratios
+from .known_context import Validation, validation
 from .latex import (
     MISSING,
     as_number,
     formula_lines,
-    latex_escape,
+    label_tex,
     quantity_tex,
     value_tex,
 )
@@ -29,15 +30,23 @@ from .latex import (
 IN_BETTI_TABLE = ("b_eff", "b_harm", "gap ratio across b_harm")
 WEIGHT_HEADERS = {"kappa": r"$w_\kappa$", "closure": r"$w_{d\varphi}$", "coclosure": r"$w_{d\star\varphi}$",
                   "det": r"$w_{\det}$", "positivity": r"$w_{+}$", "anti_flat": r"$w_{\partial_\lambda g}$"}
+KIND_NAMES = {PAIRING_KIND: "triple wedge integrals", HITCHIN_KIND: r"values of Hitchin's cubic"}
 KIND_TITLES = {PAIRING_KIND: r"$\int\omega_i\wedge\omega_j\wedge\Phi_k$ (triple wedge integral on the chart)",
                HITCHIN_KIND: r"$\partial^3V/\partial t_i\partial t_j\partial t_k$ (Hitchin cubic of $V$, not of $\log V$)"}
 
 
 @dataclass(frozen=True)
 class Value:
-    """One value of the run and the key of its source (module docstring)."""
+    """One value of the run and the key of its source (module docstring); with its standard error and,
+    for a metadata key the ensemble block holds (metadata["ensemble"]["quantities"][key]["std"]), its
+    seed spread, both Values (printed together by `latex.uncertain_tex`)."""
     key: str
     raw: object = MISSING
+    stderr: "Value | None" = None
+    spread: "Value | None" = None
+
+
+SOURCES = ("config", "coupling", "table", "derived")      # key heads that are not metadata keys
 
 
 class Source:
@@ -46,8 +55,19 @@ class Source:
     def __init__(self, metadata: dict, config: dict, records: list, tables: list):
         self.meta, self.config, self.records, self.tables = metadata, config, records, tables
 
-    def __call__(self, key: str) -> Value:
-        return Value(key, self._raw(key))
+    def __call__(self, key: str, stderr: str | None = None) -> Value:
+        """The Value under key; stderr: the key of its standard error. A metadata key that the ensemble
+        block lists carries its seed spread."""
+        se = Value(stderr, self._raw(stderr)) if stderr else None
+        return Value(key, self._raw(key), se, self._spread(key))
+
+    def _spread(self, key: str) -> Value | None:
+        ens = self.meta.get("ensemble")
+        quantities = ens.get("quantities") if isinstance(ens, dict) else None
+        entry = quantities.get(key) if isinstance(quantities, dict) and key in self.meta else None
+        if not isinstance(entry, dict) or "std" not in entry or key.partition(".")[0] in SOURCES:
+            return None
+        return Value(f"ensemble.quantities.{key}.std", entry["std"])
 
     def number(self, key: str):
         return as_number(self._raw(key))
@@ -72,9 +92,9 @@ class Source:
         return cur
 
 
-def derived(name: str, raw) -> Value:
-    """A value computed here from the metadata (key "derived.<name>")."""
-    return Value("derived." + name, raw)
+def derived(name: str, raw, stderr=None) -> Value:
+    """A value computed here from the metadata (key "derived.<name>"), with its standard error if given."""
+    return Value("derived." + name, raw, None if stderr is None else Value(f"derived.{name}_stderr", stderr))
 
 
 # ---------------------------------------------------------------- sections
@@ -154,16 +174,27 @@ class Harmonic:
 class CouplingRow:
     kind_title: str | None      # the kind's heading when this row starts a new kind, else None
     triplet: str
-    Y: Value
-    Y_stderr: Value
+    Y: Value                    # with its standard error
     epsilon: Value
     cells: tuple                # one Value (or None: not computed) per quantity column
+    flagged: bool               # consistent with zero (|Y| <= RESOLVED_SIGMA standard errors): not mapped
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """How many couplings of one kind were computed and how many of them are resolved."""
+    name: str                   # LaTeX, plural: "triple wedge integrals"
+    computed: Value
+    resolved: Value
 
 
 @dataclass(frozen=True)
 class CouplingTable:
     header: tuple               # LaTeX header cells
     rows: tuple
+    resolution: tuple           # Resolution per kind, where the records carry the counts
+    n_sigma: float              # the resolution threshold in standard errors
+    any_flagged: bool
 
 
 @dataclass(frozen=True)
@@ -182,30 +213,6 @@ class Provenance:
     history_rows: Value
     versions: str               # "torch 2.13.0, ..." (plain text) or ""
     topology: tuple | None      # (b2, b3 of the chart, b2, b3 of GIFT) Values when the run has a topology note
-
-
-@dataclass(frozen=True)
-class ValidationRow:
-    label: str                  # LaTeX
-    exact: Value
-    start: Value                # relative differences from exact (invariants) or values (torsion, holonomy)
-    learned: Value
-    learned_se: Value | None
-    control: Value
-
-
-@dataclass(frozen=True)
-class Validation:
-    """The run's validation on a known G2 metric (metadata "known_validation"): invariant rows with relative
-    differences, then per structure the L2 torsion, the curvature outside g2 and the holonomy rank."""
-    fixture: str                # LaTeX: which metric
-    eps: Value
-    width: Value
-    n_points: Value
-    invariants: tuple
-    structures: tuple
-    met: Value
-    targets: Value
 
 
 @dataclass(frozen=True)
@@ -232,6 +239,13 @@ def _rel(measured, target):
     return (float(m) - float(t)) / float(t)
 
 
+def _rel_value(name: str, meta: dict, measured: str, target: str, stderr: str) -> Value:
+    """measured / target - 1 with its standard error stderr / |target| (key derived.<name>)."""
+    se, t = as_number(meta.get(stderr)), as_number(meta.get(target))
+    rel_se = float(se) / abs(float(t)) if se is not None and t else float("nan")     # nan: not computed
+    return derived(name, _rel(meta.get(measured), meta.get(target)), rel_se)
+
+
 def _exact(src: Source, name: str, fallback: Fraction) -> Fraction:
     """The exact target the run recorded under metadata["exact"][name] (constants' value if absent)."""
     f = src.number(f"exact.{name}")
@@ -255,10 +269,10 @@ def summary(src: Source) -> Summary:
     return Summary(
         profile=src("profile"), seed=src("seed"), total_epochs=derived("total_epochs", total),
         n_phases=derived("n_phases", len(epochs) or None), n_eval_points=src("n_eval_points"),
-        kappa_T_measured=src("kappa_T_measured"), T_stderr=src("T_stderr"),
-        kappa_T_rel=derived("kappa_T_rel", _rel(meta.get("kappa_T_measured"), meta.get("kappa_T_target"))),
-        det_g_measured=src("det_g_measured"), det_g_stderr=src("det_g_stderr"),
-        det_g_rel=derived("det_g_rel", _rel(meta.get("det_g_measured"), meta.get("det_g_target"))), betti=betti)
+        kappa_T_measured=src("kappa_T_measured", "T_stderr"), T_stderr=src("T_stderr"),
+        kappa_T_rel=_rel_value("kappa_T_rel", meta, "kappa_T_measured", "kappa_T_target", "T_stderr"),
+        det_g_measured=src("det_g_measured", "det_g_stderr"), det_g_stderr=src("det_g_stderr"),
+        det_g_rel=_rel_value("det_g_rel", meta, "det_g_measured", "det_g_target", "det_g_stderr"), betti=betti)
 
 
 def schedule(src: Source) -> Schedule | None:
@@ -269,7 +283,7 @@ def schedule(src: Source) -> Schedule | None:
     names = []
     for p in phases:
         names += [k for k in (p.get("weights") or {}) if k not in names]
-    header = ("", "phase", "epochs", "peak l.r.") + tuple(WEIGHT_HEADERS.get(k, k) for k in names)
+    header = ("", "phase", "epochs", "peak l.r.") + tuple(WEIGHT_HEADERS.get(k) or label_tex(k) for k in names)
     rows = tuple((i + 1, p.get("name", ""), src(f"config.phases.{i}.epochs"), src(f"config.phases.{i}.lr"),
                   tuple(src(f"config.phases.{i}.weights.{k}") for k in names)) for i, p in enumerate(phases))
     return Schedule(header=header, rows=rows)
@@ -294,8 +308,8 @@ def _phase_starts(config: dict) -> tuple:
 
 def torsion(src: Source, figures: set) -> Torsion:
     n, bad = src.number("n_eval_points"), src.number("nonpositive_points")
-    rows = {k: src(k) for k in ("kappa_T_measured", "T_stderr", "det_g_measured", "det_g_stderr", "det_g_std",
-                                "eig_min", "anti_flat")}
+    rows = {k: src(k) for k in ("det_g_std", "eig_min", "anti_flat")}
+    rows.update(kappa_T_measured=src("kappa_T_measured", "T_stderr"), det_g_measured=src("det_g_measured", "det_g_stderr"))
     scrambles = src("stderr_scrambles") if src.number("stderr_scrambles") is not None else None
     return Torsion(n_eval_points=src("n_eval_points"), nonpositive_points=src("nonpositive_points"),
                    stderr_scrambles=scrambles,
@@ -375,25 +389,36 @@ def _quantity_header(q: str, formula: str, exact) -> str:
     return r"\shortstack{" + r"\\ ".join(lines) + "}"
 
 
+def _flagged(record: dict) -> bool:
+    """Consistent with zero: the record's flag, or |Y| <= RESOLVED_SIGMA standard errors where it has none."""
+    flag = record.get("consistent_with_zero")
+    if isinstance(flag, bool):
+        return flag
+    y, se = as_number(record.get("Y")), as_number(record.get("Y_stderr"))
+    return not (y is not None and se is not None and abs(float(y)) > RESOLVED_SIGMA * float(se))
+
+
 def couplings(src: Source) -> CouplingTable | None:
     """The compact coupling table (one row per kind and triplet), or None when the run has none."""
     rows, columns = compact_couplings(src.records)
     if not rows:
         return None
-    header = ("triplet", r"$Y\pm\sigma_Y$", r"$\varepsilon$") + tuple(_quantity_header(*c) for c in columns)
-    out, kind = [], None
+    header = ("triplet", r"$Y(\sigma_Y)$", r"$\varepsilon$") + tuple(_quantity_header(*c) for c in columns)
+    out, kind, resolution = [], None, []
     for row in rows:
-        title = None
+        title, i = None, row["first"]
         if row["kind"] != kind:
             kind = row["kind"]
-            title = KIND_TITLES.get(kind, kind)
-        i = row["first"]
+            title = KIND_TITLES.get(kind) or label_tex(kind)
+            if "n_computed" in src.records[i]:
+                resolution.append(Resolution(KIND_NAMES.get(kind) or label_tex(kind), src(f"coupling.{i}.n_computed"),
+                                             src(f"coupling.{i}.n_resolved")))
         cells = tuple(src(f"coupling.{row['cells'][q][0]}.{row['cells'][q][1]}") if q in row["cells"] else None
                       for q, _, _ in columns)
-        out.append(CouplingRow(kind_title=title, triplet=row["triplet"], Y=src(f"coupling.{i}.Y"),
-                               Y_stderr=src(f"coupling.{i}.Y_stderr"), epsilon=src(f"coupling.{i}.epsilon"),
-                               cells=cells))
-    return CouplingTable(header=header, rows=tuple(out))
+        out.append(CouplingRow(kind_title=title, triplet=row["triplet"], Y=src(f"coupling.{i}.Y", f"coupling.{i}.Y_stderr"),
+                               epsilon=src(f"coupling.{i}.epsilon"), cells=cells, flagged=_flagged(src.records[i])))
+    return CouplingTable(header=header, rows=tuple(out), resolution=tuple(resolution), n_sigma=RESOLVED_SIGMA,
+                         any_flagged=any(r.flagged for r in out))
 
 
 FOLD_ROWS = 12       # a narrow further table longer than this is set as two halves side by side
@@ -436,37 +461,6 @@ def provenance(src: Source, results) -> Provenance:
         history_rows=derived("history_rows", len(results.history) if results.history is not None else None),
         versions=", ".join(f"{k} {x}" for k, x in versions.items()),
         topology=topology if isinstance(note, str) and note.strip() else None)
-
-
-VALIDATION_ROWS = {"volume": r"$\mathrm{Vol}(D)$", "int |Rm|^2": r"$\int_D|Rm|^2$",
-                   "|Rm|^2 q0.5": r"median of $|Rm|^2$", "|Rm|^2 q0.9": r"$|Rm|^2$, 0.9 quantile",
-                   "lambda_1": r"Dirichlet $\lambda_1$", "lambda_5": r"Dirichlet $\lambda_5$"}
-FIXTURE_TEX = {"bryant-salamon": r"the Bryant--Salamon metric on $S^3\times\mathbb{R}^4$ (holonomy $G_2$)",
-               "gibbons-hawking": r"Gibbons--Hawking $\times\,\mathbb{R}^3$ (holonomy $SU(2)$)",
-               "flat": r"the flat metric of $\varphi_0$"}
-VALIDATION_STRUCTURES = (("torsion_l2", r"$L^2$ torsion"), ("outside_g2", r"curvature outside $\mathfrak g_2$"),
-                         ("rank", r"holonomy rank"))
-
-
-def validation(src: Source) -> Validation | None:
-    """The validation on a known G2 metric when the run carries one (metadata "known_validation"), else None."""
-    kv = src.meta.get("known_validation")
-    if not isinstance(kv, dict) or not isinstance(kv.get("rows"), list):
-        return None
-    base = "known_validation"
-    def se(i):                   # a standard error only where the invariant is a Monte Carlo estimate
-        v = src(f"{base}.rows.{i}.learned_rel_se")
-        return v if as_number(v.raw) is not None else None
-
-    rows = tuple(ValidationRow(VALIDATION_ROWS[r["invariant"]], *(src(f"{base}.rows.{i}.{c}") for c in (
-                 "exact", "start_rel", "learned_rel")), se(i), src(f"{base}.rows.{i}.control_rel"))
-                 for i, r in enumerate(kv["rows"]) if isinstance(r, dict) and r.get("invariant") in VALIDATION_ROWS)
-    structs = tuple(ValidationRow(label, *(src(f"{base}.structures.{n}.{key}") for n in ("exact", "start", "learned")),
-                                  None, src(f"{base}.structures.control.{key}"))
-                    for key, label in VALIDATION_STRUCTURES)
-    return Validation(fixture=FIXTURE_TEX.get(kv.get("fixture"), latex_escape(kv.get("fixture", "a known metric"))), eps=src(f"{base}.eps"), width=src(f"{base}.width"),
-                      n_points=src(f"{base}.n_points"), invariants=rows, structures=structs,
-                      met=src(f"{base}.targets_met"), targets=src(f"{base}.targets"))
 
 
 def build_context(results) -> Article:

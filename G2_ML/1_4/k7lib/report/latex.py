@@ -1,9 +1,13 @@
-"""LaTeX text of the report: the one formatting rule of its numbers (`value_tex`), escaping, GIFT
-formulas as mathematics, and the structural check of a document (`tex_problems`)."""
+"""LaTeX text of the report: the one formatting rule of its numbers (`value_tex`), the one rule of a number
+with its uncertainty (`uncertain_tex`, `uncertain_text`), the one escaping rule of every string
+(`latex_escape`) and of labels (`label_tex`), GIFT formulas as mathematics, and the structural check of a
+document (`tex_problems`)."""
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,17 +16,87 @@ import numpy as np
 NOT_COMPUTED = r"\text{\emph{not computed}}"
 MISSING = object()          # sentinel: the field is absent
 DIGITS = 6                  # significant digits of every run number in the report
-# ---------------------------------------------------------------- text and numbers
+# ---------------------------------------------------------------- text
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "<": r"\textless{}", ">": r"\textgreater{}"}
+                "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\ensuremath{|}", "`": r"\`{}"}
+# characters beyond ASCII that the article's fonts set (OT1 text, LaTeX's utf8 input), written as commands
+_TYPOGRAPHY = {"\u2013": "--", "\u2014": "---", "\u2018": "`", "\u2019": "'", "\u201c": "``", "\u201d": "''",
+               "\u2026": r"\dots{}", "\u00d7": r"\ensuremath{\times}", "\u00b1": r"\ensuremath{\pm}", "\u2212": "-",
+               "\u00b0": r"\ensuremath{^\circ}", "\u00df": r"\ss{}", "\u00e6": r"\ae{}", "\u00c6": r"\AE{}",
+               "\u00f8": r"\o{}", "\u00d8": r"\O{}", "\u0153": r"\oe{}", "\u0152": r"\OE{}", "\u0131": r"\i{}",
+               "\u00b7": r"\ensuremath{\cdot}", "\u2192": r"\ensuremath{\to}", "\u00a0": "~"}
+_ACCENTS = {"\u0301": "'", "\u0300": "`", "\u0302": "^", "\u0308": '"', "\u0303": "~", "\u0304": "=", "\u0307": ".",
+            "\u0306": "u", "\u030c": "v", "\u030b": "H", "\u030a": "r", "\u0327": "c", "\u0328": "k"}
+_GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
+          "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega"}
+_GREEK_CAPITALS = {"gamma", "delta", "theta", "lambda", "xi", "pi", "sigma", "upsilon", "phi", "psi", "omega"}
+
+
+def _char_tex(ch: str) -> str:
+    """One character beyond printable ASCII as something pdflatex sets: a typographic or accent command,
+    a Greek letter as mathematics, whitespace and control characters (newlines, DEL, ...) as a space,
+    and anything else (CJK, emoji, format characters, ...) as the text [U+XXXX] of its code point."""
+    if ch in _TYPOGRAPHY:
+        return _TYPOGRAPHY[ch]
+    cat = unicodedata.category(ch)
+    if cat == "Cc" or cat == "Zs" or cat in ("Zl", "Zp"):
+        return " "
+    parts = unicodedata.normalize("NFD", ch)
+    if len(parts) == 2 and parts[0].isascii() and parts[0].isalpha() and parts[1] in _ACCENTS:
+        base = r"\i" if parts[0] == "i" else parts[0]
+        return f"\\{_ACCENTS[parts[1]]}{{{base}}}"
+    name = unicodedata.name(ch, "").split()
+    if name[:2] == ["GREEK", "SMALL"] or name[:2] == ["GREEK", "CAPITAL"]:
+        letter = " ".join(name[3:]).lower().replace("lamda", "lambda")
+        if name[2:3] == ["LETTER"] and letter in _GREEK and (name[1] == "SMALL" or letter in _GREEK_CAPITALS):
+            return r"\ensuremath{\%s}" % (letter if name[1] == "SMALL" else letter.capitalize())
+    return f"[U+{ord(ch):04X}]"
 
 
 def latex_escape(text) -> str:
-    """Text with LaTeX's special characters escaped (safe in running text and in a tabular cell)."""
-    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
+    """The one escaping rule of every string that reaches the article (text, labels, table cells, keys).
+
+    LaTeX's special characters become their text commands (so no control sequence, group, comment,
+    parameter, ^^ notation or math shift can be formed from the string); printable ASCII stays; every
+    other character is replaced by what pdflatex can set (`_char_tex`): newlines, tabs and DEL by a space,
+    CJK, emoji and other unset characters by "[U+XXXX]". Safe in running text, in \\texttt and in a
+    tabular cell; the result is pure ASCII.
+    """
+    out = []
+    for ch in str(text):
+        if ch in _TEX_ESCAPES:
+            out.append(_TEX_ESCAPES[ch])
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.append(_char_tex(ch))
+    return "".join(out)
 
 
+# labels of the package's own tables and keys, typeset as mathematics
+_LABEL_MATH = {"b_eff": r"$b^{\mathrm{eff}}$", "b_harm": r"$b^{\mathrm{harm}}$",
+               "b2_eff": r"$b_2^{\mathrm{eff}}$", "b3_eff": r"$b_3^{\mathrm{eff}}$",
+               "b2_harm": r"$b_2^{\mathrm{harm}}$", "b3_harm": r"$b_3^{\mathrm{harm}}$", "kappa_T": r"$\kappa_T$",
+               "det_g": r"$\det g$", "dx^I": r"$dx^I$", "T^6": r"$T^6$"}
+_LABEL_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[_^][A-Za-z0-9]+)+")
+
+
+def label_tex(text) -> str:
+    """A label or other text for the article: the package's keys written as mathematics (b_eff ->
+    $b^{\\rm eff}$, b_harm, kappa_T, dx^I, ...), any other word with an underscore or caret as
+    \\texttt{...} (a name in the code), the rest as text; every part through `latex_escape`."""
+    out, pos, text = [], 0, str(text)
+    for m in _LABEL_TOKEN.finditer(text):
+        out.append(latex_escape(text[pos:m.start()]))
+        tok = m.group(0)
+        out.append(_LABEL_MATH.get(tok) or r"\texttt{" + latex_escape(tok) + "}")
+        pos = m.end()
+    out.append(latex_escape(text[pos:]))
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- numbers
 def as_number(v):
     """v as a finite int/float/Fraction, or None when it is missing, not a number or not finite.
 
@@ -81,6 +155,151 @@ def value_tex(v, digits: int = DIGITS) -> str:
     m, e = f"{x:.{digits - 1}e}".split("e")
     m = m.rstrip("0").rstrip(".") if "." in m else m
     return f"{m}\\times10^{{{int(e)}}}"
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
+
+
+def value_text(v, digits: int = DIGITS) -> str:
+    """`value_tex`'s rule in plain Unicode text: 77, 1/61, 0.0171, 1.234 × 10⁻⁴, yes/no, "not computed"."""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    x = as_number(v)
+    if isinstance(v, str) and x is None and v.strip() and v.strip().lower() not in _NON_FINITE:
+        return v
+    if x is None:
+        return "not computed"
+    if isinstance(x, (Fraction, int)):
+        return str(x)
+    tex = value_tex(x, digits)
+    m, _, e = tex.partition("\\times10^{")
+    return m if not e else f"{m} \u00d7 10{e.rstrip('}').translate(_SUPERSCRIPT)}"
+
+
+# ---------------------------------------------------------------- a number with its uncertainty
+UNCERTAINTY_DIGITS = 2      # significant digits of an uncertainty; the value is rounded to the same place
+_GROUP = 3                  # digits are grouped in threes on either side of the point (SI), from 5 digits on
+
+
+def _decimal(x: float) -> Decimal:
+    return Decimal(repr(float(x)))
+
+
+def _rounded(value: float, errors: list) -> tuple:
+    """(value, errors, place): all rounded at 10^place, the place of the second significant digit of the
+    largest error after its own rounding (0.0996 -> 0.10, the place moves up with it)."""
+    big = _decimal(max(errors))
+    place = big.adjusted() - (UNCERTAINTY_DIGITS - 1)
+    if big.quantize(Decimal(1).scaleb(place), ROUND_HALF_UP).adjusted() > big.adjusted():
+        place += 1
+    q = Decimal(1).scaleb(place)
+    v = _decimal(value).quantize(q, ROUND_HALF_UP)
+    return (v if v != 0 else abs(v)), [_decimal(e).quantize(q, ROUND_HALF_UP) for e in errors], place
+
+
+def _grouped(digits: str, sep: str) -> str:
+    """'16394.12345' -> '16 394.123 45' (sep between groups of three) when a side has five digits or more."""
+    sign = "-" if digits.startswith("-") else ""
+    whole, _, frac = digits.lstrip("-").partition(".")
+    if len(whole) > 4:
+        whole = sep.join(reversed([whole[max(0, i - _GROUP):i] for i in range(len(whole), 0, -_GROUP)]))
+    if len(frac) > 4:
+        frac = sep.join(frac[i:i + _GROUP] for i in range(0, len(frac), _GROUP))
+    return sign + whole + ("." + frac if frac else "")
+
+
+def _parts(value: float, errors: list, sep: str):
+    """(mantissa, [error digits], exponent or None) of value(errors): fixed notation for a leading exponent
+    in [-3, 5) when the error ends at or left of the units; otherwise a power of ten."""
+    v, errs, place = _rounded(value, errors)
+    lead = max(abs(v), *errs).adjusted()
+    shift = 0 if -3 <= lead < 5 and place <= 0 else lead
+    decimals = max(shift - place, 0)
+    mant = f"{v.scaleb(-shift):.{decimals}f}"
+    shown = []
+    for e in errs:
+        t = f"{e.scaleb(-shift):.{decimals}f}"
+        # below the units: the digits in units of the last place, 0.0013 -> 13; otherwise as it is, 8.2
+        shown.append((t.replace(".", "").lstrip("0") or "0") if t.startswith("0.") else t)
+    return _grouped(mant, sep), shown, (None if shift == 0 else shift)
+
+
+def _uncertainty_inputs(value, stderr, spread):
+    """(value float or None, [(error, label)]) of the finite positive uncertainties given; the value None
+    when it is missing, not finite or exact (a Fraction or "p/q", which stays exact)."""
+    x = as_number(value)
+    if x is None or isinstance(x, Fraction) or isinstance(value, (bool, np.bool_, str)):
+        return None, []
+    errs = []
+    for err, label in ((stderr, "MC"), (spread, "seeds")):
+        e = as_number(err)
+        if e is not None and not isinstance(e, Fraction) and e > 0:
+            errs.append((float(e), label))
+    return float(x), errs
+
+
+def _error_state(err) -> str:
+    """'absent' (None or missing), 'zero', 'bad' (non-finite, negative, not a number) or 'ok'."""
+    if err is None or err is MISSING:
+        return "absent"
+    e = as_number(err)
+    if e is None or isinstance(err, (bool, np.bool_)) or e < 0:
+        return "bad"
+    return "zero" if e == 0 else "ok"
+
+
+def uncertain_tex(value, stderr, spread=None) -> str:
+    """The math-mode text of a value with its standard error (and its seed spread): the one rule of the
+    report for a number with an uncertainty.
+
+    The uncertainty is shown to UNCERTAINTY_DIGITS = 2 significant digits (not the PDG rule: 0.049 stays
+    0.049, not 0.05) and the value rounded to the same decimal place, in the concise form with the
+    uncertainty in parentheses: 0.016\\,394(13) for 0.016394 +- 0.000013, 9.960(49), 3.7(8.2)\\times10^{-5}
+    (an uncertainty reaching the units is written with its point). Fixed notation while the leading
+    exponent lies in [-3, 5) and the uncertainty ends at or below the units, else a power of ten; digits
+    in groups of three (a thin space) from five on. spread: the standard deviation over the ensemble's
+    seeds, shown after the Monte Carlo error and marked: 0.016\\,394(13)_{\\mathrm{MC}}(40)_{\\mathrm{seeds}},
+    both at the place of the larger.
+    A missing uncertainty (None) keeps `value_tex`'s rule; a zero one prints \\pm0; a non-finite or negative
+    one prints \\pm "not computed". Exact values (Fraction, "p/q") stay exact; a missing or non-finite value
+    prints "not computed".
+    """
+    x, errs = _uncertainty_inputs(value, stderr, spread)
+    if x is None or not errs:
+        base = value_tex(value)
+        if x is None:
+            return base
+        state = _error_state(stderr)
+        spread_tex = "" if spread is None else r"\ (\text{seed spread }" + value_tex(spread) + ")"
+        return base + {"absent": "", "zero": r"\pm0", "bad": r"\pm" + NOT_COMPUTED, "ok": ""}[state] + spread_tex
+    try:
+        mant, shown, exp = _parts(x, [e for e, _ in errs], r"\,")
+    except InvalidOperation:                  # an error below the value's float resolution: today's rules
+        return value_tex(x) + "".join(r"\pm" + value_tex(e, UNCERTAINTY_DIGITS) for e, _ in errs)
+    marks = [r"_{\mathrm{%s}}" % label if spread is not None else "" for _, label in errs]
+    body = mant + "".join(f"({d}){m}" for d, m in zip(shown, marks))
+    return body if exp is None else f"{body}\\times10^{{{exp}}}"
+
+
+def uncertain_text(value, stderr, spread=None) -> str:
+    """`uncertain_tex` in plain Unicode text: 0.016 394(13), 3.7(8.2) × 10⁻⁵, with a spread
+    0.016 394(13 MC)(40 seeds); a missing uncertainty keeps `value_text`'s rule, a zero one ± 0, a
+    non-finite one "± not computed"."""
+    x, errs = _uncertainty_inputs(value, stderr, spread)
+    if x is None or not errs:
+        base = value_text(value)
+        if x is None:
+            return base
+        state = _error_state(stderr)
+        extra = "" if spread is None else f" (seed spread {value_text(spread)})"
+        return base + {"absent": "", "zero": " ± 0", "bad": " ± not computed", "ok": ""}[state] + extra
+    try:
+        mant, shown, exp = _parts(x, [e for e, _ in errs], "\u2009")
+    except InvalidOperation:
+        return value_text(x) + "".join(" ± " + value_text(e, UNCERTAINTY_DIGITS) for e, _ in errs)
+    marks = [f" {label}" if spread is not None else "" for _, label in errs]
+    body = mant + "".join(f"({d}{m})" for d, m in zip(shown, marks))
+    return body if exp is None else f"{body} \u00d7 10{str(exp).translate(_SUPERSCRIPT)}"
 
 
 def key_digits(key: str) -> int:
