@@ -248,10 +248,11 @@ epoch at which the training batches met each target (1% and $2\\times10^{-4}$, 5
 from k7lib.learn.history import targets_met
 model = copy.deepcopy(result.model).double().eval()      # float64 analyses; the trained model stays as it is
 ev = evaluate(model, chart, n_points=N_EVAL, seed=S.config.seed)
-display(pd.DataFrame({"measured": [ev.T_mean, ev.det_mean],
-                      "target": [float(zp.kappa_T), float(zp.det_g_target)],
-                      "relative error": [ev.T_over_kappa - 1, ev.det_rel_err],
-                      "standard error": [ev.T_over_kappa_stderr, ev.det_rel_err_stderr]},
+from k7lib.report.latex import uncertain_text      # value(standard error), two significant digits
+display(pd.DataFrame({"measured": [uncertain_text(ev.T_mean, ev.T_stderr), uncertain_text(ev.det_mean, ev.det_stderr)],
+                      "target": [str(zp.kappa_T), str(zp.det_g_target)],
+                      "relative error": [uncertain_text(ev.T_over_kappa - 1, ev.T_over_kappa_stderr),
+                                         uncertain_text(ev.det_rel_err, ev.det_rel_err_stderr)]},
                      index=["<T>", "<det g>"]))
 print({k: getattr(ev, k) for k in ("det_std", "eig_min", "nonpositive", "anti_flat")})
 print("first epoch each target held on the training batches:", targets_met(result.history))"""),
@@ -338,16 +339,24 @@ depend on the arbitrary scale of the candidate forms and compare harmonic classe
 for Hitchin's cubic (1 when all three directions are φ itself). The `TauLayer` is the GIFT ansatz, a map
 GIFT assumes and nothing here derives: it holds τ = 3472/891 and κ_T = 1/61 exactly and sends ε to mass
 ratios with exponents that are integer expressions of the structural constants; each ratio stands beside
-its GIFT v2.2 integer formula as a diagnostic, never as a fit."""),
+its GIFT v2.2 integer formula as a diagnostic, never as a fit.
+
+**Resolved or consistent with zero:** a coupling whose |Y| is at most three standard errors is consistent with
+zero. It is flagged (`consistent_with_zero`, in the table and the metadata) and not mapped (—): ε^(−τn) of a
+number consistent with zero says nothing. The tables show the resolved couplings first, and the cell prints
+how many of each kind are resolved. Values are written with their standard error in the last digits,
+0.123 852(46) = 0.123 852 ± 0.000 046."""),
     ("code", """from k7lib import gift
 from k7lib.geometry import couplings
 print(couplings.TRIPLE_PRODUCT_VANISHES)
 W, C, Y, notes = pipeline.coupling_study(model, H, chart, 1024 if S.config.profile == "quick" else 8192,
                                          S.config.seed, device=S.device)   # every harmonic direction
-display(C.largest(8).to_frame())
+display(figures.with_uncertainty(C.largest(8).to_frame(), "Y", "Y_stderr", "Y(σ_Y)"))
 print(*notes, sep="\\n")
 if Y is not None:
-    display(gift.compact_table(Y))"""),
+    for kind, grp in Y.groupby("kind", sort=False):
+        print(f"{kind}: {grp.n_resolved.iloc[0]} of {grp.n_computed.iloc[0]} resolved (|Y| > 3 standard errors)")
+    display(figures.coupling_display(gift.compact_table(Y)))"""),
 ]
 CELLS += known_metric_cells()
 CELLS += [

@@ -30,6 +30,7 @@ from k7lib.exact import fixture  # noqa: E402
 from k7lib.geometry.invariants import InvariantSettings, compare  # noqa: E402
 from k7lib.learn.known import known_report, train_known  # noqa: E402
 from k7lib.learn.torsion_free import KnownConfig  # noqa: E402
+from k7lib.report.latex import uncertain_text  # noqa: E402
 
 CONVERGENCE_SETTINGS = InvariantSettings(n_points=128, scrambles=4, holonomy_points=64, degree=2)
 VARIANTS = [dict(v, n_points=512) for v in ({"polish": 4}, {"start": "modes", "polish": 0},
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     print(rep.invariants.table.to_string(float_format=lambda v: f"{v:.4g}"))
     for name, inv in rep.invariants.results.items():
         hol = inv.holonomy
-        print(f"  {name:8s} L2 torsion {inv.torsion_l2:.3e} +- {inv.torsion_l2_stderr:.1e}; Ric/Rm {inv.ricci_ratio:.2e}; "
+        print(f"  {name:8s} L2 torsion {uncertain_text(inv.torsion_l2, inv.torsion_l2_stderr)}; Ric/Rm {inv.ricci_ratio:.2e}; "
               f"outside g2 {hol.outside_g2:.2e}; rank {hol.rank} gap {hol.gap:.2e}; g2 singular values "
               + " ".join(f"{v:.2e}" for v in hol.singular_values.tolist()))
     print(rep.targets.to_string())

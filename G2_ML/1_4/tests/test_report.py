@@ -213,7 +213,7 @@ def test_tex_holds_the_numbers_escaped(tmp_path):
     assert "T\\textasciicircum{}" not in tex and r"has the cohomology of $T^6$" in tex
     assert not latex.tex_problems(tex)
     assert latex.latex_escape("a_b & 50% {x} $y$ #1 ~ ^ \\") == \
-        r"a\_b \& 50\% \{x\} \$y\$ \#1 \textasciitilde{} \textasciicircum{} \textbackslash{}"
+        r"a\_b \& 50\% \{x\} \ensuremath{\$}y\ensuremath{\$} \#1 \textasciitilde{} \textasciicircum{} \textbackslash{}"
 
 
 def test_missing_and_nonfinite_fields_say_not_computed():

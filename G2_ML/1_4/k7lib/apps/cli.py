@@ -44,6 +44,7 @@ from ..learn.known import KNOWN_ROOT, known_report
 from ..learn.schedule import LR_SCALE_MAX, check_lr_scale
 from ..learn.torsion_free import KnownConfig, check_problem
 from ..report import figures
+from ..report.latex import uncertain_text
 from .explore import ExploreSettings, explore_run
 from .validate import validate_run
 
@@ -129,8 +130,9 @@ def train_main(argv=None) -> int:
     ev = evaluate(result.model, config.chart, n_points=args.eval_points, seed=config.seed,
                   dtype=getattr(torch, config.eval_dtype))
     print(f"{result.summary()}\n"
-          f"float64 on {ev.n_points} fresh points: <T>/kappa_T = {ev.T_over_kappa:.4f}, "
-          f"<det g> = {ev.det_mean:.6f} (rel. err {ev.det_rel_err:+.2e}), min eig g = {ev.eig_min:.4f}, "
+          f"float64 on {ev.n_points} fresh points: <T>/kappa_T = {uncertain_text(ev.T_over_kappa, ev.T_over_kappa_stderr)}, "
+          f"<det g> = {uncertain_text(ev.det_mean, ev.det_stderr)} (rel. err "
+          f"{uncertain_text(ev.det_rel_err, ev.det_rel_err_stderr)}), min eig g = {ev.eig_min:.4f}, "
           f"non-positive points = {ev.nonpositive}, anti-flat = {ev.anti_flat:.4f}; run folder {result.run_dir}")
     return 0
 
@@ -268,12 +270,12 @@ def _links_sample(args) -> int:
     structure = Lk.LinkStructure(kappa=args.kappa, normalisation=args.normalisation)
     s = Lk.sample_summary(args.n, args.seed, structure, args.volume_draws, args.n_checks, args.out)
     print(f"{args.n} chart points of the quintic link -> {s['files']['samples']}")
-    print(f"FS volume of Q: projection sampler {s['fs_volume_projection_estimate']:.5f} +- "
-          f"{s['fs_volume_standard_error']:.5f} vs exact 5 pi^3/3! = {s['fs_volume_exact']:.5f} "
+    print(f"FS volume of Q: projection sampler "
+          f"{uncertain_text(s['fs_volume_projection_estimate'], s['fs_volume_standard_error'])} vs exact 5 pi^3/3! = {s['fs_volume_exact']:.5f} "
           f"({s['fs_volume_deviation_in_se']:+.2f} se)")
     print(f"|Omega| ratio r (kappa={structure.kappa:g}, {structure.normalisation}): min {s['r_min']:.4f} "
           f"mean {s['r_mean']:.4f} max {s['r_max']:.4f}; volume-matched kappa = "
-          f"{s['kappa_volume_matched']:.5f} +- {s['kappa_volume_matched_se']:.5f}")
+          f"{uncertain_text(s['kappa_volume_matched'], s['kappa_volume_matched_se'])}")
     print(f"sigma measure of the Fubini-Study metric (0 for Ricci-flat): {s['sigma_fubini_study']:.4f}")
     print(f"closest approach of the points to the chart's branch cut: {s['min_angle_to_chart_cut']:.3f} rad")
     for k in ("d_omega", "d_eta_minus_omega", "d_phi_minus_omega2", "d_psi", "psi_minus_star_phi",
@@ -321,11 +323,11 @@ def _links_ricci(args) -> int:
     print(f"Monge-Ampere training: {info['epochs_run']} epochs on {config.n_train} points, "
           f"{info['training_seconds']:.1f} s -> {run}")
     print(f"sigma on {len(out.sigma)} fresh samples of {args.n_eval} points (mean +- std over samples): "
-          f"Fubini-Study {a['sigma_fs'][0]:.4f} +- {a['sigma_fs'][1]:.4f}, learned {a['sigma_nn'][0]:.4f} "
-          f"+- {a['sigma_nn'][1]:.4f}")
+          f"Fubini-Study {uncertain_text(*a['sigma_fs'][:2])}, learned {uncertain_text(*a['sigma_nn'][:2])}")
     with pd.option_context("display.width", 140, "display.float_format", "{:.3e}".format):
-        print(f"G2 structure of the link on {args.n_link} chart points (kappa = {info['kappa_volume_matched']:.5f} "
-              f"+- {info['kappa_volume_matched_se']:.5f}, volume matched; mean |error|):")
+        print(f"G2 structure of the link on {args.n_link} chart points (kappa = "
+              f"{uncertain_text(info['kappa_volume_matched'], info['kappa_volume_matched_se'])}, volume matched; "
+              "mean |error|):")
         print(out.link_checks.pivot(index="check", columns="metric", values="mean_abs").to_string())
     return 0
 

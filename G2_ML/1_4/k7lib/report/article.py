@@ -15,6 +15,8 @@ fig_spectra.pdf when the run exported them (a missing file prints a framed note 
 """
 from __future__ import annotations
 
+import re
+
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .context import Value, build_context
@@ -23,6 +25,16 @@ from .latex import MISSING, NOT_COMPUTED, frac_inline, key_digits, label_tex, la
 TEMPLATE = "results_v1_4.tex.j2"
 DELIMITERS = dict(block_start_string=r"\BLOCK{", block_end_string="}", variable_start_string=r"\VAR{",
                   variable_end_string="}", comment_start_string=r"\#{", comment_end_string="}")
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.,:;/ |*+=()'-]*")
+
+
+def source_key(key: str) -> str:
+    """A source key as the first argument of \\rv / \\ru: as it is when made of plain characters (the
+    macro discards it), else through `latex.latex_escape` (a key from a dictionary of the run may hold
+    braces, %, ^^ or control sequences)."""
+    return key if _PLAIN_KEY.fullmatch(key) else latex_escape(key)
 
 
 def _error_raw(v: Value | None):
@@ -43,11 +55,11 @@ def environment(used: dict) -> Environment:
             raise TypeError(f"rv prints a report.context.Value, got {type(v).__name__}")
         used[v.key] = v.raw
         if v.stderr is None and v.spread is None:
-            return f"\\rv{{{v.key}}}{{{value_tex(v.raw, key_digits(v.key))}}}"
-        keys = [e.key if e is not None else "" for e in (v.stderr, v.spread)]
+            return f"\\rv{{{source_key(v.key)}}}{{{value_tex(v.raw, key_digits(v.key))}}}"
+        keys = [source_key(e.key) if e is not None else "" for e in (v.stderr, v.spread)]
         used.update({e.key: e.raw for e in (v.stderr, v.spread) if e is not None})
         text = uncertain_tex(v.raw, _error_raw(v.stderr), _error_raw(v.spread))
-        return f"\\ru{{{v.key}}}{{{keys[0]}}}{{{keys[1]}}}{{{text}}}"
+        return f"\\ru{{{source_key(v.key)}}}{{{keys[0]}}}{{{keys[1]}}}{{{text}}}"
 
     env = Environment(loader=PackageLoader("k7lib.report", "templates"), trim_blocks=True, lstrip_blocks=True,
                       autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True, **DELIMITERS)

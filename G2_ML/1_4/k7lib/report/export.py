@@ -43,6 +43,7 @@ from ..inputs import check_points
 from ..learn import runs
 from .article import render_tex
 from .latex import tex_problems
+from .outputs_check import OutputsError, check_metric, check_model, load, read_history, read_metadata
 
 SUFFIX = "v1_4"
 FILES = {
@@ -53,7 +54,7 @@ FILES = {
     "metadata": f"metadata_{SUFFIX}.json",
     "tex": f"results_{SUFFIX}.tex",
 }
-REQUIRED_METADATA = ("p2", "N_gen", "b2_eff", "b3_eff", "b2_harm", "b3_harm", "kappa_T_target",
+REQUIRED_METADATA = ("p2", "N_gen", "b2_eff", "b3_eff", "b2_harm", "b3_harm", "b2_target", "b3_target", "kappa_T_target",
                      "kappa_T_measured", "det_g_target", "det_g_measured", "tau", "profile", "seed",
                      "versions")
 _FIG_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -328,9 +329,9 @@ def _set_paths(out_dir: Path) -> dict:
     commit = out_dir / COMMIT
     try:
         names = json.loads((commit / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         names = None
-    if names is None:
+    if not (isinstance(names, list) and all(isinstance(n, str) and Path(n).name == n for n in names)):
         return {p.name: p for p in sorted(out_dir.iterdir()) if p.is_file() and _is_set_file(p.name)} \
             if out_dir.is_dir() else {}
     return {n: commit / n if (commit / n).exists() else out_dir / n for n in names}
@@ -339,10 +340,13 @@ def _set_paths(out_dir: Path) -> dict:
 def read_outputs(out_dir) -> dict:
     """Parse the six files back: {"model", "coords", "metric", "history", "metadata", "tex", "figures"}.
 
-    Checks that all six exist, coords is finite float64 (N, 7), metric float64 (N, 7, 7) with the
-    same N, the metadata has the required keys, the model file holds a state dict and a config,
-    and the LaTeX is well formed; raises ValueError naming the problem otherwise. All files come
-    from one set (module doc), also while an export is switching sets.
+    Checks that all six exist and parse, coords is finite float64 (N, 7), metric finite float64
+    (N, 7, 7) with the same N, the history has rows and numeric columns (phase_name aside), the
+    metadata has the required keys with numbers of the right type (counts integers, measured numbers
+    finite, targets finite and non-zero: `outputs_check`), the model file holds a state dict and a
+    config, and the LaTeX is well formed; raises `OutputsError` (a ValueError) naming the file and the
+    key otherwise, never the parser's own error. All files come from one set (module doc), also while an
+    export is switching sets.
     """
     out_dir = Path(out_dir)
     for attempt in range(3):
@@ -357,29 +361,23 @@ def read_outputs(out_dir) -> dict:
 def _read_set(out_dir: Path, paths: dict) -> dict:
     missing = [name for name in FILES.values() if name not in paths]
     if missing:
-        raise ValueError(f"{out_dir} lacks the output files {missing}")
-    model = torch.load(paths[FILES["model"]], weights_only=True)
-    if not isinstance(model, dict) or set(model) != {"state_dict", "config"}:
-        raise ValueError(f"{FILES['model']} must hold a dict with 'state_dict' and 'config'")
-    coords = np.load(paths[FILES["coords"]], allow_pickle=False)
-    metric = np.load(paths[FILES["metric"]], allow_pickle=False)
+        raise OutputsError(f"{out_dir} lacks the output files {missing}")
+    name = FILES["model"]
+    model = check_model(name, load(name, lambda p: torch.load(p, weights_only=True), paths[name]))
+    coords, metric = (load(FILES[k], lambda p: np.load(p, allow_pickle=False), paths[FILES[k]]) for k in ("coords", "metric"))
     if coords.dtype != np.float64 or coords.ndim != 2 or coords.shape[1] != 7:
-        raise ValueError(f"{FILES['coords']} must be float64 (N, 7), got {coords.dtype} {coords.shape}")
+        raise OutputsError(f"{FILES['coords']} must be float64 (N, 7), got {coords.dtype} {coords.shape}")
     try:
         check_points(torch.from_numpy(coords), "coords")
     except ValueError as err:
-        raise ValueError(f"{FILES['coords']}: {err}") from None
-    if metric.dtype != np.float64 or metric.shape != (coords.shape[0], 7, 7):
-        raise ValueError(f"{FILES['metric']} must be float64 ({coords.shape[0]}, 7, 7), got {metric.dtype} {metric.shape}")
-    history = pd.read_csv(paths[FILES["history"]])
-    metadata = json.loads(paths[FILES["metadata"]].read_text(encoding="utf-8"))
-    lacking = [k for k in REQUIRED_METADATA if k not in metadata]
-    if lacking:
-        raise ValueError(f"{FILES['metadata']} lacks the keys {lacking}")
-    tex = paths[FILES["tex"]].read_text(encoding="utf-8")
+        raise OutputsError(f"{FILES['coords']}: {err}") from None
+    check_metric(FILES["metric"], metric, coords.shape[0])
+    history = read_history(FILES["history"], paths[FILES["history"]])
+    metadata = read_metadata(FILES["metadata"], paths[FILES["metadata"]], REQUIRED_METADATA)
+    tex = load(FILES["tex"], lambda p: p.read_text(encoding="utf-8"), paths[FILES["tex"]])
     problems = tex_problems(tex)
     if problems:
-        raise ValueError(f"{FILES['tex']} is malformed: {problems}")
+        raise OutputsError(f"{FILES['tex']} is malformed: {problems}")
     return {"model": model, "coords": coords, "metric": metric, "history": history, "metadata": metadata,
             "tex": tex, "figures": sorted(p for n, p in paths.items() if n.startswith("fig_") and n.endswith(".png"))}
 

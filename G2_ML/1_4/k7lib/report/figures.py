@@ -18,6 +18,7 @@ from ..chart import as_chart
 from ..constants import ZeroParamGeometry
 from ..geometry.regions import REGIONS
 from ..geometry.spectrum import SEED_GAP_PRODUCT
+from .latex import uncertain_text, value_text
 
 
 def chart_figure(chart, n: int = 401) -> Figure:
@@ -77,23 +78,57 @@ def history_figure(history: pd.DataFrame, config=None) -> Figure:
 
 
 def summary_table(outputs: dict) -> pd.DataFrame:
-    """Targets against measured values, read back from the exported metadata (export.read_outputs).
+    """Targets against measured values, read back from the exported metadata (export.read_outputs), as text.
 
-    The column "chart supports" gives the chart's own Betti numbers where the metadata has them.
+    Exact targets are written as fractions (metadata "exact"), measured values with their standard
+    errors and the relative deviation reached/target - 1 with its own by `latex.uncertain_text` (two
+    significant digits); counts as integers. The column "chart supports" gives the chart's own Betti
+    numbers where the metadata has them.
     """
     md = outputs["metadata"]
+    exact = md.get("exact") if isinstance(md.get("exact"), dict) else {}
     top = {"b2": md.get("b2_topology"), "b3": md.get("b3_topology")}
-    rows = [
-        ("kappa_T = <T>", md["kappa_T_target"], md["kappa_T_measured"], None),
-        ("det g", md["det_g_target"], md["det_g_measured"], None),
-        ("b2: Gram rank b2_eff", md["b2_target"], md["b2_eff"], top["b2"]),
-        ("b2: harmonic b2_harm (Hodge projection)", md["b2_target"], md["b2_harm"], top["b2"]),
-        ("b3: Gram rank b3_eff", md["b3_target"], md["b3_eff"], top["b3"]),
-        ("b3: harmonic b3_harm (Hodge projection)", md["b3_target"], md["b3_harm"], top["b3"]),
-    ]
-    df = pd.DataFrame(rows, columns=["quantity", "target", "reached", "chart supports"]).set_index("quantity")
-    df["relative"] = df["reached"] / df["target"].astype(float) - 1
-    return df
+
+    def measured(label, target_key, exact_key, key, se_key):
+        target, value, se = md[target_key], md[key], md.get(se_key)
+        rel_se = se / abs(target) if se is not None else None
+        return (label, value_text(exact.get(exact_key, target)), uncertain_text(value, se),
+                uncertain_text(value / target - 1, rel_se), "")
+
+    def count(label, k, kind):
+        return (label, value_text(md[f"{k}_target"]), value_text(md[f"{k}_{kind}"]),
+                value_text(md[f"{k}_{kind}"] / md[f"{k}_target"] - 1, 3), value_text(top[k]) if top[k] is not None else "")
+
+    rows = [measured("kappa_T = <T>", "kappa_T_target", "kappa_T", "kappa_T_measured", "T_stderr"),
+            measured("det g", "det_g_target", "det_g", "det_g_measured", "det_g_stderr"),
+            count("b2: Gram rank b2_eff", "b2", "eff"), count("b2: harmonic b2_harm (Hodge projection)", "b2", "harm"),
+            count("b3: Gram rank b3_eff", "b3", "eff"), count("b3: harmonic b3_harm (Hodge projection)", "b3", "harm")]
+    return pd.DataFrame(rows, columns=["quantity", "target", "reached", "relative", "chart supports"]).set_index("quantity")
+
+
+def with_uncertainty(table: pd.DataFrame, value: str, stderr: str, name: str | None = None) -> pd.DataFrame:
+    """The table with the columns value and stderr replaced by one text column (`latex.uncertain_text`),
+    named name (default "value(stderr)"), where value was."""
+    out = table.copy()
+    col = name or f"{value}({stderr})"
+    out.insert(list(out.columns).index(value), col,
+               [uncertain_text(v, e) for v, e in zip(table[value].tolist(), table[stderr].tolist())])
+    return out.drop(columns=[value, stderr])
+
+
+def coupling_display(table: pd.DataFrame) -> pd.DataFrame:
+    """gift.compact_table for reading: Y with its standard error as text, eps and the mapped ratios to four
+    digits, the flag consistent_with_zero as yes/no and "—" (not mapped) in place of every mapped ratio of
+    a coupling consistent with zero."""
+    out = with_uncertainty(table, "Y", "Y_stderr", "Y(σ_Y)")
+    mapped = [c for c in out.columns if f"{c} GIFT" in out.columns]
+    flagged = out["consistent_with_zero"].astype(bool) if "consistent_with_zero" in out else pd.Series(False, index=out.index)
+    for c in mapped + ["epsilon"]:
+        out[c] = [value_text(v, 4) for v in out[c].tolist()]
+    out.loc[flagged, mapped] = "—"
+    if "consistent_with_zero" in out:
+        out["consistent_with_zero"] = flagged.map({True: "yes", False: "no"})
+    return out
 
 
 def hist_range(values, rel: float = 1e-9):

@@ -17,9 +17,10 @@ NOT_COMPUTED = r"\text{\emph{not computed}}"
 MISSING = object()          # sentinel: the field is absent
 DIGITS = 6                  # significant digits of every run number in the report
 # ---------------------------------------------------------------- text
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\ensuremath{\$}", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                 "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\ensuremath{|}", "`": r"\`{}"}
+# ($ as math: the text dollar of \texttt comes from a bitmap font, which microtype's expansion refuses)
 # characters beyond ASCII that the article's fonts set (OT1 text, LaTeX's utf8 input), written as commands
 _TYPOGRAPHY = {"\u2013": "--", "\u2014": "---", "\u2018": "`", "\u2019": "'", "\u201c": "``", "\u201d": "''",
                "\u2026": r"\dots{}", "\u00d7": r"\ensuremath{\times}", "\u00b1": r"\ensuremath{\pm}", "\u2212": "-",

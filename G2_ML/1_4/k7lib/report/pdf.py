@@ -1,7 +1,9 @@
-"""Compiling the article: pdflatex (twice when cross-references ask for it), the problems of its log,
-and its first page as a PNG for the notebook."""
+"""Compiling the article: pdflatex (twice when cross-references ask for it), confined to the outputs
+folder, the PDF moved into place whole or not at all; the problems of its log, and its first page as a
+PNG for the notebook."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -20,30 +22,65 @@ def log_problems(log: str, overfull_limit_pt: float = OVERFULL_LIMIT_PT) -> list
     return problems
 
 
-def compile_tex(path, timeout: float = 120.0, keep_log: bool = False) -> Path | None:
-    """Run pdflatex on the file (auxiliary files in a temporary folder); PDF beside it, or None without pdflatex.
+# pdflatex reads and writes only below the folder it runs in (kpathsea's paranoid mode: no absolute
+# paths, no "..", no dot files) and runs no shell commands
+CONFINED = {"openin_any": "p", "openout_any": "p", "shell_escape": "f"}
+_AUX = ".pdflatex-"          # + random: the hidden folder of one compile's auxiliary files and PDF
 
-    Runs again while the log asks for it (cross-references), at most three times. keep_log: copy
-    the final .log beside the PDF. Raises RuntimeError with the end of the log when pdflatex fails.
+
+def _pdf_complete(pdf: Path) -> bool:
+    """A whole PDF: it starts with %PDF- and ends with %%EOF (a file cut short by a full disk does not)."""
+    try:
+        with open(pdf, "rb") as f:
+            head = f.read(5)
+            f.seek(max(0, pdf.stat().st_size - 1024))
+            tail = f.read()
+    except OSError:
+        return False
+    return head == b"%PDF-" and b"%%EOF" in tail
+
+
+def _run_pdflatex(exe: str, path: Path, aux: Path, timeout: float) -> str:
+    """pdflatex on path (at most three passes, while the log asks for a rerun), confined to path's folder;
+    returns the final log. RuntimeError with the end of the log when it fails or its PDF is not whole."""
+    env = {**os.environ, **CONFINED}
+    for _ in range(3):
+        proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape",
+                               f"-output-directory={aux.name}", path.name], cwd=path.parent, env=env,
+                              capture_output=True, text=True, errors="replace", timeout=timeout)
+        pdf = aux / (path.stem + ".pdf")
+        if proc.returncode != 0 or not _pdf_complete(pdf):
+            raise RuntimeError(f"pdflatex failed on {path}:\n" + "\n".join(proc.stdout.splitlines()[-25:]))
+        log = (aux / (path.stem + ".log")).read_text(encoding="latin-1")
+        if "Rerun to get" not in log:
+            break
+    return log
+
+
+def compile_tex(path, timeout: float = 120.0, keep_log: bool = False) -> Path | None:
+    """Run pdflatex on the file; the PDF beside it, or None without pdflatex.
+
+    pdflatex runs in the file's folder with file reading and writing confined to it (CONFINED:
+    openin_any = openout_any = p, no shell escape), its auxiliary files and PDF in a hidden temporary
+    folder there; it runs again while the log asks for it (cross-references), at most three times. The
+    PDF is checked whole (%PDF- ... %%EOF) and moved into place with one rename, so a full disk or a
+    failure leaves the previous PDF (or none), never a truncated one. keep_log: the final .log beside the
+    PDF, by the same rename. Raises RuntimeError with the end of the log when pdflatex fails, OSError
+    when the folder cannot be written; the temporary folder is removed either way.
     """
     exe = shutil.which("pdflatex")
     if exe is None:
         return None
     path = Path(path).resolve()
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(3):
-            proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", f"-output-directory={tmp}",
-                                   str(path)], cwd=path.parent, capture_output=True, text=True, timeout=timeout)
-            pdf = Path(tmp) / (path.stem + ".pdf")
-            if proc.returncode != 0 or not pdf.exists():
-                raise RuntimeError(f"pdflatex failed on {path}:\n" + "\n".join(proc.stdout.splitlines()[-25:]))
-            log = (Path(tmp) / (path.stem + ".log")).read_text(encoding="latin-1")
-            if "Rerun to get" not in log:
-                break
+    aux = Path(tempfile.mkdtemp(prefix=_AUX, dir=path.parent))
+    try:
+        log = _run_pdflatex(exe, path, aux, timeout)
         out = path.with_suffix(".pdf")
-        shutil.copyfile(pdf, out)
         if keep_log:
-            path.with_suffix(".log").write_text(log, encoding="latin-1")
+            os.replace(aux / (path.stem + ".log"), path.with_suffix(".log"))
+        os.replace(aux / (path.stem + ".pdf"), out)           # one rename: the old PDF or the whole new one
+    finally:
+        shutil.rmtree(aux, ignore_errors=True)
     return out
 
 
