@@ -249,6 +249,29 @@ def _error_state(err) -> str:
     return "zero" if e == 0 else "ok"
 
 
+def _parts_or_none(x, errs, sep):
+    """`_parts` of a value with finite positive errors; None where the rule does not apply."""
+    if x is None or not errs:
+        return None
+    try:
+        return _parts(x, [e for e, _ in errs], sep)
+    except InvalidOperation:                  # an error below the value's float resolution
+        return None
+
+
+def _without_rule(value, x, errs, stderr, spread, fmt, words) -> str:
+    """A value the two-digit rule does not apply to, by today's rule `fmt`: missing value -> fmt(value);
+    errors beyond the value's resolution -> value +- each error; else the value with its error's state.
+    words: (zero error, bad error, plus-minus, spread template)."""
+    zero, bad, pm, spread_words = words
+    if x is None:
+        return fmt(value)
+    if errs:
+        return fmt(x) + "".join(pm + fmt(e, UNCERTAINTY_DIGITS) for e, _ in errs)
+    state = {"absent": "", "zero": zero, "bad": bad, "ok": ""}[_error_state(stderr)]
+    return fmt(value) + state + ("" if spread is None else spread_words % fmt(spread))
+
+
 def uncertain_tex(value, stderr, spread=None) -> str:
     """The math-mode text of a value with its standard error (and its seed spread): the one rule of the
     report for a number with an uncertainty.
@@ -266,17 +289,11 @@ def uncertain_tex(value, stderr, spread=None) -> str:
     prints "not computed".
     """
     x, errs = _uncertainty_inputs(value, stderr, spread)
-    if x is None or not errs:
-        base = value_tex(value)
-        if x is None:
-            return base
-        state = _error_state(stderr)
-        spread_tex = "" if spread is None else r"\ (\text{seed spread }" + value_tex(spread) + ")"
-        return base + {"absent": "", "zero": r"\pm0", "bad": r"\pm" + NOT_COMPUTED, "ok": ""}[state] + spread_tex
-    try:
-        mant, shown, exp = _parts(x, [e for e, _ in errs], r"\,")
-    except InvalidOperation:                  # an error below the value's float resolution: today's rules
-        return value_tex(x) + "".join(r"\pm" + value_tex(e, UNCERTAINTY_DIGITS) for e, _ in errs)
+    parts = _parts_or_none(x, errs, r"\,")
+    if parts is None:
+        return _without_rule(value, x, errs, stderr, spread, value_tex, (r"\pm0", r"\pm" + NOT_COMPUTED, r"\pm",
+                             r"\ (\text{seed spread }%s)"))
+    mant, shown, exp = parts
     marks = [r"_{\mathrm{%s}}" % label if spread is not None else "" for _, label in errs]
     body = mant + "".join(f"({d}){m}" for d, m in zip(shown, marks))
     return body if exp is None else f"{body}\\times10^{{{exp}}}"
@@ -287,17 +304,11 @@ def uncertain_text(value, stderr, spread=None) -> str:
     0.016 394(13 MC)(40 seeds); a missing uncertainty keeps `value_text`'s rule, a zero one ± 0, a
     non-finite one "± not computed"."""
     x, errs = _uncertainty_inputs(value, stderr, spread)
-    if x is None or not errs:
-        base = value_text(value)
-        if x is None:
-            return base
-        state = _error_state(stderr)
-        extra = "" if spread is None else f" (seed spread {value_text(spread)})"
-        return base + {"absent": "", "zero": " ± 0", "bad": " ± not computed", "ok": ""}[state] + extra
-    try:
-        mant, shown, exp = _parts(x, [e for e, _ in errs], "\u2009")
-    except InvalidOperation:
-        return value_text(x) + "".join(" ± " + value_text(e, UNCERTAINTY_DIGITS) for e, _ in errs)
+    parts = _parts_or_none(x, errs, "\u2009")
+    if parts is None:
+        return _without_rule(value, x, errs, stderr, spread, value_text, (" ± 0", " ± not computed", " ± ",
+                             " (seed spread %s)"))
+    mant, shown, exp = parts
     marks = [f" {label}" if spread is not None else "" for _, label in errs]
     body = mant + "".join(f"({d}{m})" for d, m in zip(shown, marks))
     return body if exp is None else f"{body} \u00d7 10{str(exp).translate(_SUPERSCRIPT)}"
