@@ -230,3 +230,14 @@ def test_a_pickled_warm_start_is_one_line(tmp_path, capsys):
                  "--no-progress"]) == 2
     out = capsys.readouterr()
     assert "ran" not in out.out and out.err.startswith("error: warm_start") and out.err.count("\n") == 1
+
+
+def test_a_chart_run_resumed_with_a_shorter_schedule_warns_and_says_what_happens(tmp_path):
+    from k7lib.learn.chart_training import train_chart
+    from k7lib.learn.config import default_phases
+    config = Config.from_profile("quick", phases=default_phases(2, 5e-3), width=8, depth=1, batch=8, n_fourier=1,
+                                 n_chebyshev=2, polish_points=0, checkpoint_every=4)
+    train_chart(config, run="r", root=tmp_path, progress=False)
+    with pytest.warns(RuntimeWarning, match="has seen 8 epochs, more than the 4 of this schedule; it is taken as it is"):
+        short = train_chart(config.scaled(0.5), run="r", root=tmp_path, resume="latest", progress=False)
+    assert len(short.history["loss"]) == 8                   # nothing trained past the checkpoint
