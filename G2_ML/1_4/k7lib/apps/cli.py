@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -431,6 +432,11 @@ def known_main(argv=None) -> int:
     return 0
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning on the command line as one line (a skipped checkpoint, a fresh start), without the source."""
+    return f"warning: {message}\n"
+
+
 MAINS = {"train": train_main, "explore": explore_main, "validate": validate_main, "links": links_main,
          "known": known_main}
 
@@ -442,6 +448,7 @@ def main(argv=None) -> int:
         lines = [f"  {name:9s} {desc}" for name, desc in COMMANDS.items()]
         print("usage: python -m k7lib COMMAND [options]\n\ncommands:\n" + "\n".join(lines))
         return 0 if argv and argv[0] in ("-h", "--help") else 2
+    warnings.formatwarning = one_line_warning
     try:
         return int(MAINS[argv[0]](argv[1:]) or 0)
     # input errors, numbers too large for a float or an index, and machine faults (disk full, ...): one line

@@ -97,8 +97,8 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
         raise InputError("profile: 'full' is sized for a GPU and this runtime has none (about an hour on two CPU "
                          "cores); use PROFILE = 'auto' or 'quick' here, or `python -m k7lib train --profile full` "
                          "in a terminal")
-    root = _writable(Path(checkpoint_root) if checkpoint_root else runs.DEFAULT_ROOT, "checkpoint_root")
-    out_dir = _writable(Path(output_dir) if output_dir else runs.OUTPUTS, "output_dir")
+    root = _writable(runs.DEFAULT_ROOT if checkpoint_root is None else checkpoint_root, "checkpoint_root")
+    out_dir = _writable(runs.OUTPUTS if output_dir is None else output_dir, "output_dir")
     try:
         run_name = None if run is None else runs.run_path(run, root).name
     except ValueError as err:

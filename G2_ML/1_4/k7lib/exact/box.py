@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import g2
+from ..batches import chunks
 from ..constants import DIM
 
 
@@ -88,15 +89,15 @@ def as_box(box) -> Box:
     return Box(lo, hi)
 
 
-def first_nonpositive(phi_field, x: torch.Tensor, margin: float = 0.0) -> int | None:
+def first_nonpositive(phi_field, x: torch.Tensor, margin: float = 0.0, chunk: int = 4096) -> int | None:
     """Index of the first point of x (batch, 7) where phi_field's 3-form is not positive, or None.
 
     Positive means B(phi) positive definite (conventions §3, orientation +1) and, with margin > 0, the
     smallest eigenvalue of g(phi) at least `margin` times its largest (a form too close to the
-    degenerate ones is refused too). Evaluated without derivatives.
+    degenerate ones is refused too). Evaluated without derivatives, on at most `chunk` points at a time.
     """
     with torch.no_grad():
-        phi = phi_field(x)
+        phi = torch.cat([phi_field(x[sl]) for sl in chunks(x.shape[0], chunk)])
         B = g2.bilinear_B_packed(phi)
         ok = torch.isfinite(B).flatten(-2).all(-1)
         ev = torch.linalg.eigvalsh(torch.where(ok[:, None, None], B, torch.eye(DIM, dtype=B.dtype, device=B.device)))
@@ -105,9 +106,10 @@ def first_nonpositive(phi_field, x: torch.Tensor, margin: float = 0.0) -> int | 
     return int(bad[0]) if len(bad) else None
 
 
-def check_positive(phi_field, x: torch.Tensor, what: str, margin: float = 0.0) -> None:
-    """ValueError naming the first point of x where `what` (e.g. "the exact field") is not positive."""
-    i = first_nonpositive(phi_field, x, margin)
+def check_positive(phi_field, x: torch.Tensor, what: str, margin: float = 0.0, chunk: int = 4096) -> None:
+    """ValueError naming the first point of x where `what` (e.g. "the exact field") is not positive
+    (phi_field called on at most `chunk` points at a time)."""
+    i = first_nonpositive(phi_field, x, margin, chunk)
     if i is not None:
         point = ", ".join(f"{v:.4g}" for v in x[i].tolist())
         raise ValueError(f"{what} is not a positive 3-form at x = ({point}) (B(phi) not positive definite"

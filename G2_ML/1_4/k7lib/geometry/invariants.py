@@ -29,12 +29,19 @@ from .. import g2
 from ..curvature import curvature
 from ..exact.box import as_box
 from ..holonomy import HolonomyTest, holonomy_test
-from ..inputs import positive_int
+from ..inputs import MAX_POINTS, positive_int
 from ..sampling.points import box_sobol
 from ..torsion import torsion_packed
 from .spectrum import DirichletSpectrum, dirichlet_spectrum
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+# Upper bounds of the settings: the spectrum's quadrature holds nodes^7 points (13^7 = 6.3e7), the Monte
+# Carlo counts at most inputs.MAX_POINTS.
+MAX_NODES, MAX_SCRAMBLES, MAX_STEPS = 13, 10**4, 10**6
+SETTING_BOUNDS = (("n_points", MAX_POINTS), ("scrambles", MAX_SCRAMBLES), ("degree", MAX_NODES - 3),
+                  ("holonomy_points", MAX_POINTS), ("holonomy_steps", MAX_STEPS), ("chunk", MAX_POINTS))
 
 
 @dataclass(frozen=True)
@@ -50,10 +57,12 @@ class InvariantSettings:
     chunk: int = 256
 
     def __post_init__(self):
-        for name in ("n_points", "scrambles", "degree", "holonomy_points", "holonomy_steps", "chunk"):
-            positive_int(getattr(self, name), name)
+        for name, high in SETTING_BOUNDS:
+            positive_int(getattr(self, name), name, maximum=high)
         if self.n_nodes is not None:
-            positive_int(self.n_nodes, "n_nodes", 2)
+            positive_int(self.n_nodes, "n_nodes", 2, MAX_NODES)
+        if self.nodes > MAX_NODES:
+            raise ValueError(f"degree: the default nodes per axis (degree + 3 = {self.nodes}) must be <= {MAX_NODES}")
         if self.scrambles < 2:
             raise ValueError(f"scrambles must be at least 2 (standard errors come from their spread), got {self.scrambles}")
 
@@ -138,7 +147,7 @@ def invariants(phi_field, box, settings: InvariantSettings = InvariantSettings()
     se = {k: float(v.std() / math.sqrt(len(v))) for k, v in per.items()}
     t0 = time.perf_counter()
     spectrum = dirichlet_spectrum(g2.metric_field_from_phi(phi_field), box, degree=settings.degree,
-                                  n_nodes=settings.nodes)
+                                  n_nodes=settings.nodes, chunk=settings.chunk)
     seconds["volume_and_spectrum"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     xh = box_sobol(settings.n_points, box, seed=settings.seed)[:settings.holonomy_points]

@@ -134,8 +134,9 @@ def _read_warm_start(path: str) -> dict:
         raise ValueError(f"warm_start: file not found: {path}")
     try:
         sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"warm_start: cannot read {path} as tensors ({type(err).__name__}: {err})") from None
+    except Exception as err:                # a pickle of code (weights_only refuses it), a torn file, ...
+        cause = (str(err).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"warm_start: cannot read {path} as tensors only ({type(err).__name__}: {cause})") from None
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]                    # a checkpoint of ours, or a {"model": state_dict} bundle
     if not isinstance(sd, dict):

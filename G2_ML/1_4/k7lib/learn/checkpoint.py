@@ -160,14 +160,22 @@ def load_for_training(run_dir: str | Path, which: str | int, config: Config, exa
     valid for resuming (expect="resume"), and not the polish of a shorter schedule. The polish is a
     run's last step, numbered total + 1 of its own schedule, so a longer schedule resumed from it
     would skip epoch `total`: such a file is skipped, with a warning that says so, for the training
-    checkpoints before it (the polish itself is redone at the end of the longer schedule)."""
+    checkpoints before it (the polish itself is redone at the end of the longer schedule). A checkpoint
+    that has seen more epochs than `config`'s schedule is taken as it is, with a warning that says so."""
     def unusable(state):
         own = polish_of(state)
         if own is not None and config.total_epochs > own:
             return (f"holds the polish of a {own}-epoch schedule; the {config.total_epochs}-epoch schedule "
                     f"continues from the last training checkpoint (epoch {own} or before)")
         return None
-    return load_checkpoint(run_dir, which, exact, expect="resume", unusable=unusable)
+    state = load_checkpoint(run_dir, which, exact, expect="resume", unusable=unusable)
+    seen, total = state["global_epoch"], config.total_epochs
+    if seen > total and polish_of(state) != total:
+        warnings.warn(f"resume: checkpoint {Path(state['path']).name} has seen {seen} epochs, more than the "
+                      f"{total} of this schedule; it is taken as it is: no epoch is trained and no polish is done "
+                      "(resume with the checkpoint's own schedule to continue it, or start a new run)",
+                      RuntimeWarning, stacklevel=2)
+    return state
 
 
 # ---------------------------------------------------------------- random number generators

@@ -20,13 +20,16 @@ from __future__ import annotations
 import math
 import random
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..exact.box import Box
 from .config import Config
 from .model import K7PhiModel
 from .schedule import LR_SCALE_MAX
+from .torsion_free import KnownConfig
 
 FORMAT = "k7lib-checkpoint-1"
 CHECKPOINT_NAME = re.compile(r"^ckpt_(\d{7,})\.pt$")
@@ -279,3 +282,192 @@ def _coverage_problem(opt: dict, params: list) -> str | None:
             if isinstance(v, torch.Tensor) and v.ndim > 0 and tuple(v.shape) != params[i]:
                 return f"optimizer {key} of parameter {i} has shape {tuple(v.shape)}, the parameter {params[i]}"
     return None
+
+
+# ---------------------------------------------------------------- the known-metric learner's checkpoints
+KNOWN_STAGES = ("lbfgs", "gauss-newton")        # the history's stages of learn.known
+KNOWN_COLUMNS = ("epoch", "loss", "loss_ratio", "seconds", "stage")
+LINE_SEARCHES = (None, "strong_wolfe")          # torch.optim.LBFGS's line searches
+LBFGS_INTS = ("max_iter", "max_eval", "history_size")
+LBFGS_TOLERANCES = ("tolerance_grad", "tolerance_change")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a checkpoint resumed into a given model and optimizer must match: the model's state dict
+    ({name: (shape, dtype)}), the number of parameters (the length of L-BFGS's flat vectors), the
+    optimizer's settings (param_groups[0] without "params") and the run's settings (`same_run`)."""
+    model: dict
+    size: int
+    settings: dict
+    config: dict
+
+
+def expected_of(model, opt, config: dict) -> Expected:
+    """Expected of a freshly built model, its optimizer and the run's settings dict."""
+    spec = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    settings = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+    return Expected(spec, sum(p.numel() for p in model.parameters()), settings, config)
+
+
+def same_run(stored: dict, config: dict) -> bool:
+    """A resumed run shares all its settings with the stored one but the number of epochs and the
+    checkpoint spacing."""
+    def fixed(c):
+        return {**c, "known": {k: v for k, v in c["known"].items() if k not in ("epochs", "checkpoint_every")}}
+    return fixed(stored) == fixed(config)
+
+
+def scalar_problem(value, key: str, kind: str) -> str | None:
+    """A solver's scalar state: kind "positive" (a finite number > 0, e.g. a damping mu), "count" (an
+    integer >= 0, e.g. a step count) or "finite" (a finite number)."""
+    if kind == "count":
+        return None if _is_int(value) and value >= 0 else f"{key} is {value!r}, not an integer >= 0"
+    ok = _is_number(value) and math.isfinite(value) and (kind == "finite" or value > 0)
+    return None if ok else f"{key} is {value!r}, not a {'positive ' if kind == 'positive' else ''}finite number"
+
+
+def solver_state_problem(state: dict, **kinds) -> str | None:
+    """The first of scalar_problem(state[key], key, kind) for key=kind given, a missing key included."""
+    if not isinstance(state, dict):
+        return f"solver state is a {type(state).__name__}, not a dict"
+    for key, kind in kinds.items():
+        problem = f"lacks {key}" if key not in state else scalar_problem(state[key], key, kind)
+        if problem:
+            return problem
+    return None
+
+
+def _flat(v, n: int | None, scalar: bool = False) -> bool:
+    """v a finite floating tensor of shape () (scalar) or (n,) (n None: any length)."""
+    if not (isinstance(v, torch.Tensor) and v.is_floating_point()):
+        return False
+    shape_ok = v.ndim == 0 if scalar else v.ndim == 1 and (n is None or v.shape[0] == n)
+    return shape_ok and bool(torch.isfinite(v).all())
+
+
+def lbfgs_group_problem(group) -> str | None:
+    """torch.optim.LBFGS's settings: lr > 0 finite, integer max_iter, max_eval, history_size >= 1,
+    tolerances finite >= 0, a known line search."""
+    if not isinstance(group, dict):
+        return "is not a dict"
+    problem = scalar_problem(group.get("lr"), "lr", "positive")
+    for key in LBFGS_INTS:
+        v = group.get(key)
+        problem = problem or (None if _is_int(v) and v >= 1 else f"{key} is {v!r}, not an integer >= 1")
+    for key in LBFGS_TOLERANCES:
+        v = group.get(key)
+        problem = problem or (None if _is_number(v) and math.isfinite(v) and v >= 0
+                              else f"{key} is {v!r}, not a finite number >= 0")
+    if not problem and group.get("line_search_fn") not in LINE_SEARCHES:
+        problem = f"line_search_fn is {group.get('line_search_fn')!r}, not one of {LINE_SEARCHES}"
+    return problem
+
+
+def lbfgs_state_problem(entry, n: int | None, history: int) -> str | None:
+    """L-BFGS's per-run state: counters, step t, direction d and previous gradient (n,), at most
+    `history` pairs of curvature vectors (n,) with positive finite rho, H_diag > 0, a finite loss."""
+    if not isinstance(entry, dict):
+        return "is not a dict"
+    problem = solver_state_problem({k: entry.get(k, 0) for k in ("func_evals", "n_iter")},
+                                   func_evals="count", n_iter="count")
+    if problem or "d" not in entry:
+        return problem                              # no step taken yet: nothing else is stored
+    missing = [k for k in ("t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss") if k not in entry]
+    if missing:
+        return f"lacks {missing}"
+    problem = scalar_problem(entry["t"], "t", "positive") or scalar_problem(entry["prev_loss"], "prev_loss", "finite")
+    for key in ("d", "prev_flat_grad"):
+        problem = problem or (None if _flat(entry[key], n) else f"{key} is not a finite floating tensor of shape ({n},)")
+    if not problem and not (_flat(entry["H_diag"], None, True) and float(entry["H_diag"]) > 0):
+        problem = f"H_diag is {entry['H_diag']!r}, not a positive finite scalar tensor"
+    pairs = [entry[k] for k in ("old_dirs", "old_stps", "ro")]
+    if not problem and not (all(isinstance(p, list) for p in pairs) and len({len(p) for p in pairs}) == 1
+                            and len(pairs[0]) <= history):
+        problem = f"old_dirs, old_stps and ro are not lists of one length <= history_size {history}"
+    if not problem and not all(_flat(v, n) for v in pairs[0] + pairs[1]):
+        problem = f"old_dirs or old_stps holds a tensor that is not finite of shape ({n},)"
+    if not problem and not all(_flat(v, None, True) and float(v) > 0 for v in pairs[2]):
+        problem = "ro holds a value that is not a positive finite scalar tensor"
+    al = entry.get("al", [])
+    if not problem and not (isinstance(al, list) and all(v is None or _flat(v, None, True) for v in al)):
+        problem = "al is not a list of finite scalar tensors"
+    return problem
+
+
+def lbfgs_problem(opt, expect: Expected | None = None) -> str | None:
+    """An L-BFGS state dict (one param group; state at most for its first parameter), by type and
+    value; with expect, its settings those of the run's optimizer and its vectors of the model's size."""
+    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)
+            and len(opt["param_groups"]) == 1):
+        return "optimizer is not an L-BFGS state dict (state, one param group)"
+    group = opt["param_groups"][0]
+    problem = lbfgs_group_problem(group)
+    if problem:
+        return f"L-BFGS settings: {problem}"
+    if expect is not None:
+        changed = sorted(k for k in expect.settings if group.get(k) != expect.settings[k])
+        if changed:
+            return f"L-BFGS settings {changed} differ from the run's ({ {k: group.get(k) for k in changed} })"
+    if len(opt["state"]) > 1 or any(k != 0 for k in opt["state"]):
+        return f"L-BFGS state is for parameters {list(opt['state'])[:4]}, L-BFGS keeps one (0)"
+    for entry in opt["state"].values():
+        problem = lbfgs_state_problem(entry, expect.size if expect else None, group["history_size"])
+        if problem:
+            return f"L-BFGS state: {problem}"
+    return None
+
+
+def known_history_problem(hist, seen: int, stages=KNOWN_STAGES, columns=KNOWN_COLUMNS) -> str | None:
+    """The learner's history: exactly `columns`, each `seen` long (the epochs the weights have seen),
+    epoch the row number, stages among `stages`, loss, loss_ratio and seconds finite >= 0."""
+    problem = history_problem(hist, ("stage",))
+    if problem:
+        return problem
+    if sorted(hist) != sorted(columns):
+        return f"history columns {sorted(hist)} are not {sorted(columns)}"
+    if len(hist["epoch"]) != seen:
+        return f"history holds {len(hist['epoch'])} rows, the weights have seen {seen} epochs"
+    if hist["epoch"] != list(range(seen)):
+        return "history column epoch is not 0, 1, ... in order"
+    bad = [s for s in hist["stage"] if s not in stages][:1]
+    if bad:
+        return f"history stage {bad[0]!r} is not one of {stages}"
+    for key in ("loss", "loss_ratio", "seconds"):
+        bad = [v for v in hist[key] if not (math.isfinite(v) and v >= 0)][:1]
+        if bad:
+            return f"history column {key} holds {bad[0]!r}, not a finite number >= 0"
+    return None
+
+
+def known_settings_problem(config) -> str | None:
+    """The stored settings: {"known": KnownConfig's fields, "box": a Box's dict, "label": str}, each building."""
+    if not (isinstance(config, dict) and set(config) == {"known", "box", "label"} and isinstance(config["label"], str)
+            and isinstance(config["known"], dict) and isinstance(config["box"], dict)):
+        return "its settings are not a torsion-free run's (known, box, label)"
+    try:
+        KnownConfig(**config["known"])
+        Box(config["box"].get("lo"), config["box"].get("hi"))
+    except (TypeError, ValueError) as err:
+        return f"its settings do not build ({type(err).__name__}: {err})"
+    return None
+
+
+def known_problem(state, name: str | None, expect: Expected | None, fmt: str, required) -> str | None:
+    """Why a checkpoint of the known-metric learner cannot be resumed, or None: head (format, keys,
+    number), settings that build, finite model tensors, the L-BFGS state, the history of as many rows
+    as global_epoch with no more L-BFGS epochs than its settings ask; with expect and the same run's
+    settings (`same_run`; a file of other settings is the caller's to refuse), the model's tensor
+    names, shapes and dtypes and the optimizer's settings and vector sizes."""
+    problem = (head_problem(state, name, fmt, required, ("global_epoch",)) or known_settings_problem(state["config"])
+               or tensors_problem(state["model"]))
+    if problem:
+        return problem
+    mine = expect is not None and same_run(state["config"], expect.config)
+    problem = lbfgs_problem(state["optimizer"], expect if mine else None) or known_history_problem(
+        state["history"], state["global_epoch"])
+    if problem:
+        return problem
+    if state["history"]["stage"].count("lbfgs") > state["config"]["known"]["epochs"]:
+        return f"history holds more L-BFGS epochs than its settings' {state['config']['known']['epochs']}"
+    return _model_problem(state["model"], expect.model) if mine else None

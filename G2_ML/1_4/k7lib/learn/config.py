@@ -28,6 +28,13 @@ MAX_EPOCHS = 10**8
 MAX_THREADS = 4096
 EPOCHS_SCALE_MAX = 1e3
 MAX_WIDTH, MAX_DEPTH, MAX_FEATURES = 4096, 64, 64     # far above any profile; beyond, memory runs out
+# Divergence handling and polish: each rollback halves the rate (2^-100 is far below any useful one), and a
+# window, patience or polish beyond these is a typing error. The chart's half-length L lies in [L_MIN, L_MAX]
+# (seed 000 uses 1 or 2): outside, the neck's features (Chebyshev in lambda / L) and sampling degenerate.
+MAX_ROLLBACKS, MAX_WINDOW, MAX_POLISH_ITERS = 100, 10**6, 1000
+L_MIN, L_MAX = 1e-2, 1e2
+MAX_FACTOR = 1e6              # spike_factor, grad_clip
+MAX_COND = 1e12               # cond_cap: g's condition number in float64 is meaningless above this
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ FULL_POLISH_POINTS = 65536
 class Config:
     """Everything a training run needs; `validate()` names the first bad field."""
     profile: str = "quick"
-    L: float = 2.0                   # chart half-length: lambda in [-L, L] (seed 000: "e.g. L=1 or 2")
+    L: float = 2.0                   # chart half-length: lambda in [-L, L], L in [L_MIN, L_MAX] (seed 000: "e.g. L=1 or 2")
     seed: int = 0
     batch: int = 128
     width: int = 64
@@ -240,16 +247,17 @@ def _check_phases(phases) -> None:
 # (field, minimum, maximum) of the integer fields of Config
 INT_FIELDS = (
     ("seed", 0, MAX_SEED), ("batch", 1, MAX_POINTS), ("width", 1, MAX_WIDTH), ("depth", 1, MAX_DEPTH),
-    ("n_fourier", 1, MAX_FEATURES), ("n_chebyshev", 1, MAX_FEATURES), ("checkpoint_every", 1, None),
-    ("max_rollbacks", 0, None),
-    ("spike_window", 2, None), ("spike_patience", 1, None), ("cpu_threads", 0, MAX_THREADS),
-    ("polish_points", 0, MAX_POINTS), ("polish_iters", 1, None), ("early_stop_window", 0, None),
+    ("n_fourier", 1, MAX_FEATURES), ("n_chebyshev", 1, MAX_FEATURES), ("checkpoint_every", 1, MAX_EPOCHS),
+    ("max_rollbacks", 0, MAX_ROLLBACKS),
+    ("spike_window", 2, MAX_WINDOW), ("spike_patience", 1, MAX_WINDOW), ("cpu_threads", 0, MAX_THREADS),
+    ("polish_points", 0, MAX_POINTS), ("polish_iters", 1, MAX_POLISH_ITERS), ("early_stop_window", 0, MAX_WINDOW),
 )
 # (field, minimum, maximum, open below, open above) of the real fields of Config
 NUMBER_FIELDS = (
-    ("L", 0.0, None, True, False), ("spike_factor", 1.0, None, True, False), ("grad_clip", 0.0, None, True, False),
+    ("L", L_MIN, L_MAX, False, False), ("spike_factor", 1.0, MAX_FACTOR, True, False),
+    ("grad_clip", 0.0, MAX_FACTOR, True, False),
     ("warmup_frac", 0.0, 1.0, False, True), ("lr_floor", 0.0, 1.0, False, False),
-    ("eig_margin", 0.0, None, False, False), ("cond_cap", 1.0, None, True, False),
+    ("eig_margin", 0.0, None, False, False), ("cond_cap", 1.0, MAX_COND, True, False),
     ("anti_flat_margin", 0.0, None, False, False), ("polish_tol", 0.0, None, True, False),
     ("early_stop_T", 0.0, None, True, False), ("early_stop_det", 0.0, None, True, False),
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ..derivatives import value_and_jacobian
 from ..exact.box import Box, as_box
 from ..geometry.invariants import InvariantSettings, InvariantTable, compare
 from . import checkpoint as C
+from . import checkpoint_checks as CC
 from . import runs
 from .fit import closure_step
 from .torsion_free import (
@@ -86,45 +88,22 @@ def _state(run_config: dict, model, opt, epoch: int, history: dict) -> dict:
             "history": history, "config": run_config}
 
 
-def _finite(v) -> bool:
-    """Every number and floating tensor in v (nested lists, tuples, dicts) finite."""
-    if isinstance(v, torch.Tensor):
-        return not v.is_floating_point() or bool(torch.isfinite(v).all())
-    if isinstance(v, (list, tuple)):
-        return all(map(_finite, v))
-    if isinstance(v, dict):
-        return all(map(_finite, v.values()))
-    return not isinstance(v, float) or math.isfinite(v)
-
-
 def known_problem(state: dict, name: str | None = None, expect=None) -> str | None:
-    """Why a loaded checkpoint of this learner cannot be resumed, or None: its format and keys, the number
-    in the file name, finite model tensors, an L-BFGS state of finite values with a positive rate, equally
-    long numeric history columns ("stage" text), a settings dict (learn.checkpoint)."""
-    problem = C.head_problem(state, name, KNOWN_FORMAT, KNOWN_REQUIRED, ("global_epoch",))
-    if problem:
-        return problem
-    opt = state["optimizer"]
-    groups = opt.get("param_groups") if isinstance(opt, dict) else None
-    if not (isinstance(groups, list) and groups and all(isinstance(g, dict) and isinstance(g.get("lr"), float)
-                                                        and 0 < g["lr"] < math.inf for g in groups)
-            and isinstance(opt.get("state"), dict) and _finite(opt["state"])):
-        return "optimizer is not an L-BFGS state of finite values with a positive rate"
-    if "known" not in state["config"]:
-        return "its settings are not a torsion-free run's"
-    return C.tensors_problem(state["model"]) or C.history_problem(state["history"], ("stage",))
+    """Why a loaded checkpoint of this learner cannot be resumed, or None (checkpoint_checks.known_problem:
+    head, settings, model tensors, L-BFGS state and settings, history; expect a checkpoint_checks.Expected)."""
+    return CC.known_problem(state, name, expect, KNOWN_FORMAT, KNOWN_REQUIRED)
 
 
-def _fixed(run_config: dict) -> dict:
-    """What a resumed run must share with the stored one: all but the number of epochs and the checkpoint spacing."""
-    known = {k: v for k, v in run_config["known"].items() if k not in ("epochs", "checkpoint_every")}
-    return {**run_config, "known": known}
-
-
-def _resume(run_dir: Path, run_config: dict, model, opt) -> tuple[int, dict]:
-    """Load the latest valid checkpoint of run_dir into model and opt: (L-BFGS epochs done, history)."""
-    state = C.load_checkpoint(run_dir, "latest", problem=known_problem)
-    if _fixed(state["config"]) != _fixed(run_config):
+def _resume(run_dir: Path, run_config: dict, model, opt, empty: dict) -> tuple[int, dict]:
+    """Load the latest valid checkpoint of run_dir into model and opt: (L-BFGS epochs done, history);
+    (0, empty) with a warning when run_dir holds no checkpoint yet (stopped before the first)."""
+    C.remove_stale_temporaries(run_dir)
+    if not C.list_checkpoints(run_dir):
+        warnings.warn(f"resume: {run_dir} holds no checkpoint yet (stopped before the first); starting it afresh",
+                      RuntimeWarning, stacklevel=3)
+        return 0, empty
+    state = C.load_checkpoint(run_dir, "latest", expect=CC.expected_of(model, opt, run_config), problem=known_problem)
+    if not CC.same_run(state["config"], run_config):
         raise ValueError(f"resume: {run_dir} holds a run with other settings ({state['config']}); "
                          "start a new run instead")
     model.load_state_dict(state["model"])
@@ -225,7 +204,7 @@ def train_known(phi_field, box, config: KnownConfig = KnownConfig(), run_dir=Non
     if run_dir is not None:
         run_dir = runs.writable_folder(run_dir, "run_dir")
         if resume:
-            done, history = _resume(run_dir, run_config, model, opt)
+            done, history = _resume(run_dir, run_config, model, opt, history)
     t0 = time.perf_counter() - (history["seconds"][-1] if history["seconds"] else 0.0)
     bar = progress_bar(range(min(done, config.epochs), config.epochs), progress, f"known {label}".strip(), leave=True)
     for epoch in bar:
@@ -327,13 +306,13 @@ class KnownReport:
 def known_report(phi_field, box, config: KnownConfig = KnownConfig(), settings: InvariantSettings = InvariantSettings(),
                  control: bool = True, run_dir=None, label: str = "", progress: bool = False,
                  resume: bool = False) -> KnownReport:
-    """Train (and the control, if asked: in run_dir/control), then compare the invariants on common points.
-    resume: continue both from their latest checkpoints in run_dir (`train_known`)."""
+    """Train (and the control, if asked: in run_dir/control, which must resolve inside run_dir), then compare
+    the invariants on common points. resume: continue both from their latest checkpoints in run_dir (`train_known`)."""
+    ctrl_dir = None if run_dir is None or not control else runs.inside_root(Path(run_dir) / "control", run_dir)
     t0 = time.perf_counter()
     run = train_known(phi_field, box, config, run_dir=run_dir, resume=resume, label=label, progress=progress)
     ctrl = None
     if control:
-        ctrl_dir = None if run_dir is None else Path(run_dir) / "control"
         ctrl = train_known(phi_field, box, replace(config, boundary=False), run_dir=ctrl_dir,
                            resume=resume and ctrl_dir is not None and ctrl_dir.is_dir(),
                            label=f"{label} control".strip(), progress=progress)

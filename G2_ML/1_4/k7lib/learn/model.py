@@ -91,7 +91,8 @@ class K7PhiModel(nn.Module):
         that layer's tensors is copied.
 
         Returns a LoadReport (loaded names, skipped names with the reason, own names left as they
-        were) and prints it when verbose. Raises ValueError when nothing matches.
+        were) and prints it when verbose. Raises ValueError when nothing matches, and before anything
+        is copied when a matching tensor is not floating (int, bool, complex) or holds NaN or Inf.
         """
         if not isinstance(state_dict, dict):
             raise ValueError(f"warm-start weights must be a state dict, got {type(state_dict).__name__}")
@@ -105,6 +106,12 @@ class K7PhiModel(nn.Module):
                 why[name] = "no parameter of that name"
             elif tuple(value.shape) != tuple(own[name].shape):
                 why[name] = f"shape {tuple(value.shape)} != {tuple(own[name].shape)}"
+            elif own[name].is_floating_point() and not value.is_floating_point():
+                raise ValueError(f"warm-start tensor {name} is {str(value.dtype).replace('torch.', '')}, "
+                                 "not a floating dtype (float16, bfloat16, float32 or float64)")
+            elif value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"warm-start tensor {name} holds {int((~torch.isfinite(value)).sum())} NaN or "
+                                 "Inf value(s)")
         # A layer is taken whole or not at all: a bias without its weight means nothing.
         bad_layers = {name.rpartition(".")[0] for name in why}
         for name in state_dict:

@@ -23,6 +23,7 @@ import pickle
 import re
 import shutil
 import tempfile
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ OUTPUTS = PACKAGE_ROOT / "outputs"
 _RUN = re.compile(r"^run_(\d+)$")
 _PID = re.compile(r"[.-](\d+)(?:\.tmp|-[^.-]*)$")    # writer's pid: ".<pid>.tmp" or "-<pid>-<token>"
 RUN_LOCK, RUN_OWNER = ".k7lib-run.lock", ".k7lib-run.owner"
+MAX_RUN_NAME = 200           # characters of a run name (folder names are limited to 255 bytes)
 NEW_RUN_TRIES = 100          # numbers tried when another process takes run_N first
 
 
@@ -72,11 +74,16 @@ def run_name(run: int | str) -> str:
     """Folder name of a run: N or "N" -> "run_N"; a name must be one plain folder name (module doc)."""
     if isinstance(run, bool):
         raise ValueError(f"run: expected a run number or a folder name, got {run!r}")
+    if not isinstance(run, (int, str)):
+        raise ValueError(f"run: expected a run number or a folder name, got the {type(run).__name__} {run!r}")
     if isinstance(run, int) or str(run).isdigit():
         if int(run) < 0:
             raise ValueError(f"run: a run number must be >= 0, got {run!r}")
         return f"run_{int(run)}"
     name = str(run)
+    if len(name) > MAX_RUN_NAME or any(unicodedata.category(c) == "Cc" for c in name):
+        raise ValueError(f"run: a run name is at most {MAX_RUN_NAME} characters without control characters, "
+                         f"got {name[:40]!r}{'...' if len(name) > 40 else ''} ({len(name)} characters)")
     if (not name.strip() or name in (".", "..") or "/" in name or "\\" in name or os.sep in name
             or (os.altsep and os.altsep in name) or "\0" in name or Path(name).is_absolute()
             or Path(name).drive):
@@ -243,8 +250,13 @@ def output_folder(out_dir=None) -> Path:
 
 
 def writable_folder(path: str | Path, field: str = "folder") -> Path:
-    """Create `path` if needed and prove it writable with a probe file; ValueError naming `field` if not."""
+    """Create `path` if needed and prove it writable with a probe file; ValueError naming `field` if not
+    (also for a path that is not a non-empty string or path, or names an existing file or device)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise ValueError(f"{field}: expected a non-empty folder path, got {path!r}")
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{field}: {str(path)!r} exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):

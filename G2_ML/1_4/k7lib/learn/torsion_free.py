@@ -45,17 +45,28 @@ from torch.func import jvp, vmap
 
 from .. import forms as F
 from .. import g2
+from ..batches import chunks
 from ..derivatives import value_and_jacobian
 from ..exact.box import Box, as_box, check_positive
 from ..inputs import positive_int, positive_number
 from ..sampling.points import box_sobol
 from ..torsion import torsion_from_jet
+from .config import MAX_DEPTH, MAX_EPOCHS, MAX_SEED, MAX_WIDTH
 
 START_WIDTH = 8                 # hidden width of the start's perturbation network
 STARTS = ("network", "modes")   # the start's perturbation: of the network's own class, or outside it
 N_MODES, MODE_FREQUENCY = 4, 2.0  # the "modes" start: sum of 4 sines with wave vectors in [-2, 2]^7 (in t)
 CHECK_STREAM = 1 << 20          # Sobol seed offset of the positivity check points (training uses seed)
 N_CHECK = 4096                  # points on which positivity of phi_E and of the start is checked
+# The user's field phi_E (and every field built on it) is called on at most FIELD_CHUNK points at a time, with
+# its derivatives: peak memory is that of the field on FIELD_CHUNK points, whatever n_points.
+FIELD_CHUNK = 256
+# Upper bounds of KnownConfig, checked before anything is written. Points: the jets stored per training point
+# take 78 kB (Lambda^3(L) and its derivatives), so 2^20 points hold 82 GB; width and depth as a chart run's.
+MAX_KNOWN_POINTS, MAX_ITERATIONS, MAX_HISTORY, MAX_POLISH = 2**20, 10**6, 10**4, 10**4
+KNOWN_BOUNDS = (("width", MAX_WIDTH), ("depth", MAX_DEPTH), ("n_points", MAX_KNOWN_POINTS), ("epochs", MAX_EPOCHS),
+                ("iterations", MAX_ITERATIONS), ("history", MAX_HISTORY), ("polish", MAX_POLISH),
+                ("checkpoint_every", MAX_EPOCHS))
 
 
 @dataclass(frozen=True)
@@ -84,16 +95,15 @@ class KnownConfig:
 
     def __post_init__(self):
         positive_number(self.eps, "eps")
-        for name in ("width", "depth", "n_points", "epochs", "iterations", "history", "checkpoint_every"):
-            positive_int(getattr(self, name), name)
-        positive_int(self.polish, "polish", 0)
+        for name, high in KNOWN_BOUNDS:
+            positive_int(getattr(self, name), name, 0 if name == "polish" else 1, high)
         if self.width < START_WIDTH:
             raise ValueError(f"width must be at least {START_WIDTH} (the start's perturbation network), got {self.width}")
         if self.start not in STARTS:
             raise ValueError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
         if not isinstance(self.boundary, bool):
             raise ValueError(f"boundary must be True or False, got {self.boundary!r}")
-        positive_int(self.seed, "seed", 0)
+        positive_int(self.seed, "seed", 0, MAX_SEED)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -250,10 +260,10 @@ def check_problem(phi_field, box: Box, config: KnownConfig) -> tuple[torch.Tenso
     Returns (check points (N_CHECK, 7), the start's perturbation network P)."""
     box = as_box(box)
     xc = box_sobol(N_CHECK, box, seed=config.seed + CHECK_STREAM)
-    check_positive(phi_field, xc, "the exact field phi_E")
+    check_positive(phi_field, xc, "the exact field phi_E", chunk=FIELD_CHUNK)
     P = start_network(phi_field, box, config, xc)
     start = learned_field(phi_field, box, P)
-    check_positive(start, xc, f"the start phi_E + perturbation (eps = {config.eps:g}; lower eps)")
+    check_positive(start, xc, f"the start phi_E + perturbation (eps = {config.eps:g}; lower eps)", chunk=FIELD_CHUNK)
     return xc, P
 
 
@@ -277,10 +287,13 @@ def jets_at(J: Jets, sl: slice) -> Jets:
 
 
 def jets(phi_field, box: Box, x: torch.Tensor) -> Jets:
-    """Jets of phi_E, Lambda^3(L) and chi at x, by forward-mode derivatives, once."""
+    """Jets of phi_E, Lambda^3(L) and chi at x, by forward-mode derivatives, once, FIELD_CHUNK points at a time."""
     power = frame_power(phi_field)
+    parts = []
     with torch.no_grad():
-        (p, lam, c), (dp, dlam, dc) = value_and_jacobian(lambda y: (phi_field(y), power(y), box.cutoff(y)), x)
+        for sl in chunks(x.shape[0], FIELD_CHUNK):
+            parts.append(value_and_jacobian(lambda y: (phi_field(y), power(y), box.cutoff(y)), x[sl]))
+    (p, lam, c), (dp, dlam, dc) = ([torch.cat([q[i][j] for q in parts]) for j in range(3)] for i in range(2))
     dlam = dlam.permute(0, 1, 3, 2).reshape(x.shape[0], -1, lam.shape[-1]).contiguous()
     return Jets(x=x, phi=p, dphi=dp, power=lam, dpower=dlam, chi=c, dchi=dc)
 
