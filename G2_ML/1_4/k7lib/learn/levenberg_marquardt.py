@@ -134,7 +134,7 @@ def loss_and_positive(model, J: Jets, volume: float, boundary: bool) -> tuple[fl
     return loss, math.isfinite(loss)
 
 
-def _damped_solve(A: torch.Tensor, b: torch.Tensor, mu: float):
+def damped_solve(A: torch.Tensor, b: torch.Tensor, mu: float):
     """delta of (A + mu diag A) delta = -b, and the predicted fall -b.delta + mu delta.(diag A) delta of |r|^2
     (Gauss-Newton model); None when the Cholesky factorisation fails."""
     d = A.diagonal().clamp_min(1e-300)
@@ -152,7 +152,11 @@ def lm_step(model, J: Jets, volume: float, boundary: bool, settings: LMSettings,
     weights move only on an accepted trial; a failed step leaves them as they were."""
     params = trainable(model, names)
     times = dict.fromkeys(("residual_jacobian", "parameter_jacobian", "normal_matrix", "solve", "loss"), 0.0)
-    A, b, loss = normal_equations(model, params, J, volume, boundary, settings.chunk, times)
+    try:
+        A, b, loss = normal_equations(model, params, J, volume, boundary, settings.chunk, times)
+    except torch.linalg.LinAlgError:          # g(phi) not positive at a point: non-finite or degenerate weights
+        A = b = torch.full((1,), math.nan)
+        loss = math.nan
     if not (bool(torch.isfinite(A).all()) and bool(torch.isfinite(b).all()) and math.isfinite(loss)):
         raise ValueError("Levenberg-Marquardt: the normal matrix or the gradient is not finite "
                          "(the weights are left unchanged); restart from an earlier checkpoint")
@@ -160,7 +164,7 @@ def lm_step(model, J: Jets, volume: float, boundary: bool, settings: LMSettings,
     mu, nu = state.mu, state.nu
     for trial in range(1, settings.trials + 1):
         t0 = time.perf_counter()
-        solved = _damped_solve(A, b, mu)
+        solved = damped_solve(A, b, mu)
         t1 = time.perf_counter()
         times["solve"] += t1 - t0
         if solved is not None:
