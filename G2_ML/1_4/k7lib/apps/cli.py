@@ -374,6 +374,9 @@ def known_parser() -> argparse.ArgumentParser:
     ap.add_argument("--iterations", type=int, default=c.iterations, help="L-BFGS iterations per epoch")
     ap.add_argument("--polish", type=int, default=c.polish, help="Gauss-Newton steps on the output layers afterwards")
     ap.add_argument("--start", default=c.start, help="network (in the network's class) | modes (outside it)")
+    ap.add_argument("--solver", default=c.solver, help="lbfgs | lm (the L-BFGS epochs, 0 allowed, then "
+                    "Levenberg-Marquardt on every weight)")
+    ap.add_argument("--lm-steps", type=int, default=c.lm_steps, help="Levenberg-Marquardt steps (--solver lm)")
     ap.add_argument("--seed", type=int, default=c.seed)
     ap.add_argument("--lo", type=float, nargs="+", default=None, help="the box's 7 lower ends (default: the fixture's)")
     ap.add_argument("--hi", type=float, nargs="+", default=None, help="the box's 7 upper ends")
@@ -396,7 +399,7 @@ def _known_inputs(args):
     box = fx.box if args.lo is None and args.hi is None else Box(args.lo or fx.box.lo, args.hi or fx.box.hi)
     config = KnownConfig(eps=args.eps, width=args.width, depth=args.depth, n_points=args.points, epochs=args.epochs,
                          iterations=args.iterations, polish=args.polish, start=args.start, seed=args.seed,
-                         boundary=not args.no_boundary)
+                         boundary=not args.no_boundary, solver=args.solver, lm_steps=args.lm_steps)
     settings = InvariantSettings(n_points=args.invariant_points, degree=args.degree, n_nodes=args.nodes)
     if args.threads is not None:
         positive_int(args.threads, "--threads", maximum=MAX_THREADS)

@@ -285,8 +285,8 @@ def _coverage_problem(opt: dict, params: list) -> str | None:
 
 
 # ---------------------------------------------------------------- the known-metric learner's checkpoints
-KNOWN_STAGES = ("lbfgs", "gauss-newton")        # the history's stages of learn.known
-KNOWN_COLUMNS = ("epoch", "loss", "loss_ratio", "seconds", "stage")
+KNOWN_STAGES = ("lbfgs", "lm", "gauss-newton")        # the history's stages of learn.known
+KNOWN_COLUMNS = ("epoch", "loss", "fresh_loss", "loss_ratio", "fresh_ratio", "seconds", "stage")
 LINE_SEARCHES = (None, "strong_wolfe")          # torch.optim.LBFGS's line searches
 LBFGS_INTS = ("max_iter", "max_eval", "history_size")
 LBFGS_TOLERANCES = ("tolerance_grad", "tolerance_change")
@@ -314,7 +314,7 @@ def same_run(stored: dict, config: dict) -> bool:
     """A resumed run shares all its settings with the stored one but the number of epochs and the
     checkpoint spacing."""
     def fixed(c):
-        return {**c, "known": {k: v for k, v in c["known"].items() if k not in ("epochs", "checkpoint_every")}}
+        return {**c, "known": {k: v for k, v in c["known"].items() if k not in ("epochs", "checkpoint_every", "lm_steps")}}
     return fixed(stored) == fixed(config)
 
 
@@ -433,7 +433,7 @@ def known_history_problem(hist, seen: int, stages=KNOWN_STAGES, columns=KNOWN_CO
     bad = [s for s in hist["stage"] if s not in stages][:1]
     if bad:
         return f"history stage {bad[0]!r} is not one of {stages}"
-    for key in ("loss", "loss_ratio", "seconds"):
+    for key in ("loss", "fresh_loss", "loss_ratio", "fresh_ratio", "seconds"):
         bad = [v for v in hist[key] if not (math.isfinite(v) and v >= 0)][:1]
         if bad:
             return f"history column {key} holds {bad[0]!r}, not a finite number >= 0"

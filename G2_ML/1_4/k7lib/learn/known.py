@@ -23,22 +23,24 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..batches import chunks, progress_bar
-from ..derivatives import value_and_jacobian
+from ..batches import progress_bar
 from ..exact.box import Box, as_box
 from ..geometry.invariants import InvariantSettings, InvariantTable, compare
 from . import checkpoint as C
 from . import checkpoint_checks as CC
 from . import runs
+from ..sampling.points import box_sobol
 from .fit import closure_step
+from .levenberg_marquardt import LMState, lm_step, state_problem
 from .torsion_free import (
+    FRESH_STREAM,
     Jets,
     KnownConfig,
+    LMSettings,
     build,
     heads,
-    jets_at,
+    jets,
     learned_field,
-    residual_jacobian,
     start_copy,
     torsion_loss,
 )
@@ -77,31 +79,39 @@ class KnownRun:
                 "seconds": self.seconds}
 
 
-KNOWN_FORMAT = "k7lib-known-checkpoint-1"
-KNOWN_REQUIRED = ("format", "global_epoch", "model", "optimizer", "history", "config")
+KNOWN_FORMAT = "k7lib-known-checkpoint-2"
+KNOWN_REQUIRED = ("format", "global_epoch", "model", "optimizer", "solver", "history", "config")
+HISTORY = ("epoch", "loss", "fresh_loss", "loss_ratio", "fresh_ratio", "seconds", "stage")
 
 
-def _state(run_config: dict, model, opt, epoch: int, history: dict) -> dict:
-    """A checkpoint of the L-BFGS run (its own format: model, L-BFGS state, history, settings; no random
-    state: L-BFGS on fixed points draws nothing, and every start is built from explicit seeds)."""
+def _state(run_config: dict, model, opt, epoch: int, history: dict, solver: LMState) -> dict:
+    """A checkpoint of the run (its own format: model, L-BFGS state, the Levenberg-Marquardt state, history,
+    settings; no random state: both solvers on fixed points draw nothing, and every start is built from
+    explicit seeds)."""
     return {"format": KNOWN_FORMAT, "global_epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "history": history, "config": run_config}
+            "solver": solver.to_dict(), "history": history, "config": run_config}
 
 
 def known_problem(state: dict, name: str | None = None, expect=None) -> str | None:
     """Why a loaded checkpoint of this learner cannot be resumed, or None (checkpoint_checks.known_problem:
-    head, settings, model tensors, L-BFGS state and settings, history; expect a checkpoint_checks.Expected)."""
-    return CC.known_problem(state, name, expect, KNOWN_FORMAT, KNOWN_REQUIRED)
+    head, settings, model tensors, L-BFGS state and settings, history; expect a checkpoint_checks.Expected),
+    then the Levenberg-Marquardt state (levenberg_marquardt.state_problem: mu in its bounds, nu, the step count
+    equal to the history's "lm" rows)."""
+    problem = CC.known_problem(state, name, expect, KNOWN_FORMAT, KNOWN_REQUIRED)
+    if problem:
+        return problem
+    settings = KnownConfig(**state["config"]["known"]).lm_settings()
+    return state_problem(state["solver"], settings, list(state["history"]["stage"]).count("lm"))
 
 
-def _resume(run_dir: Path, run_config: dict, model, opt, empty: dict) -> tuple[int, dict]:
-    """Load the latest valid checkpoint of run_dir into model and opt: (L-BFGS epochs done, history);
-    (0, empty) with a warning when run_dir holds no checkpoint yet (stopped before the first)."""
+def _resume(run_dir: Path, run_config: dict, model, opt, empty: dict) -> tuple[int, dict, LMState | None]:
+    """Load the latest valid checkpoint of run_dir into model and opt: (L-BFGS epochs done, history, solver
+    state); (0, empty, None) with a warning when run_dir holds no checkpoint yet (stopped before the first)."""
     C.remove_stale_temporaries(run_dir)
     if not C.list_checkpoints(run_dir):
         warnings.warn(f"resume: {run_dir} holds no checkpoint yet (stopped before the first); starting it afresh",
                       RuntimeWarning, stacklevel=3)
-        return 0, empty
+        return 0, empty, None
     state = C.load_checkpoint(run_dir, "latest", expect=CC.expected_of(model, opt, run_config), problem=known_problem)
     if not CC.same_run(state["config"], run_config):
         raise ValueError(f"resume: {run_dir} holds a run with other settings ({state['config']}); "
@@ -109,103 +119,89 @@ def _resume(run_dir: Path, run_config: dict, model, opt, empty: dict) -> tuple[i
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     history = state["history"]
-    return history["stage"].count("lbfgs"), history
-
-
-def _normal_equations(model, J: Jets, volume: float, boundary: bool, chunk: int):
-    """(A = J^T J, b = J^T r, loss = |r|^2) of the torsion residual (torsion_free.torsion_residual) over the
-    parameters of the output layers (torsion_free.heads; per layer the (out, width + 1) matrix [weight, bias]
-    row by row). The output is linear in those parameters with coefficients the 1-jets of the hidden
-    features, so J = dr/d(jet of the output) (torsion_free.residual_jacobian) . jet(features)."""
-    hs, weight = heads(model), volume / J.x.shape[0]
-    n_par = sum(h.weight.numel() + h.bias.numel() for h, _, _ in hs)
-    A = torch.zeros(n_par, n_par, dtype=torch.float64)
-    b, loss = torch.zeros(n_par, dtype=torch.float64), 0.0
-    for sl in chunks(J.x.shape[0], chunk):
-        Jc = jets_at(J, sl)
-        with torch.no_grad():
-            n, dn = value_and_jacobian(model, Jc.x)
-            r, R = residual_jacobian(Jc, n, dn, weight, boundary)
-            cols = []
-            for head, features, s in hs:
-                h, dh = value_and_jacobian(features, Jc.x)
-                H = torch.cat([torch.cat([h, torch.ones_like(h[:, :1])], 1)[..., None],
-                               torch.cat([dh, torch.zeros_like(dh[:, :1])], 1)], -1)      # (m, width + 1, 8)
-                cols.append(torch.einsum("mraq,mjq->mraj", R[:, :, s], H).reshape(r.numel(), -1))
-            Jm = torch.cat(cols, -1)
-        A += Jm.T @ Jm
-        b += Jm.T @ r.reshape(-1)
-        loss += float((r ** 2).sum())
-    return A, b, loss
+    return history["stage"].count("lbfgs"), history, LMState(**state["solver"])
 
 
 def gauss_newton(model, J: Jets, volume: float, boundary: bool = True, steps: int = 4, chunk: int = 64) -> list:
-    """Levenberg-Marquardt steps on the output layers' parameters, the hidden layers fixed: with A, b of
-    `_normal_equations`, delta = -(A + mu diag A)^-1 b; a step that does not lower the loss is undone and
-    mu raised tenfold (at most 8 times), an accepted one lowers it tenfold. Returns (loss, seconds since the
-    call) after each accepted step (the polish ends early when none is accepted). The hidden layers stay as L-BFGS left them:
-    in the output layers the residual is linear for d phi and nearly so for d psi, which the line search of
-    L-BFGS on all weights resolves slowly."""
-    params = [p for h, _, _ in heads(model) for p in (h.weight, h.bias)]
-    mu, losses, t0 = 1e-6, [], time.perf_counter()
+    """Levenberg-Marquardt steps (`levenberg_marquardt.lm_step`) on the output layers' parameters
+    (torsion_free.heads), the hidden layers fixed, from mu = 1e-6. Returns (loss, seconds since the call) after
+    each accepted step (the polish ends at the first step no damping trial can make). In the output layers the
+    residual is linear for d phi and nearly so for d psi, which the line search of L-BFGS resolves slowly."""
+    names = {id(p): k for k, p in model.named_parameters()}
+    heads_names = [names[id(p)] for h, _, _ in heads(model) for p in (h.weight, h.bias)]
+    settings, state = LMSettings(steps=steps, mu0=1e-6, chunk=chunk), LMState(1e-6)
+    losses, t0 = [], time.perf_counter()
     for _ in range(steps):
-        A, b, loss = _normal_equations(model, J, volume, boundary, chunk)
-        saved = [p.detach().clone() for p in params]
-        for _ in range(8):
-            delta = -torch.linalg.solve(A + mu * torch.diag(A.diagonal().clamp_min(1e-300)), b)
-            _add_to_heads(model, delta)
-            with torch.no_grad():
-                new = float(torsion_loss(model, J, volume, boundary))
-            if math.isfinite(new) and new < loss:
-                mu = max(mu / 10, 1e-12)
-                losses.append((new, time.perf_counter() - t0))
-                break
-            with torch.no_grad():
-                for p, q in zip(params, saved):
-                    p.copy_(q)
-            mu *= 10
-        else:
+        step, state = lm_step(model, J, volume, boundary, settings, state, heads_names)
+        if not step.accepted:
             break
+        losses.append((step.loss, time.perf_counter() - t0))
     return losses
 
 
-def _add_to_heads(model, delta: torch.Tensor) -> None:
-    """Add delta (the stacked [weight, bias] rows of every output layer) to the layers' parameters."""
-    k = 0
+def _fresh_loss(model, fresh: Jets, volume: float, boundary: bool) -> float:
+    """The loss on the fresh points (never trained on)."""
     with torch.no_grad():
-        for head, _, _ in heads(model):
-            out, width = head.weight.shape
-            step = delta[k:k + out * (width + 1)].reshape(out, width + 1)
-            head.weight += step[:, :width]
-            head.bias += step[:, width]
-            k += out * (width + 1)
+        return float(torsion_loss(model, fresh, volume, boundary))
+
+
+def _lm_phase(model, J: Jets, fresh: Jets, box, config: KnownConfig, state: LMState, history: dict,
+              clock: tuple, save, progress: bool, label: str) -> LMState:
+    """config.lm_steps Levenberg-Marquardt steps on every weight from state (the steps already taken are in
+    history): one history row per step (stage "lm", training and fresh loss), a checkpoint after each (save).
+    Ends early when a step finds no damping within the bounds that lowers the loss."""
+    settings, (t0, start_loss) = config.lm_settings(), clock
+    bar = progress_bar(range(state.step, settings.steps), progress, f"LM {label}".strip(), leave=True)
+    for _ in bar:
+        step, state = lm_step(model, J, box.volume, config.boundary, settings, state)
+        fresh_loss = _fresh_loss(model, fresh, box.volume, config.boundary)
+        _append(history, len(history["epoch"]), step.loss, fresh_loss, time.perf_counter() - t0, "lm", start_loss)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(train=f"{step.loss / start_loss:.2e}", fresh=f"{fresh_loss / start_loss:.2e}",
+                            mu=f"{state.mu:.1e}")
+        save(state)
+        if not step.accepted and state.mu >= settings.mu_max:
+            break
+    return state
+
+
+def _append(history: dict, epoch: int, loss: float, fresh: float, seconds: float, stage: str, start: float) -> None:
+    """One history row: training and fresh loss with their ratios to the start's training loss."""
+    for k, v in zip(HISTORY, (epoch, loss, fresh, loss / start, fresh / start, seconds, stage)):
+        history[k].append(v)
 
 
 def train_known(phi_field, box, config: KnownConfig = KnownConfig(), run_dir=None, resume: bool = False,
                 label: str = "", progress: bool = False) -> KnownRun:
     """Minimise the torsion of phi = phi_E + chi Lambda^3(L) N on the box from the start of `config`
     (`learn.torsion_free`); phi_field = phi_E: x (batch, 7) -> packed (batch, 35), box a `Box` or (lo, hi).
+    L-BFGS for config.epochs epochs, the output-layer polish, then (solver "lm") Levenberg-Marquardt on every
+    weight; every history row carries the loss on the training points and on fresh ones (FRESH_STREAM).
 
-    Every check (`torsion_free.check_problem`: box, positivity of phi_E and of the start) runs before
-    anything is written. run_dir: a folder for numbered checkpoints (created; None: none are written);
-    resume=True continues the latest checkpoint there (same settings and label). label names the exact
-    field in the checkpoints (e.g. the fixture's name). A non-finite loss raises ValueError.
+    Every check (`torsion_free.check_problem`: box, positivity of phi_E and of the start; the settings in
+    KnownConfig) runs before anything is written. run_dir: a folder for numbered checkpoints (created; None:
+    none are written); resume=True continues the latest checkpoint there (same settings and label). label
+    names the exact field in the checkpoints (e.g. the fixture's name). A non-finite loss raises ValueError.
     """
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir whose checkpoints it continues")
     box, P, model, J = build(phi_field, as_box(box), config)
+    fresh = jets(phi_field, box, box_sobol(config.n_points, box, seed=config.seed + FRESH_STREAM))
     run_config = {"known": config.to_dict(), "box": box.to_dict(), "label": label}
     opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=config.iterations, history_size=config.history,
                             line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
     loss_fn = lambda: torsion_loss(model, J, box.volume, config.boundary)
     with torch.no_grad():
         start_loss = float(loss_fn())
-    done, history = 0, {"epoch": [], "loss": [], "loss_ratio": [], "seconds": [], "stage": []}
+    done, history, lm = 0, {k: [] for k in HISTORY}, LMState(config.lm_mu0)
     if run_dir is not None:
         run_dir = runs.writable_folder(run_dir, "run_dir")
         if resume:
-            done, history = _resume(run_dir, run_config, model, opt, history)
+            done, history, resumed = _resume(run_dir, run_config, model, opt, history)
+            lm = resumed or lm
     t0 = time.perf_counter() - (history["seconds"][-1] if history["seconds"] else 0.0)
+    save = lambda state: run_dir is None or C.save_checkpoint(
+        run_dir, _state(run_config, model, opt, len(history["epoch"]), history, state), KNOWN_REQUIRED)
     bar = progress_bar(range(min(done, config.epochs), config.epochs), progress, f"known {label}".strip(), leave=True)
     for epoch in bar:
         closure_step(opt, loss_fn)
@@ -213,21 +209,21 @@ def train_known(phi_field, box, config: KnownConfig = KnownConfig(), run_dir=Non
             loss = float(loss_fn())
         if not math.isfinite(loss):
             raise ValueError(f"torsion-free training diverged at epoch {epoch} (non-finite loss); lower eps")
-        for k, v in zip(history, (epoch, loss, loss / start_loss, time.perf_counter() - t0, "lbfgs")):
-            history[k].append(v)
+        _append(history, epoch, loss, _fresh_loss(model, fresh, box.volume, config.boundary),
+                time.perf_counter() - t0, "lbfgs", start_loss)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss_ratio=f"{loss / start_loss:.2e}")
-        if run_dir is not None and ((epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs):
-            C.save_checkpoint(run_dir, _state(run_config, model, opt, epoch + 1, history), KNOWN_REQUIRED)
+        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+            save(lm)
     polished = history["stage"].count("gauss-newton")
     if config.polish > polished:
         t1 = time.perf_counter() - t0
         for loss, dt in gauss_newton(model, J, box.volume, config.boundary, config.polish - polished):
-            for k, v in zip(history, (len(history["epoch"]), loss, loss / start_loss, t1 + dt, "gauss-newton")):
-                history[k].append(v)
-        if run_dir is not None:
-            C.save_checkpoint(run_dir, _state(run_config, model, opt, len(history["epoch"]), history),
-                              KNOWN_REQUIRED)
+            _append(history, len(history["epoch"]), loss, _fresh_loss(model, fresh, box.volume, config.boundary),
+                    t1 + dt, "gauss-newton", start_loss)
+        save(lm)
+    if config.solver == "lm":
+        lm = _lm_phase(model, J, fresh, box, config, lm, history, (t0, start_loss), save, progress, label)
     model.eval()
     return KnownRun(config=config, box=box, model=model, start=P, history=pd.DataFrame(history),
                     start_loss=start_loss, run_dir=Path(run_dir) if run_dir is not None else None,

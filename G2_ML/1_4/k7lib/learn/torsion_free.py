@@ -56,6 +56,8 @@ from .config import MAX_DEPTH, MAX_EPOCHS, MAX_SEED, MAX_WIDTH
 START_WIDTH = 8                 # hidden width of the start's perturbation network
 STARTS = ("network", "modes")   # the start's perturbation: of the network's own class, or outside it
 N_MODES, MODE_FREQUENCY = 4, 2.0  # the "modes" start: sum of 4 sines with wave vectors in [-2, 2]^7 (in t)
+SOLVERS = ("lbfgs", "lm")       # L-BFGS alone; or L-BFGS for `epochs` (0: none), then Levenberg-Marquardt
+FRESH_STREAM = 1 << 21          # Sobol seed offset of the fresh points every reported torsion is judged on
 CHECK_STREAM = 1 << 20          # Sobol seed offset of the positivity check points (training uses seed)
 N_CHECK = 4096                  # points on which positivity of phi_E and of the start is checked
 # The user's field phi_E (and every field built on it) is called on at most FIELD_CHUNK points at a time, with
@@ -70,6 +72,32 @@ KNOWN_BOUNDS = (("width", MAX_WIDTH), ("depth", MAX_DEPTH), ("n_points", MAX_KNO
 
 
 @dataclass(frozen=True)
+class LMSettings:
+    """steps: outer steps (one normal matrix each); mu0: the first damping, relative to diag A; mu_min, mu_max:
+    its bounds (a step that needs more than mu_max ends the solve); trials: damping trials per step; chunk:
+    points per block of the normal equations."""
+    steps: int = 16
+    mu0: float = 1e-3
+    mu_min: float = 1e-15
+    mu_max: float = 1e10
+    trials: int = 10
+    chunk: int = 32
+
+    def __post_init__(self):
+        positive_int(self.steps, "lm_steps", 0)
+        for name in ("trials", "chunk"):
+            positive_int(getattr(self, name), f"lm_{name}")
+        for name in ("mu0", "mu_min", "mu_max"):
+            positive_number(getattr(self, name), f"lm_{name}")
+        if not self.mu_min <= self.mu0 <= self.mu_max:
+            raise ValueError(f"lm damping: need lm_mu_min <= lm_mu0 <= lm_mu_max, got {self.mu_min:g}, "
+                             f"{self.mu0:g}, {self.mu_max:g}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class KnownConfig:
     """Settings of one torsion-free run on a box (all validated in __post_init__).
 
@@ -77,6 +105,8 @@ class KnownConfig:
     network; n_points: training points; epochs x iterations: L-BFGS iterations in total (an epoch is one
     L-BFGS call of `iterations` iterations, the unit of checkpoints and progress); history: L-BFGS
     memory; polish: Gauss-Newton steps on the output layers afterwards (`learn.known.gauss_newton`; 0: none);
+    solver: "lbfgs", or "lm": the L-BFGS epochs (0 allowed) as a warm-up, then lm_steps Levenberg-Marquardt
+    steps on every weight (`learn.levenberg_marquardt`) with damping lm_mu0 within [lm_mu_min, lm_mu_max];
     start: "network" (P of the network's class, module docstring) or "modes" (P a fixed sum of sines outside it);
     boundary: False for the control without boundary data; seed: points, networks, perturbation.
     """
@@ -92,11 +122,20 @@ class KnownConfig:
     boundary: bool = True
     seed: int = 0
     checkpoint_every: int = 4
+    solver: str = "lbfgs"
+    lm_steps: int = 16
+    lm_mu0: float = 1e-3
+    lm_mu_min: float = 1e-15
+    lm_mu_max: float = 1e10
 
     def __post_init__(self):
         positive_number(self.eps, "eps")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         for name, high in KNOWN_BOUNDS:
-            positive_int(getattr(self, name), name, 0 if name == "polish" else 1, high)
+            low = 0 if name == "polish" or (name == "epochs" and self.solver == "lm") else 1
+            positive_int(getattr(self, name), name, low, high)
+        self.lm_settings()
         if self.width < START_WIDTH:
             raise ValueError(f"width must be at least {START_WIDTH} (the start's perturbation network), got {self.width}")
         if self.start not in STARTS:
@@ -104,6 +143,10 @@ class KnownConfig:
         if not isinstance(self.boundary, bool):
             raise ValueError(f"boundary must be True or False, got {self.boundary!r}")
         positive_int(self.seed, "seed", 0, MAX_SEED)
+
+    def lm_settings(self) -> LMSettings:
+        """The Levenberg-Marquardt settings of this run (validated)."""
+        return LMSettings(steps=self.lm_steps, mu0=self.lm_mu0, mu_min=self.lm_mu_min, mu_max=self.lm_mu_max)
 
     def to_dict(self) -> dict:
         return asdict(self)
