@@ -362,8 +362,11 @@ def test_bad_input(f64):
         hodge.SpectralBasis(3, 5)
     with pytest.raises(ValueError, match="axes must be fibre axes"):
         hodge.SpectralBasis(axes=(0, 1))
-    with pytest.raises(ValueError, match="tolerance must lie"):
-        hodge.ProjectionSettings(tolerance=0.0)
+    for bad in (0.0, -1e-3, float("nan"), float("inf"), 1e-13, True):
+        with pytest.raises(ValueError, match=r"^ProjectionSettings.tolerance must be a finite number in \[1e-12, 1\)"):
+            hodge.ProjectionSettings(tolerance=bad)
+    with pytest.raises(ValueError, match="^ProjectionSettings.max_refinements"):
+        hodge.ProjectionSettings(max_refinements=-1)
     with pytest.raises(ValueError, match="legendre_degree"):
         hodge.SpectralBasis(0, 0)
 
