@@ -104,7 +104,10 @@ default `"auto"` continues the latest run from its latest good checkpoint when t
 the same configuration, so running all cells again after a crash picks up where training stopped.
 After a divergence, the training cell prints the recipe: set `RUN`, `RESUME = N` (its last good
 checkpoint) and `LR_SCALE` (e.g. 0.5, multiplying every remaining phase's peak learning rate), then
-run all cells. `DRIVE_DIR` keeps checkpoints on Google Drive so that a lost Colab runtime loses nothing."""),
+run all cells. `DRIVE_DIR` keeps checkpoints on Google Drive so that a lost Colab runtime loses nothing.
+`CPU_THREADS` is torch's number of CPU threads in every cell after the setup (training on the CPU keeps its
+profile's own setting); `None` leaves torch's default, one thread per core, which makes the cells crawl when
+another process shares the cores."""),
     ("code", """PROFILE = "auto"          # "auto" | "quick" | "full"
 RUN = None                # None: a new numbered run; or a run name / number
 RESUME = "auto"           # "auto": continue the latest run if it has this configuration | None | "latest" | N
@@ -116,6 +119,7 @@ OUTPUT_DIR = None         # None: G2_ML/1_4/outputs
 N_EVAL = 4096             # fresh float64 points for the final numbers
 N_HARMONIC = None         # points for the Gram/Dirichlet integrals; None: 2048 quick, 20000 full
 EXPLORE = True            # run the optional exploration and validation section
+CPU_THREADS = 1           # torch CPU threads for every later cell; 1 is fastest on 2 shared cores (README)
 REPO_URL = "https://github.com/""" + REPO + """.git\""""),
     ("md", """## Setup
 In Colab the repository is cloned and `k7lib` installed; elsewhere the package next to this notebook is
@@ -142,7 +146,8 @@ from k7lib.apps import session
 print(session.environment())
 S = session.configure(PROFILE, run=RUN, resume=RESUME, epochs_scale=EPOCHS_SCALE, lr_scale=LR_SCALE,
                       checkpoint_root=CHECKPOINT_ROOT or (Path(DRIVE_DIR) / "checkpoints" if DRIVE_DIR else None),
-                      output_dir=OUTPUT_DIR)
+                      output_dir=OUTPUT_DIR, cpu_threads=CPU_THREADS)
+S.use_threads()
 print(S.describe())"""),
     ("md", """## 1. Structural constants
 The integers of the GIFT v2.2 structure, and the exact rationals derived from them with

@@ -144,7 +144,45 @@ def shear_fibre_field(eps: float = 0.05):
     """
     def field(x):
         _, ds = shear_profile(x, eps)
-        A = torch.eye(7, dtype=x.dtype, device=x.device).repeat(x.shape[0], 1, 1)
-        A[:, 1, 0], A[:, 1, 2], A[:, 1, 3] = ds[:, 0], ds[:, 1], ds[:, 2]       # dF^1 = dy1 + ds
-        return pullback_packed(A)
+        grad = torch.zeros_like(x)
+        grad[:, 0], grad[:, 2], grad[:, 3] = ds[:, 0], ds[:, 1], ds[:, 2]
+        return shear_pullback(grad)
+    return field
+
+
+def shear_pullback(grad: torch.Tensor) -> torch.Tensor:
+    """F^* phi0 (batch, 35) for F = (lambda, y1 + s, y2, ..., y6) with s independent of y1, from the gradient
+    of s (batch, 7) (column 1 is ignored): DF = I + e_1 ds^T, so dF^1 = dy1 + ds."""
+    A = torch.eye(7, dtype=grad.dtype, device=grad.device).repeat(grad.shape[0], 1, 1)
+    A[:, 1, 0], A[:, 1, 2:] = grad[:, 0], grad[:, 2:]
+    return pullback_packed(A)
+
+
+def poisson_profile(x: torch.Tensor, eps: float, q: float, L: float, axes=(2,)):
+    """s = eps cos^2(pi lambda / 2L) sum_a r(y_a), r(u) = 1 / (1 + q^2 - 2 q cos 2 pi u), and its gradient
+    (batch, 7). The Fourier coefficients of r are q^|n| / (1 - q^2) (the Poisson kernel): they decay only
+    geometrically, so s lies in no finite polynomial x Fourier span; s and ds/dlambda vanish at
+    lambda = +-L, where F is the identity."""
+    c = torch.pi / (2 * L)
+    b, db = torch.cos(c * x[:, 0]) ** 2, -c * torch.sin(2 * c * x[:, 0])
+    r, grad = torch.zeros_like(x[:, 0]), torch.zeros_like(x)
+    for a in axes:
+        u = 2 * torch.pi * x[:, a]
+        den = 1 + q * q - 2 * q * torch.cos(u)
+        r = r + 1 / den
+        grad[:, a] = eps * b * (-4 * torch.pi * q * torch.sin(u) / den ** 2)
+    grad[:, 0] = eps * db * r
+    return eps * b * r, grad
+
+
+def poisson_shear_field(eps: float, q: float, L: float, axes=(2,)):
+    """phi = F^* phi0 for the shear y1 -> y1 + s of `poisson_profile` along the fibre axes `axes` (not y1):
+    torsion-free, homotopic to the identity through eps -> 0, the identity on the boundary. As for
+    `shear_fibre_field`, F is an isometry onto the flat chart that keeps lambda: the harmonic fields with
+    absolute boundary conditions are F^* dy^I and the candidates' harmonic Gram matrix is the flat one."""
+    if 1 in axes or not set(axes) <= set(range(2, 7)):
+        raise ValueError(f"axes: fibre axes 2..6 (s must not depend on y1), got {axes!r}")
+
+    def field(x):
+        return shear_pullback(poisson_profile(x, eps, q, L, axes)[1])
     return field

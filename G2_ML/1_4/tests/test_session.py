@@ -75,3 +75,21 @@ def test_divergence_in_a_notebook_shows_the_recipe_not_a_traceback(tmp_path, mon
         session.train_session(s, progress=False)
     assert len(shown) == 1 and "`RESUME = 2000`" in shown[0].data and "--resume 2000 --lr-scale 0.5" in shown[0].data
     assert info.value._render_traceback_() == [f"stopped: {info.value}"] and "2000" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_cpu_threads_not_a_positive_integer_is_one_line(tmp_path, bad):
+    with pytest.raises(session.InputError, match="^cpu_threads: must be a positive integer"):
+        session.configure("quick", checkpoint_root=tmp_path / "c", output_dir=tmp_path / "o", cpu_threads=bad)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "o").exists()
+
+
+def test_cpu_threads_is_applied_and_not_part_of_the_configuration(tmp_path):
+    import torch
+    before = torch.get_num_threads()
+    try:
+        s = session.configure("quick", checkpoint_root=tmp_path, output_dir=tmp_path, cpu_threads=1)
+        assert s.use_threads() == 1 == torch.get_num_threads()
+        assert s.config == session.configure("quick", checkpoint_root=tmp_path, output_dir=tmp_path).config
+    finally:
+        torch.set_num_threads(before)

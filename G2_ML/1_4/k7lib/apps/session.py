@@ -18,7 +18,7 @@ import torch
 from ..inputs import positive_int
 from ..learn import chart_training, runs
 from ..learn.checkpoint import list_checkpoints, load_checkpoint
-from ..learn.config import Config
+from ..learn.config import MAX_THREADS, Config
 from ..learn.divergence import TrainingDiverged
 from ..learn.schedule import check_lr_scale
 
@@ -39,6 +39,7 @@ class Session:
     out_dir: Path              # exported results
     device: str
     lr_scale: float | None = None   # the user's factor on every remaining phase's peak rate (None: keep the run's)
+    cpu_threads: int | None = None  # torch's CPU threads for the session (None: torch's own setting)
 
     def describe(self) -> str:
         c = self.config
@@ -46,7 +47,19 @@ class Session:
                 f"{'/'.join(str(p.epochs) for p in c.phases)} epochs, batch {c.batch}, network "
                 f"{c.depth} x {c.width}, checkpoint every {c.checkpoint_every} epochs under {self.root}"
                 + (f", resuming {self.run or 'the latest run'} from {self.resume}" if self.resume is not None else "")
-                + (f", learning rate x{self.lr_scale:g}" if self.lr_scale is not None else ""))
+                + (f", learning rate x{self.lr_scale:g}" if self.lr_scale is not None else "")
+                + (f", {self.cpu_threads} CPU thread(s)" if self.cpu_threads is not None else ""))
+
+    def use_threads(self) -> int:
+        """Apply cpu_threads to torch (intra-op threads, and inter-op threads while torch still allows
+        setting them: before its first parallel work); returns the intra-op thread count in force."""
+        if self.cpu_threads is not None:
+            torch.set_num_threads(self.cpu_threads)
+            try:
+                torch.set_num_interop_threads(self.cpu_threads)
+            except RuntimeError:            # already fixed by earlier parallel work in this process
+                pass
+        return torch.get_num_threads()
 
 
 def _writable(path: Path, field: str) -> Path:
@@ -71,7 +84,8 @@ def _auto_resume(config: Config, run_name: str | None, root: Path):
 
 def configure(profile: str = "auto", run: str | int | None = None, resume: str | int | None = "auto",
               checkpoint_root: str | Path | None = None, output_dir: str | Path | None = None,
-              epochs_scale: float | None = None, lr_scale: float | None = None, **overrides) -> Session:
+              epochs_scale: float | None = None, lr_scale: float | None = None, cpu_threads: int | None = None,
+              **overrides) -> Session:
     """Validate the parameters cell; returns a Session or raises InputError naming the field.
 
     resume: "auto" (default) continues the latest run when it was started with this same
@@ -80,7 +94,15 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
     lr_scale: None (keep the run's own factor) or a number in (0, 10]: the factor on every remaining
     phase's peak learning rate (the recipe after a divergence: resume from checkpoint N with
     LR_SCALE = 0.5); the same value again on a re-run gives the same rate, it does not compound.
+    cpu_threads: None (leave torch's setting) or a positive integer: torch's CPU threads for everything
+    after the setup cell (`use_threads`); a training loop on the CPU follows its profile's own
+    `cpu_threads` where that is set (quick: 1). It is not part of the run's configuration, so a run
+    resumes whatever the thread count.
     """
+    try:
+        cpu_threads = None if cpu_threads is None else positive_int(cpu_threads, "cpu_threads", maximum=MAX_THREADS)
+    except ValueError as err:
+        raise InputError(str(err)) from None
     if resume not in ("auto", None):
         _check_resume(resume)
     try:
@@ -117,7 +139,7 @@ def configure(profile: str = "auto", run: str | int | None = None, resume: str |
         run_name = run_dir.name
     device = "cuda" if (config.device in ("auto", "cuda") and cuda) else "cpu"
     return Session(config=config, run=run_name, root=root, resume=resume, out_dir=out_dir, device=device,
-                   lr_scale=lr_scale)
+                   lr_scale=lr_scale, cpu_threads=cpu_threads)
 
 
 def _check_resume(resume) -> None:

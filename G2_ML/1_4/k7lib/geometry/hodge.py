@@ -74,6 +74,12 @@ from .resolution import (
 )
 
 
+MIN_TOLERANCE = 1e-12     # below this the estimate (a difference of two float64 Gram matrices) is round-off
+REFINABLE = ("spectral", "n_lambda", "fibre_points")     # what `ProjectionSettings.refined` raises
+SPECTRAL = "spectral (legendre_degree, fourier_degree, max_pairs) or a lower mode_threshold"
+MAX_REFINEMENTS = 6       # each refinement doubles the fibre lattice (FIBRE_SIZES has six rungs)
+
+
 class HarmonicAccuracyWarning(UserWarning):
     """A harmonic Gram matrix whose estimated relative error exceeds the requested tolerance."""
 
@@ -130,8 +136,11 @@ class ProjectionSettings:
     fibre-averaged metric integrals change by less than lambda_tolerance, relative, to the next
     (`lambda_nodes`), and at least legendre_degree + 8); fibre_points: lattice points
     per node in both rules (None: `fibre_points_for` the basis, at least min_fibre_points); mode_threshold: a fibre axis or pair enters the basis when the
-    metric's relative Fourier amplitude along it exceeds this; tolerance: a harmonic Gram matrix whose
-    estimated relative error exceeds it raises a HarmonicAccuracyWarning.
+    metric's relative Fourier amplitude along it exceeds this; tolerance (in [1e-12, 1)): the projection
+    is refined (`refined`: basis, lambda nodes and fibre lattice together) until each degree's estimated
+    relative error is at most this, at most max_refinements times; a degree still above it at that cap
+    raises a HarmonicAccuracyWarning naming the setting to raise. The settings are those of the first
+    level; the projection records the level it reached (HodgeProjection.refinements and its rules).
     """
     spectral: SpectralBasis = SpectralBasis()
     solve_lambda: int | None = None
@@ -140,7 +149,8 @@ class ProjectionSettings:
     min_fibre_points: int = 0
     mode_threshold: float = 1e-3
     lambda_tolerance: float = 1e-6
-    tolerance: float = 1e-3
+    tolerance: float = 1e-4
+    max_refinements: int = 3
 
     def __post_init__(self):
         if self.fibre_points is not None and self.fibre_points not in FIBRE_SIZES:
@@ -151,22 +161,36 @@ class ProjectionSettings:
                              f"{self.spectral.legendre_degree}, got {self.solve_lambda!r}")
         if self.n_lambda is not None and (not isinstance(self.n_lambda, int) or self.n_lambda < 2):
             raise ValueError(f"ProjectionSettings.n_lambda must be None or an integer >= 2, got {self.n_lambda!r}")
-        for name in ("mode_threshold", "lambda_tolerance", "tolerance"):
+        for name in ("mode_threshold", "lambda_tolerance"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"ProjectionSettings.{name} must lie in (0, 1), got {getattr(self, name)!r}")
+        t = self.tolerance
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not MIN_TOLERANCE <= t < 1:
+            raise ValueError(f"ProjectionSettings.tolerance must be a finite number in [{MIN_TOLERANCE:g}, 1) "
+                             f"(float64 round-off limits the estimate), got {t!r}")
+        r = self.max_refinements
+        if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= MAX_REFINEMENTS:
+            raise ValueError(f"ProjectionSettings.max_refinements must be an integer in 0..{MAX_REFINEMENTS}, "
+                             f"got {r!r}")
 
     @property
     def solve_nodes(self) -> int:
         return self.solve_lambda or max(16, self.spectral.legendre_degree + 8)
 
-    def refined(self, n_lambda: int, n_y: int) -> "ProjectionSettings":
-        """The one refinement behind the error estimate (module docstring), from the rules used."""
-        sp = self.spectral
-        fine = replace(sp, legendre_degree=sp.legendre_degree + 4, fibre_legendre_degree=sp.fibre_legendre_degree + 2,
-                       fourier_degree=sp.fourier_degree + 1, max_pairs=sp.max_pairs + 3)
-        nxt = FIBRE_SIZES[min(FIBRE_SIZES.index(n_y) + 1, len(FIBRE_SIZES) - 1)]
-        return replace(self, spectral=fine, solve_lambda=None, n_lambda=(3 * n_lambda + 1) // 2,
-                       fibre_points=None, min_fibre_points=nxt)
+    def refined(self, n_lambda: int, n_y: int, parts: tuple = REFINABLE) -> "ProjectionSettings":
+        """The one refinement behind the error estimate (module docstring), from the rules used (n_lambda
+        evaluation nodes, n_y fibre points); `parts` (of REFINABLE) raises only those settings and keeps
+        the others at the rules used."""
+        sp, out = self.spectral, replace(self, n_lambda=n_lambda, fibre_points=None, min_fibre_points=n_y)
+        if "spectral" in parts:
+            fine = replace(sp, legendre_degree=sp.legendre_degree + 4, fibre_legendre_degree=sp.fibre_legendre_degree + 2,
+                           fourier_degree=sp.fourier_degree + 1, max_pairs=sp.max_pairs + 3)
+            out = replace(out, spectral=fine, solve_lambda=None)
+        if "n_lambda" in parts:
+            out = replace(out, n_lambda=(3 * n_lambda + 1) // 2)
+        if "fibre_points" in parts:
+            out = replace(out, min_fibre_points=FIBRE_SIZES[min(FIBRE_SIZES.index(n_y) + 1, len(FIBRE_SIZES) - 1)])
+        return out
 
 
 # ---------------------------------------------------------------- the result for one degree
@@ -206,6 +230,7 @@ class HodgeProjection:
     harmonic_gram_error: float = float("nan")
     class_gram_error: float = float("nan")
     error_source: str = ""
+    refinements: int = 0
 
     @property
     def fraction(self) -> torch.Tensor:
@@ -371,10 +396,11 @@ def _relative(A: torch.Tensor, B: torch.Tensor) -> float:
     return float(torch.linalg.norm(A - B) / torch.linalg.norm(B)) if float(torch.linalg.norm(B)) > 0 else 0.0
 
 
-def _error_source(packed, dtype, chart, rules: tuple, candidates: dict, seed: int, device, model, k: int,
-                  H: torch.Tensor, dH: float, selected: tuple) -> str:
-    """The setting whose refinement moves H most: the evaluation nodes, the fibre points or the basis (the
-    default coefficients re-evaluated with only the lambda nodes, then only the fibre points, refined)."""
+def _moves(packed, dtype, chart, rules: tuple, candidates: dict, seed: int, device, model, k: int,
+           H: torch.Tensor, dH: float, selected: tuple) -> dict:
+    """{setting: how far its refinement alone moves H (relative)}: the evaluation nodes, the fibre points
+    (the level's coefficients re-evaluated with only the lambda nodes, then only the fibre points,
+    refined) and the basis (the rest of the change dH under the whole refinement)."""
     n_lambda, n_y, fine_lambda, fine_y = rules
     modes, full = model
     p = full[k].shape[0] // (modes.n * F.n_components(k - 1)) - 1
@@ -382,9 +408,25 @@ def _error_source(packed, dtype, chart, rules: tuple, candidates: dict, seed: in
     for label, nl, ny in (("n_lambda", fine_lambda, n_y), ("fibre_points", n_lambda, fine_y)):
         S, X, _ = _evaluate_stage(packed, dtype, chart, nl, ny, seed + 1, p, modes, full, {k: candidates[k]}, device)[k]
         moves[label] = _relative(H, _harmonic(S.cpu(), X.cpu(), selected)[0])
-    moves["spectral (legendre_degree, fourier_degree, max_pairs) or a lower mode_threshold"] = \
-        dH - moves["n_lambda"] - moves["fibre_points"]
-    return max(moves, key=moves.get)
+    moves[SPECTRAL] = dH - moves["n_lambda"] - moves["fibre_points"]
+    return moves
+
+
+def _parts(moves: dict) -> set:
+    """The settings worth raising at the next level: those that move H by at least half the most."""
+    top = max(moves.values())
+    return {label.split()[0] for label, v in moves.items() if v >= 0.5 * top}
+
+
+def _estimates(base: dict, ref: dict) -> dict:
+    """{k: (harmonic_gram_error, class_gram_error)}: twice the relative changes under one refinement plus
+    the metric's Fourier content the basis leaves out (module docstring)."""
+    out = {}
+    for k, (proj, H, _) in base.items():
+        dH = _relative(H, ref[k][1]) + proj.fibre_left_out / 2
+        dS = _relative(proj.class_gram, ref[k][0].class_gram) + proj.fibre_left_out / 2
+        out[k] = (2 * dH, 2 * dS)
+    return out
 
 
 def project(phi_field, chart, seed: int = 0, settings: ProjectionSettings | None = None,
@@ -392,12 +434,13 @@ def project(phi_field, chart, seed: int = 0, settings: ProjectionSettings | None
     """Hodge projections of the constant k-forms dx^I (k = keys of `candidates`, default 2 and 3) with
     g = g(phi), the harmonic Gram matrices of the candidates and their estimated errors (module docstring).
 
+    Refined to the tolerance: each level is compared with one whole refinement of it (the estimate); while
+    a degree's estimate exceeds settings.tolerance, the next level raises the settings that moved it most
+    (`_moves`), at most settings.max_refinements times; then a HarmonicAccuracyWarning names the setting.
     phi_field: x (batch, 7) -> packed (batch, 35) or dense 3-forms; chart: a `Chart` (or its L);
-    candidates: {k: CandidateBasis}. Returns {k: (HodgeProjection, harmonic_gram (n, n) float64 in candidate
-    order, candidate norms ||w_a||^2 (n,) on the solve rule)}; the projection carries harmonic_gram_error.
-    Warns (HarmonicAccuracyWarning) when an estimated error exceeds settings.tolerance; raises ValueError
-    for non-finite or non-positive phi.
-    """
+    candidates: {k: CandidateBasis}. Returns {k: (HodgeProjection with harmonic_gram_error and refinements,
+    harmonic_gram (n, n) float64 in candidate order, candidate norms ||w_a||^2 (n,) on the solve rule)};
+    ValueError for non-finite or non-positive phi."""
     chart = as_chart(chart)
     settings = ProjectionSettings() if settings is None else settings
     candidates = {2: candidates_2forms(), 3: candidates_3forms(chart)} if candidates is None else candidates
@@ -406,22 +449,35 @@ def project(phi_field, chart, seed: int = 0, settings: ProjectionSettings | None
     packed, dtype = as_packed_field(phi_field), field_dtype(phi_field)
     args = (packed, dtype, chart)
     content = fibre_content(packed, dtype, chart, seed, device)
-    n_lambda, n_y, base, model = _project_once(*args, settings, candidates, content, seed, device, progress)
-    fine = settings.refined(n_lambda, n_y)
-    _, n_y_fine, ref, _ = _project_once(*args, fine, candidates, content, seed + 2, device, progress)
-    out = {}
-    for k, (proj, H, norms) in base.items():
-        dH = _relative(H, ref[k][1]) + proj.fibre_left_out / 2
-        dS = _relative(proj.class_gram, ref[k][0].class_gram) + proj.fibre_left_out / 2
-        source = ""
-        if 2 * dH > settings.tolerance:
-            source = _error_source(*args, (n_lambda, n_y, fine.n_lambda, n_y_fine), candidates, seed, device,
-                                   model, k, H, dH, proj.selected)
-            warnings.warn(f"degree-{k} harmonic Gram: estimated relative error {2 * dH:.1e} exceeds the tolerance "
-                          f"{settings.tolerance:.0e}; raise ProjectionSettings.{source}", HarmonicAccuracyWarning,
-                          stacklevel=2)
-        out[k] = (replace(proj, harmonic_gram_error=2 * dH, class_gram_error=2 * dS, error_source=source), H, norms)
-    return out
+    level = (settings, seed, *_project_once(*args, settings, candidates, content, seed, device, progress))
+    pending, out = dict(candidates), {}
+    for step in range(settings.max_refinements + 1):
+        st, s, n_lambda, n_y, base, model = level
+        fine = st.refined(n_lambda, n_y)
+        # each computation has its own lattice shifts (seed, seed + 1), independent of those it is compared with
+        _, fine_y, ref, _ = _project_once(*args, fine, pending, content, s + 2, device, progress)
+        parts = set()
+        for k, (err, cls_err) in _estimates({k: base[k] for k in pending}, ref).items():
+            moves = {} if err <= settings.tolerance else _moves(
+                *args, (n_lambda, n_y, fine.n_lambda, fine_y), pending, s, device, model, k, base[k][1], err / 2,
+                base[k][0].selected)
+            if moves and step < settings.max_refinements:
+                parts |= _parts(moves)
+                continue
+            source = max(moves, key=moves.get) if moves else ""
+            out[k] = (replace(base[k][0], harmonic_gram_error=err, class_gram_error=cls_err, error_source=source,
+                              refinements=step), *base[k][1:])
+            pending.pop(k)
+        if not pending:
+            break
+        # the next level raises only what moved the result (the estimate still compares with a whole refinement)
+        nxt = st.refined(n_lambda, n_y, tuple(parts))
+        level = (nxt, s + 4, *_project_once(*args, nxt, pending, content, s + 4, device, progress))
+    for k, p in ((k, out[k][0]) for k in candidates if out[k][0].error_source):
+        warnings.warn(f"degree-{k} harmonic Gram: estimated relative error {p.harmonic_gram_error:.1e} exceeds the "
+                      f"tolerance {settings.tolerance:.0e} after {p.refinements} refinement(s) (the cap, max_refinements)"
+                      f"; raise ProjectionSettings.{p.error_source}", HarmonicAccuracyWarning, stacklevel=2)
+    return {k: out[k] for k in candidates}
 
 
 # ---------------------------------------------------------------- ranks at a gap
