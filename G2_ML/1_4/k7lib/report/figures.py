@@ -1,5 +1,5 @@
 """Every figure of k7lib: the chart, the training history, the summary, an exploration's six panels,
-the G2 identity histograms and the link's residuals.
+the G2 identity histograms, the link's residuals and a seed ensemble's members.
 
 Each function returns a matplotlib Figure (no pyplot state) or a pandas DataFrame, or saves a
 Figure to the path it is given and returns the path; no other module imports matplotlib.
@@ -284,4 +284,41 @@ def spectra_figure(result) -> Figure:
         ax.set_title(f"{s.degree}-forms: b_eff {s.b_eff}, b_harm {s.b_harm}{err}", fontsize=7.5)
     axes[0].set_ylabel("normalised eigenvalue", fontsize=8)
     axes[0].legend(fontsize=7, loc="lower left", handlelength=1.2, borderpad=0.3, labelspacing=0.2)
+    return fig
+
+
+def _ensemble_panel(ax, block: dict, q: str, label: str) -> None:
+    """One quantity: the seed members with error bars, their mean +- seed spread as a band, and the
+    architecture members apart (orange squares right of a gap)."""
+    done = [m for m in block["members"] if m["status"] == "finished"]
+    arch = [m for m in block["architecture"] if m["status"] == "finished"]
+    for i, m in enumerate(done):
+        ax.errorbar(i, m["values"][q], yerr=m["errors"].get(q) or 0, fmt="o", ms=3, color="tab:blue", capsize=2)
+    for j, m in enumerate(arch):
+        ax.errorbar(len(done) + 1 + j, m["values"][q], yerr=m["errors"].get(q) or 0, fmt="s", ms=3.5,
+                    color="tab:orange", capsize=2)
+    st = block["quantities"][q]
+    if st["mean"] is not None and st["std"] is not None:
+        ax.axhspan(st["mean"] - st["std"], st["mean"] + st["std"], color="tab:blue", alpha=0.12, lw=0)
+        ax.axhline(st["mean"], color="tab:blue", lw=0.7)
+    ticks = [f"s{m['seed']}" for m in done] + [f"w{m['width']}" for m in arch]
+    ax.set_xticks(list(range(len(done))) + [len(done) + 1 + j for j in range(len(arch))], ticks, fontsize=6)
+    ratio = "" if st["ratio"] is None else f"\nspread/error {st['ratio']:.2g}: {'fixed' if st['fixed'] else 'free'}"
+    ax.set_title(label + ratio, fontsize=6.5)
+    ax.tick_params(axis="y", labelsize=6)
+    ax.yaxis.get_offset_text().set_fontsize(6)
+
+
+def ensemble_figure(block: dict, labels: dict, columns: int = 5) -> Figure:
+    """Per quantity of `labels` ({key: text}) one panel of the ensemble block (apps.ensemble_table's
+    metadata block): each finished seed member's value with its error bar (blue), the seed mean and
+    spread (band), the architecture members apart (orange); the title gives spread / error and the class."""
+    keys = [q for q in labels if q in block["quantities"]]
+    rows = max(1, -(-len(keys) // columns))
+    fig = Figure(figsize=(2.2 * columns, 1.9 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax, q in zip(axes, keys):
+        _ensemble_panel(ax, block, q, labels[q])
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
     return fig
