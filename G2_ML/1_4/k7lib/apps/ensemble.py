@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
@@ -33,7 +32,7 @@ import torch
 from ..inputs import positive_int
 from ..learn import runs
 from ..learn.chart_training import train_chart
-from ..learn.checkpoint import list_checkpoints, load_checkpoint, load_trained
+from ..learn.checkpoint import list_checkpoints, load_quietly, load_trained
 from ..learn.config import MAX_SEED, MAX_WIDTH, Config
 from ..learn.divergence import TrainingDiverged
 from .ensemble_measure import MemberSettings, measure_member
@@ -140,9 +139,7 @@ def find_run(config: Config, root: Path) -> Path | None:
         if not list_checkpoints(path):
             continue
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                stored = load_checkpoint(path)["config"]
+            stored = load_quietly(path)["config"]
         except ValueError:
             continue
         if stored == want:
@@ -228,9 +225,7 @@ def collect(root=runs.DEFAULT_ROOT, settings: MemberSettings | None = None, prog
     for _, path in runs.list_runs(root):
         record = read_member(path / MEMBER_FILE)
         if record is None and list_checkpoints(path):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                state = load_checkpoint(path)
+            state = load_quietly(path)
             config = Config.from_dict(state["config"])
             if state["global_epoch"] < config.total_epochs + (1 if config.polish_points else 0):
                 notes.append(f"{path.name} is not finished (epoch {state['global_epoch']} of "

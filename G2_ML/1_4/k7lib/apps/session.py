@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 
 from ..inputs import positive_int
 from ..learn import chart_training, runs
-from ..learn.checkpoint import list_checkpoints, load_checkpoint
+from ..learn.checkpoint import list_checkpoints, load_quietly
 from ..learn.config import MAX_THREADS, Config
 from ..learn.divergence import TrainingDiverged
 from ..learn.schedule import check_lr_scale
@@ -74,9 +73,7 @@ def _auto_resume(config: Config, run_name: str | None, root: Path):
     written with this very configuration; (None, run_name) otherwise: a new run starts."""
     try:
         run_dir = runs.resolve_run(run_name, root)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            stored = load_checkpoint(run_dir)["config"]
+        stored = load_quietly(run_dir)["config"]
     except ValueError:
         return None, run_name
     return ("latest", run_dir.name) if stored == config.to_dict() else (None, run_name)

@@ -149,6 +149,14 @@ def load_checkpoint(run_dir: str | Path, which: str | int = "latest", exact: boo
                      + (f" ({len(candidates)} file(s) tried, none valid)" if candidates else ""))
 
 
+def load_quietly(run_dir: str | Path, which: str | int = "latest", **kw) -> dict:
+    """load_checkpoint without its warnings about skipped files: a look-up of what a run holds (auto-resume,
+    ensemble members), not a resume, so the caller decides what a ValueError means."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_checkpoint(run_dir, which, **kw)
+
+
 def polish_of(state: dict) -> int | None:
     """The length of the schedule whose polish a valid checkpoint holds (numbered total + 1), or None."""
     total = Config.from_dict(state["config"]).total_epochs

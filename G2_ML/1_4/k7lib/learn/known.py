@@ -81,7 +81,7 @@ class KnownRun:
 
 KNOWN_FORMAT = "k7lib-known-checkpoint-2"
 KNOWN_REQUIRED = ("format", "global_epoch", "model", "optimizer", "solver", "history", "config")
-HISTORY = ("epoch", "loss", "fresh_loss", "loss_ratio", "fresh_ratio", "seconds", "stage")
+HISTORY = CC.KNOWN_COLUMNS     # the history columns, in the order _append writes them (checked on resume)
 
 
 def _state(run_config: dict, model, opt, epoch: int, history: dict, solver: LMState) -> dict:

@@ -28,6 +28,7 @@ from .. import g2
 from ..batches import chunks
 from ..derivatives import value_and_jacobian
 from ..inputs import positive_int, positive_number
+from . import checkpoint_checks as CC
 from .torsion_free import Jets, LMSettings, jets_at, phi_jet, residual_jacobian, torsion_residual
 
 
@@ -44,16 +45,20 @@ class LMState:
 
 
 def state_problem(state, settings: LMSettings, steps_in_history: int) -> str | None:
-    """Why a stored solver state cannot be resumed, or None: mu a number within the settings' bounds,
-    nu a finite number >= 2, step an int equal to the history's count of LM steps (validated by value)."""
+    """Why a stored solver state cannot be resumed, or None: the scalars' types by
+    checkpoint_checks.solver_state_problem, then mu within the settings' bounds, nu >= 2 and step equal to the
+    history's count of LM steps (validated by value)."""
     if not isinstance(state, dict) or set(state) != {"mu", "nu", "step"}:
         return "solver state is not a dict of mu, nu and step"
+    problem = CC.solver_state_problem(state, mu="positive", nu="positive", step="count")
+    if problem:
+        return f"solver {problem}"
     mu, nu, step = state["mu"], state["nu"], state["step"]
     if not (isinstance(mu, float) and settings.mu_min <= mu <= settings.mu_max):
         return f"solver mu {mu!r} is not a number within [{settings.mu_min:g}, {settings.mu_max:g}]"
-    if not (isinstance(nu, float) and 2.0 <= nu < math.inf):
+    if not (isinstance(nu, float) and nu >= 2.0):
         return f"solver nu {nu!r} is not a finite number >= 2"
-    if not (isinstance(step, int) and not isinstance(step, bool) and step == steps_in_history):
+    if step != steps_in_history:
         return f"solver step {step!r} is not the history's {steps_in_history} LM steps"
     return None
 
@@ -155,9 +160,8 @@ def lm_step(model, J: Jets, volume: float, boundary: bool, settings: LMSettings,
     try:
         A, b, loss = normal_equations(model, params, J, volume, boundary, settings.chunk, times)
     except torch.linalg.LinAlgError:          # g(phi) not positive at a point: non-finite or degenerate weights
-        A = b = torch.full((1,), math.nan)
-        loss = math.nan
-    if not (bool(torch.isfinite(A).all()) and bool(torch.isfinite(b).all()) and math.isfinite(loss)):
+        A, loss = None, math.nan
+    if not (math.isfinite(loss) and bool(torch.isfinite(A).all()) and bool(torch.isfinite(b).all())):
         raise ValueError("Levenberg-Marquardt: the normal matrix or the gradient is not finite "
                          "(the weights are left unchanged); restart from an earlier checkpoint")
     theta = parameters_to_vector(params.values()).detach().clone()
