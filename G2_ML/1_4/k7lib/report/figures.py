@@ -268,20 +268,20 @@ def spectra_figure(result) -> Figure:
     for ax, s in zip(axes, (result.two, result.three)):
         nu = s.gram_eigenvalues.numpy()
         low = s.harmonic_floor * 1e-3 if s.harmonic_eigenvalues is not None else s.roundoff_floor * 1e-3
-        ax.plot(np.arange(1, len(nu) + 1), np.maximum(nu, low), ".", ms=2.5, color="0.6", label="Gram (b_eff)")
+        ax.plot(np.arange(1, len(nu) + 1), np.maximum(nu, low), ".", ms=2.5, color="0.6", label=r"Gram ($b^{\rm eff}$)")
         if s.harmonic_eigenvalues is not None:
             hv, cv = s.harmonic_eigenvalues.numpy(), s.projection.class_eigenvalues.numpy()
             ax.plot(np.arange(1, len(hv) + 1), np.maximum(hv, low), "o", ms=2.5, color="tab:blue",
                     label="harmonic parts")
             ax.plot(np.arange(1, len(cv) + 1), np.maximum(cv, low), "s", ms=3.5, mfc="none", color="tab:orange",
-                    label="projected dx^I")
+                    label=r"projected $dx^I$")
             ax.axhline(s.harmonic_floor, color="tab:red", ls="--", lw=0.8, label="round-off floor")
             ax.axhline(s.harmonic_threshold, color="tab:green", ls=":", lw=1.0, label="gap")
         ax.set_yscale("log")
         ax.tick_params(labelsize=7)
         ax.set_xlabel("index (decreasing)", fontsize=8)
         err = f"\nharmonic Gram error {s.harmonic_gram_error:.0e} (est.)" if s.harmonic_gram_error == s.harmonic_gram_error else ""
-        ax.set_title(f"{s.degree}-forms: b_eff {s.b_eff}, b_harm {s.b_harm}{err}", fontsize=7.5)
+        ax.set_title(rf"{s.degree}-forms: $b^{{\rm eff}}$ {s.b_eff}, $b^{{\rm harm}}$ {s.b_harm}{err}", fontsize=7.5)
     axes[0].set_ylabel("normalised eigenvalue", fontsize=8)
     axes[0].legend(fontsize=7, loc="lower left", handlelength=1.2, borderpad=0.3, labelspacing=0.2)
     return fig
