@@ -109,7 +109,7 @@ def test_a_bad_solver_state_is_named_and_skipped(tmp_path):
 
 
 @pytest.mark.parametrize("change,message", [({"solver": "adam"}, "solver must be one of"),
-                                            ({"lm_steps": -1}, "lm_steps"), ({"lm_mu0": 0.0}, "lm_mu0"),
+                                            ({"lm_steps": -1}, "lm_steps"), ({"lm_steps": 10**9}, "lm_steps"), ({"lm_mu0": 0.0}, "lm_mu0"),
                                             ({"lm_mu0": 1e12}, "lm_mu_min <= lm_mu0 <= lm_mu_max"),
                                             ({"solver": "lbfgs", "epochs": 0}, "epochs")])
 def test_lm_settings_are_validated_before_any_work(change, message):

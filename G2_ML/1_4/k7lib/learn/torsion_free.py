@@ -84,7 +84,7 @@ class LMSettings:
     chunk: int = 32
 
     def __post_init__(self):
-        positive_int(self.steps, "lm_steps", 0)
+        positive_int(self.steps, "lm_steps", 0, MAX_POLISH)      # at most 10^4 steps, as the polish
         for name in ("trials", "chunk"):
             positive_int(getattr(self, name), f"lm_{name}")
         for name in ("mu0", "mu_min", "mu_max"):
